@@ -200,29 +200,83 @@ _CLI_CASES = [c for c in _CASES if c[1] in ("unknown_version", "missing_version"
 ]
 
 
-@pytest.mark.parametrize(("kind", "case"), _CLI_CASES)
-def test_bad_document_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, case: str) -> None:
-    """`specsim simulate` with a bad profile or policy: exit code 2 and one stderr line."""
-    if not _has_command("simulate"):
-        pytest.skip("`specsim simulate` is not in this checkout yet")
-    files = {
-        "profile": write_json(tmp_path / "profile.json", VALID_PROFILE),
+def _sim_files(tmp_path: Path) -> dict[str, Path]:
+    """A profile, policy and trace that `specsim simulate` accepts (greedy traces only)."""
+    profile = json.loads(json.dumps(VALID_PROFILE))
+    profile["acceptance"] = profile["acceptance"][:1]
+    return {
+        "profile": write_json(tmp_path / "profile.json", profile),
         "policy": write_json(tmp_path / "policy.json", VALID_POLICY),
+        "traffic": write_jsonl(tmp_path / "t.jsonl", VALID_TRAFFIC),
     }
-    traffic = write_jsonl(tmp_path / "t.jsonl", VALID_TRAFFIC)
-    valid, bad, _ = _KINDS[kind]
-    field, value, needle = bad[case]
-    write_json(files[kind], _set(json.loads(json.dumps(valid)), field, value))
-    argv = [
+
+
+def _simulate_argv(files: dict[str, Path], tmp_path: Path) -> list[str]:
+    return [
         "simulate",
         "--profile",
         str(files["profile"]),
         "--traffic",
-        str(traffic),
+        str(files["traffic"]),
         "--policy",
         str(files["policy"]),
         "--out",
         str(tmp_path / "out"),
     ]
-    line = _cli_error(capsys, argv)
+
+
+def test_simulate_accepts_the_fixtures(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Baseline for the CLI error tests: the unmodified files simulate with exit code 0."""
+    if not _has_command("simulate"):
+        pytest.skip("`specsim simulate` is not in this checkout yet")
+    rc = main(_simulate_argv(_sim_files(tmp_path), tmp_path))
+    assert rc == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("kind", "case"), _CLI_CASES)
+def test_bad_document_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, case: str) -> None:
+    """`specsim simulate` with a bad profile or policy: exit code 2 and one stderr line."""
+    if not _has_command("simulate"):
+        pytest.skip("`specsim simulate` is not in this checkout yet")
+    files = _sim_files(tmp_path)
+    field, value, needle = _KINDS[kind][1][case]
+    write_json(files[kind], _set(json.loads(files[kind].read_text()), field, value))
+    line = _cli_error(capsys, _simulate_argv(files, tmp_path))
     assert needle in line
+
+
+@pytest.mark.parametrize(
+    ("name", "records"),
+    [
+        (
+            "backwards",
+            VALID_TRAFFIC[:2]
+            + [
+                {"timestamp": 0.0, "input_length": 1, "output_length": 1},
+                {"timestamp": -0.5, "input_length": 1, "output_length": 1},
+            ],
+        ),
+        ("negative_length", VALID_TRAFFIC[:2] + [{"timestamp": 1.0, "input_length": -1, "output_length": 1}]),
+        ("malformed", VALID_TRAFFIC[:2] + ["{"]),
+    ],
+)
+def test_bad_traffic_simulate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, records: list[Any]
+) -> None:
+    """`specsim simulate` with a bad trace: exit code 2 and one stderr line."""
+    if not _has_command("simulate"):
+        pytest.skip("`specsim simulate` is not in this checkout yet")
+    files = _sim_files(tmp_path)
+    write_jsonl(files["traffic"], records)
+    _cli_error(capsys, _simulate_argv(files, tmp_path))
+
+
+def test_k_above_profile_k_max_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A policy K above the profile's k_max is refused with exit code 2."""
+    if not _has_command("simulate"):
+        pytest.skip("`specsim simulate` is not in this checkout yet")
+    files = _sim_files(tmp_path)
+    policy = json.loads(json.dumps(VALID_POLICY))
+    policy["k_schedule"] = [[1, 4, VALID_PROFILE["k_max"] + 1]]
+    write_json(files["policy"], policy)
+    assert "K" in _cli_error(capsys, _simulate_argv(files, tmp_path))
