@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import VALID_POLICY, VALID_PROFILE, VALID_TRAFFIC, write_json, write_jsonl
 
 from specsim.cli import build_parser, main
 from specsim.errors import SpecsimError
 from specsim.formats import load_policy, load_profile, load_traffic
+from tests.formats.samples import VALID_POLICY, VALID_PROFILE, VALID_TRAFFIC, write_json, write_jsonl
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:

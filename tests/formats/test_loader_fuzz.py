@@ -8,12 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from conftest import VALID_POLICY, VALID_PROFILE, VALID_TRAFFIC
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from specsim.errors import SpecsimError
 from specsim.formats import load_policy, load_profile, load_traffic
+from tests.formats.samples import VALID_POLICY, VALID_PROFILE, VALID_TRAFFIC
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,7 +13,7 @@ from specsim.formats.traffic import load_traffic, save_traffic
 from specsim.traffic.azure import category_from_name, import_azure
 from specsim.traffic.stats import traffic_stats
 
-TRACES = Path("/work/shared/data/traces")
+TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
 CONV = TRACES / "AzureLLMInferenceTrace_conv.csv"
 CODE = TRACES / "AzureLLMInferenceTrace_code.csv"
 

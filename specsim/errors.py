@@ -1,0 +1,13 @@
+"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class SpecsimError(Exception):
+    """Bad input or an impossible request, explained in one line for the user."""
+
+
+def one_line(msg: str, limit: int = 300) -> str:
+    """Collapse a (possibly multi-line) message into one readable line."""
+    text = " ".join(str(msg).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

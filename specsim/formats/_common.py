@@ -1,0 +1,54 @@
+"""Shared loading helpers for the contracts: JSON reading and one-line validation errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from specsim.errors import SpecsimError
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """Parse a JSON file, turning every I/O or syntax problem into a one-line SpecsimError."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecsimError(f"{what} file not found: {p}")
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason}") from None
+    except json.JSONDecodeError as exc:
+        raise SpecsimError(f"{what} {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise SpecsimError(f"{what} {p} is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise SpecsimError(f"{what} {p} is not usable JSON: {exc}") from None
+
+
+def validation_message(exc: ValidationError, what: str, where: str) -> str:
+    """Summarise a pydantic ValidationError as one line naming the first bad field."""
+    errs = exc.errors()
+    first = errs[0]
+    loc = ".".join(str(x) for x in first.get("loc", ())) or "(top level)"
+    msg = first.get("msg", "invalid")
+    more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
+    return f"invalid {what} {where}: {loc}: {msg}{more}"
+
+
+def check_version(data: Any, what: str, where: str, schema: str, supported: tuple[int, ...]) -> None:
+    """Reject a document whose schema name or version this build does not understand."""
+    if not isinstance(data, dict):
+        raise SpecsimError(f"invalid {what} {where}: expected a JSON object")
+    name = data.get("schema")
+    if name is not None and name != schema:
+        raise SpecsimError(f"invalid {what} {where}: schema is {name!r}, expected {schema!r}")
+    version = data.get("version")
+    if version is None:
+        raise SpecsimError(f"invalid {what} {where}: missing 'version' (supported: {list(supported)})")
+    if isinstance(version, bool) or version not in supported:
+        raise SpecsimError(
+            f"unsupported {what} schema version {version!r} in {where} (this specsim reads {list(supported)})"
+        )

@@ -1,0 +1,174 @@
+"""The policy contract: which drafter, and the K schedule over batch size, that the server enforces.
+
+The schedule has vLLM's `num_speculative_tokens_per_batch_size` shape: inclusive, sorted,
+non-overlapping ranges `[[lo, hi, K], ...]`; batch sizes no range covers get K = 0 (off).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from specsim.errors import SpecsimError
+from specsim.formats._common import check_version, read_json, validation_message
+from specsim.io import atomic_write_text
+
+SCHEMA = "specsim.policy"
+VERSIONS = (1,)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class DrafterRef(_Strict):
+    """The drafter a policy uses; `name` is a key of the profile's drafters."""
+
+    name: str
+    method: str
+    """vLLM speculative method (ngram, suffix, draft_model, eagle, ...)."""
+    model: str | None = None
+    """Draft model path (draft_model / eagle / mtp)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AcceptanceFloor(_Strict):
+    """Stop speculating for a request whose running acceptance rate falls below `min_rate`."""
+
+    min_rate: float = Field(gt=0.0, le=1.0)
+    """Accepted / drafted tokens below which the request decodes without drafts."""
+    warmup_steps: int = Field(default=4, ge=1)
+    """Verification steps observed before the floor applies."""
+
+
+class EngineKnobs(_Strict):
+    """Engine settings the policy was tuned with (None = engine default)."""
+
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+
+
+class Provenance(_Strict):
+    """Where a policy came from and what it is predicted to achieve."""
+
+    created_by: str = "specsim"
+    created_at: str | None = None
+    profile_sha256: str | None = None
+    traffic_sha256: str | None = None
+    objective: str | None = None
+    slo: dict[str, float] = Field(default_factory=dict)
+    predicted: dict[str, Any] = Field(default_factory=dict)
+    """Predicted metrics under the tuning traffic (throughput, goodput, percentiles)."""
+    baselines: dict[str, Any] = Field(default_factory=dict)
+    notes: str = ""
+
+
+class Policy(_Strict):
+    """A speculative-decoding policy: drafter, K schedule over batch size, and optional guards."""
+
+    schema_name: Literal["specsim.policy"] = Field(default=SCHEMA, alias="schema")
+    version: int = VERSIONS[-1]
+    drafter: DrafterRef | None = None
+    """None means speculation is off everywhere."""
+    k_schedule: list[tuple[int, int, int]] = Field(default_factory=list)
+    """Inclusive [lo, hi, K] ranges over batch size; K = 0 turns speculation off."""
+    hysteresis: int = Field(default=0, ge=0)
+    """Batch-size band: keep the current range until the batch size leaves it by more than this."""
+    acceptance_floor: AcceptanceFloor | None = None
+    engine: EngineKnobs = Field(default_factory=EngineKnobs)
+    provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("k_schedule")
+    @classmethod
+    def _ranges(cls, v: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+        prev_hi = 0
+        for lo, hi, k in v:
+            if lo < 1 or hi < lo:
+                raise ValueError(f"range [{lo}, {hi}] must have 1 <= lo <= hi")
+            if k < 0:
+                raise ValueError(f"K must be >= 0, got {k}")
+            if lo <= prev_hi:
+                raise ValueError(
+                    f"range [{lo}, {hi}] overlaps or is out of order (previous ends at {prev_hi})"
+                )
+            prev_hi = hi
+        return v
+
+    @model_validator(mode="after")
+    def _drafter_needed(self) -> Policy:
+        if self.drafter is None and any(k > 0 for _, _, k in self.k_schedule):
+            raise ValueError("k_schedule has K > 0 but the policy names no drafter")
+        return self
+
+    @property
+    def max_k(self) -> int:
+        """Largest K the schedule uses (vLLM's num_speculative_tokens)."""
+        return max((k for _, _, k in self.k_schedule), default=0)
+
+    def k_for(self, batch_size: int) -> int:
+        """K for a batch size, ignoring hysteresis."""
+        for lo, hi, k in self.k_schedule:
+            if lo <= batch_size <= hi:
+                return k
+        return 0
+
+    @classmethod
+    def static(cls, drafter: DrafterRef | None, k: int, max_batch: int = 1 << 20) -> Policy:
+        """A policy with one K at every batch size (K = 0 or no drafter: speculation off)."""
+        if drafter is None or k == 0:
+            return cls(drafter=drafter, k_schedule=[])
+        return cls(drafter=drafter, k_schedule=[(1, max_batch, k)])
+
+
+class KController:
+    """Looks up K per engine step, applying the policy's hysteresis band.
+
+    Without hysteresis this is `Policy.k_for`. With band h, once the batch size b falls in range
+    [lo, hi] the controller keeps that range's K while lo - h <= b <= hi + h, so K does not flip
+    back and forth when the batch size hovers at a breakpoint.
+    """
+
+    def __init__(self, policy: Policy) -> None:
+        self.ranges = [tuple(r) for r in policy.k_schedule]
+        self.band = policy.hysteresis
+        self._current: int | None = None  # index into ranges, or None = uncovered
+        self._cache: dict[int, int] = {}
+
+    def _index(self, b: int) -> int | None:
+        for i, (lo, hi, _) in enumerate(self.ranges):
+            if lo <= b <= hi:
+                return i
+        return None
+
+    def k(self, batch_size: int) -> int:
+        """K for this step's batch size."""
+        if self.band == 0:
+            k = self._cache.get(batch_size)
+            if k is None:
+                i = self._index(batch_size)
+                k = self._cache[batch_size] = self.ranges[i][2] if i is not None else 0
+            return k
+        cur = self._current
+        if cur is not None:
+            lo, hi, k = self.ranges[cur]
+            if lo - self.band <= batch_size <= hi + self.band:
+                return k
+        self._current = self._index(batch_size)
+        return self.ranges[self._current][2] if self._current is not None else 0
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy; every defect is a one-line SpecsimError."""
+    data = read_json(path, "policy")
+    check_version(data, "policy", str(path), SCHEMA, VERSIONS)
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise SpecsimError(validation_message(exc, "policy", str(path))) from None
+
+
+def save_policy(policy: Policy, path: str | Path) -> None:
+    """Write a policy as JSON atomically."""
+    atomic_write_text(path, policy.model_dump_json(by_alias=True, indent=2) + "\n")

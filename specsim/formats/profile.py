@@ -1,0 +1,227 @@
+"""The profile contract: measured (or analytic) step costs plus per-request acceptance traces.
+
+A profile says how long one engine iteration takes for a given composition and how many draft
+tokens the target accepts at each output position, so the simulator can replay any K exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from specsim.errors import SpecsimError
+from specsim.formats._common import check_version, read_json, validation_message
+from specsim.io import atomic_write_text
+
+SCHEMA = "specsim.profile"
+VERSIONS = (1,)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _increasing(values: list[int] | list[float], name: str) -> None:
+    if not values:
+        raise ValueError(f"{name} must not be empty")
+    if any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"{name} must be strictly increasing")
+
+
+class ProfileMetadata(_Strict):
+    """Who measured what, where and how: what a reader needs to trust the numbers."""
+
+    source: Literal["measured", "analytic"]
+    """'measured' by `specsim profile` through a real engine, or 'analytic' (roofline model)."""
+    hardware: str
+    """Device description, e.g. 'NVIDIA H100 80GB' or 'AMD EPYC, 2 cores'."""
+    device: str = "cpu"
+    """Device kind the engine ran on: 'cpu' or 'cuda'."""
+    engine: str = "vllm"
+    """Serving engine the costs belong to."""
+    engine_version: str | None = None
+    """Engine version string, e.g. '0.32.0+cpu'."""
+    target_model: str
+    """Target model name or path."""
+    dtype: str = "bfloat16"
+    """Weights/activation dtype."""
+    threads: int | None = None
+    """CPU threads used by the engine (None on GPU)."""
+    engine_args: dict[str, Any] = Field(default_factory=dict)
+    """Every engine argument used while measuring."""
+    created_at: str | None = None
+    """ISO-8601 time of creation."""
+    notes: str = ""
+    """Free text: machine load, caveats."""
+    fit: dict[str, Any] = Field(default_factory=dict)
+    """Cost-model fit report (e.g. held-out relative error)."""
+    analytic: dict[str, Any] = Field(default_factory=dict)
+    """Inputs of the analytic builder (model sizes, GPU figures), empty for measured profiles."""
+
+
+class CostTable(_Strict):
+    """Median step time (ms) on a (batch size, K) grid; rows are batch sizes, columns K values."""
+
+    batch_sizes: list[int]
+    """Number of sequences in the step, strictly increasing, >= 1."""
+    ks: list[int]
+    """Speculation lengths, strictly increasing; each decoding sequence verifies K+1 tokens."""
+    step_ms: list[list[float]]
+    """step_ms[i][j]: median milliseconds for batch_sizes[i] and ks[j]."""
+    spread_ms: list[list[float]] | None = None
+    """Same shape: spread of the repeats (interquartile range), if measured."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> CostTable:
+        _increasing(self.batch_sizes, "batch_sizes")
+        _increasing(self.ks, "ks")
+        if self.batch_sizes[0] < 1 or self.ks[0] < 0:
+            raise ValueError("batch_sizes must be >= 1 and ks >= 0")
+        for grid, name in ((self.step_ms, "step_ms"), (self.spread_ms, "spread_ms")):
+            if grid is None:
+                continue
+            if len(grid) != len(self.batch_sizes) or any(len(r) != len(self.ks) for r in grid):
+                raise ValueError(f"{name} must have shape [len(batch_sizes)][len(ks)]")
+            if any(not (v >= 0 and v < 1e9) for r in grid for v in r):
+                raise ValueError(f"{name} values must be finite and >= 0")
+        return self
+
+
+class DecodeCost(CostTable):
+    """Target decode/verification cost: a CostTable measured at one context length, plus a slope."""
+
+    reference_context: int = Field(ge=0)
+    """Mean context length (tokens per sequence) at which the table was measured."""
+    context_ms_per_token: float = Field(default=0.0, ge=0.0)
+    """Marginal ms per extra context token summed over the batch (attention/KV reads)."""
+
+    @model_validator(mode="after")
+    def _has_k0(self) -> DecodeCost:
+        if self.ks[0] != 0:
+            raise ValueError("target decode table must include K=0 (plain decoding)")
+        return self
+
+
+class PrefillCurve(_Strict):
+    """Prefill-only step time (ms) against prompt tokens processed in the step."""
+
+    tokens: list[int]
+    """Prompt tokens in the step, strictly increasing, >= 1."""
+    step_ms: list[float]
+    """Median ms of a step that prefills that many tokens."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> PrefillCurve:
+        _increasing(self.tokens, "tokens")
+        if self.tokens[0] < 1:
+            raise ValueError("tokens must be >= 1")
+        if len(self.step_ms) != len(self.tokens):
+            raise ValueError("step_ms must have one value per tokens entry")
+        if any(not (v >= 0 and v < 1e9) for v in self.step_ms):
+            raise ValueError("step_ms values must be finite and >= 0")
+        return self
+
+
+class TargetCost(_Strict):
+    """The target model's cost model: decode/verify table and prefill curve."""
+
+    decode: DecodeCost
+    prefill: PrefillCurve
+    kv_cache_tokens: int | None = Field(default=None, ge=16)
+    """KV-cache capacity in tokens the engine had while measuring (the simulator's default)."""
+
+
+class DrafterSpec(_Strict):
+    """A drafter the profile measured: how to configure it and what it adds to a step."""
+
+    method: str
+    """vLLM speculative method: ngram, suffix, draft_model, eagle, eagle3, mtp, ..."""
+    model: str | None = None
+    """Draft model path or name (draft_model / eagle / mtp)."""
+    params: dict[str, Any] = Field(default_factory=dict)
+    """Method parameters, e.g. {'prompt_lookup_min': 2, 'prompt_lookup_max': 4}."""
+    k_max: int = Field(ge=1)
+    """Largest K measured for this drafter."""
+    cost: CostTable | None = None
+    """Extra ms per step on top of target.decode for proposing K tokens at batch B (None = free)."""
+
+
+class AcceptanceTrace(_Strict):
+    """Per-request acceptance: for each output position, how far a verification would get."""
+
+    prompt_id: str
+    category: str | None = None
+    drafter: str
+    """Key into Profile.drafters."""
+    prompt_length: int = Field(ge=1)
+    output_length: int = Field(ge=1)
+    k_max: int = Field(ge=1)
+    mode: Literal["greedy", "sampled"] = "greedy"
+    r: list[int] | None = None
+    """Greedy: r[pos] in 0..k_max = accept run length of a step starting at output position pos."""
+    p: list[float] | None = None
+    """Sampled: per-position acceptance probability (sum over tokens of min(p, q))."""
+
+    @model_validator(mode="after")
+    def _payload(self) -> AcceptanceTrace:
+        if self.mode == "greedy":
+            if not self.r:
+                raise ValueError("greedy trace needs a non-empty 'r'")
+            if any(v < 0 or v > self.k_max for v in self.r):
+                raise ValueError("r values must lie in 0..k_max")
+        else:
+            if not self.p:
+                raise ValueError("sampled trace needs a non-empty 'p'")
+            if any(not (0.0 <= v <= 1.0) for v in self.p):
+                raise ValueError("p values must lie in [0, 1]")
+        return self
+
+
+class Profile(_Strict):
+    """A complete profile: metadata, the target's cost model, drafters and acceptance traces."""
+
+    schema_name: Literal["specsim.profile"] = Field(default=SCHEMA, alias="schema")
+    version: int = VERSIONS[-1]
+    metadata: ProfileMetadata
+    k_max: int = Field(ge=0)
+    """Largest K the cost model covers (the simulator refuses K above it)."""
+    target: TargetCost
+    drafters: dict[str, DrafterSpec] = Field(default_factory=dict)
+    acceptance: list[AcceptanceTrace] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.target.decode.ks[-1] < self.k_max:
+            raise ValueError(f"target.decode covers K up to {self.target.decode.ks[-1]} < k_max {self.k_max}")
+        for t in self.acceptance:
+            if t.drafter not in self.drafters:
+                raise ValueError(f"acceptance trace {t.prompt_id!r} names unknown drafter {t.drafter!r}")
+        return self
+
+    def traces_for(self, drafter: str) -> list[AcceptanceTrace]:
+        """Acceptance traces recorded for one drafter."""
+        return [t for t in self.acceptance if t.drafter == drafter]
+
+    def digest(self) -> str:
+        """Content hash (for policy provenance)."""
+        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate a profile; every defect is a one-line SpecsimError."""
+    data = read_json(path, "profile")
+    check_version(data, "profile", str(path), SCHEMA, VERSIONS)
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise SpecsimError(validation_message(exc, "profile", str(path))) from None
+
+
+def save_profile(profile: Profile, path: str | Path) -> None:
+    """Write a profile as JSON atomically."""
+    atomic_write_text(path, profile.model_dump_json(by_alias=True, indent=1, exclude_none=True) + "\n")

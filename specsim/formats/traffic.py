@@ -1,0 +1,230 @@
+"""The traffic-trace contract: JSONL, one request a line (Mooncake/Bailian style), seconds since start.
+
+An optional first line `{"schema": "specsim.traffic", "version": 1, ...}` carries the version and
+free-form metadata; files without it are read as version 1 so third-party traces load unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from specsim.errors import SpecsimError
+from specsim.formats._common import check_version
+from specsim.io import atomic_path
+
+SCHEMA = "specsim.traffic"
+VERSIONS = (1,)
+_REQUIRED = ("timestamp", "input_length", "output_length")
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """A request trace held as column arrays (fast to slice, scale and replay)."""
+
+    timestamps: np.ndarray
+    """Arrival time of each request in seconds, non-decreasing (float64)."""
+    input_lengths: np.ndarray
+    """Prompt length in tokens, >= 1 (int64)."""
+    output_lengths: np.ndarray
+    """Number of output tokens to generate, >= 1 (int64)."""
+    categories: tuple[str | None, ...]
+    """Optional workload category per request (matched against acceptance traces)."""
+    request_ids: tuple[str, ...]
+    """Stable identifier per request."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """Free-form provenance (source file, generator parameters)."""
+
+    def __post_init__(self) -> None:
+        n = len(self.timestamps)
+        if not (len(self.input_lengths) == len(self.output_lengths) == len(self.categories) == n):
+            raise SpecsimError("traffic columns have different lengths")
+        if len(self.request_ids) != n:
+            raise SpecsimError("traffic request_ids length differs from the trace")
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        timestamps: Any,
+        input_lengths: Any,
+        output_lengths: Any,
+        categories: Any = None,
+        request_ids: Any = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Traffic:
+        """Build and validate a trace from array-likes; request ids default to their index."""
+        ts = np.asarray(timestamps, dtype=np.float64)
+        inp = np.asarray(input_lengths, dtype=np.int64)
+        out = np.asarray(output_lengths, dtype=np.int64)
+        n = len(ts)
+        cats = tuple(categories) if categories is not None else (None,) * n
+        ids = tuple(str(x) for x in (request_ids if request_ids is not None else range(n)))
+        tr = cls(ts, inp, out, cats, ids, dict(metadata or {}))
+        tr.validate()
+        return tr
+
+    def validate(self) -> None:
+        """Raise SpecsimError if any value breaks the contract."""
+        ts = self.timestamps
+        if len(ts) and not np.all(np.isfinite(ts)):
+            raise SpecsimError("traffic has a non-finite timestamp")
+        if len(ts) and ts.min() < 0:
+            raise SpecsimError("traffic has a negative timestamp")
+        if len(ts) > 1:
+            back = np.nonzero(np.diff(ts) < 0)[0]
+            if len(back):
+                raise SpecsimError(f"traffic timestamps go backwards at request {int(back[0]) + 1}")
+        for name, arr in (("input_length", self.input_lengths), ("output_length", self.output_lengths)):
+            if len(arr) and arr.min() < 1:
+                i = int(np.argmin(arr))
+                raise SpecsimError(f"traffic request {i}: {name} must be >= 1, got {int(arr[i])}")
+
+    @property
+    def duration(self) -> float:
+        """Seconds between the first and last arrival."""
+        return float(self.timestamps[-1] - self.timestamps[0]) if len(self) > 1 else 0.0
+
+    @property
+    def rate(self) -> float:
+        """Mean arrival rate in requests per second (0 for fewer than two requests)."""
+        return (len(self) - 1) / self.duration if self.duration > 0 else 0.0
+
+    def head(self, n: int) -> Traffic:
+        """The first `n` requests."""
+        return self.select(np.arange(min(n, len(self))))
+
+    def select(self, idx: np.ndarray) -> Traffic:
+        """The requests at the given (sorted) indices."""
+        return Traffic(
+            self.timestamps[idx],
+            self.input_lengths[idx],
+            self.output_lengths[idx],
+            tuple(self.categories[i] for i in idx),
+            tuple(self.request_ids[i] for i in idx),
+            dict(self.metadata),
+        )
+
+    def rate_scaled(self, scale: float) -> Traffic:
+        """Compress (scale > 1) or stretch time so the arrival rate is multiplied by `scale`."""
+        if not (scale > 0 and math.isfinite(scale)):
+            raise SpecsimError(f"rate scale must be a positive number, got {scale}")
+        t0 = self.timestamps[0] if len(self) else 0.0
+        ts = t0 + (self.timestamps - t0) / scale
+        meta = dict(self.metadata, rate_scale=scale * float(self.metadata.get("rate_scale", 1.0)))
+        return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta)
+
+    def digest(self) -> str:
+        """Content hash of the requests (for policy provenance)."""
+        h = hashlib.sha256()
+        for arr in (self.timestamps, self.input_lengths, self.output_lengths):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        h.update("\x1f".join(c or "" for c in self.categories).encode())
+        return h.hexdigest()
+
+
+def load_traffic(path: str | Path) -> Traffic:
+    """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError."""
+    p = Path(path)
+    if not p.is_file():
+        raise SpecsimError(f"traffic file not found: {p}")
+    ts: list[float] = []
+    inp: list[int] = []
+    out: list[int] = []
+    cats: list[str | None] = []
+    ids: list[str] = []
+    meta: dict[str, Any] = {}
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecsimError(f"traffic {p} is not UTF-8 text: {exc.reason}") from None
+    first = True
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SpecsimError(f"traffic {p} line {lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise SpecsimError(f"traffic {p} line {lineno}: JSON nested too deeply") from None
+        except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+            raise SpecsimError(f"traffic {p} line {lineno}: not usable JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise SpecsimError(f"traffic {p} line {lineno}: expected a JSON object")
+        if first and "schema" in obj:
+            check_version(obj, "traffic", f"{p} line {lineno}", SCHEMA, VERSIONS)
+            meta = {k: v for k, v in obj.items() if k not in ("schema", "version")}
+            first = False
+            continue
+        first = False
+        ts.append(_number(obj, "timestamp", p, lineno))
+        inp.append(_count(obj, "input_length", p, lineno))
+        out.append(_count(obj, "output_length", p, lineno))
+        cat = obj.get("category")
+        if cat is not None and not isinstance(cat, str):
+            raise SpecsimError(f"traffic {p} line {lineno}: category must be a string")
+        cats.append(cat)
+        rid = obj.get("request_id", len(ids))
+        if not isinstance(rid, (str, int)) or isinstance(rid, bool):
+            raise SpecsimError(f"traffic {p} line {lineno}: request_id must be a string or integer")
+        ids.append(str(rid))
+        if len(ts) > 1 and ts[-1] < ts[-2]:
+            raise SpecsimError(
+                f"traffic {p} line {lineno}: timestamp {ts[-1]} goes backwards (previous {ts[-2]})"
+            )
+    if not ts:
+        raise SpecsimError(f"traffic {p} holds no requests")
+    meta.setdefault("source", str(p))
+    return Traffic.from_arrays(ts, inp, out, cats, ids, meta)
+
+
+def _number(obj: dict[str, Any], key: str, p: Path, lineno: int) -> float:
+    if key not in obj:
+        raise SpecsimError(f"traffic {p} line {lineno}: missing '{key}'")
+    v = obj[key]
+    try:
+        fv = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+    except OverflowError:  # an int beyond float range
+        fv = math.inf
+    if not math.isfinite(fv) or fv < 0:
+        raise SpecsimError(f"traffic {p} line {lineno}: '{key}' must be a finite number >= 0, got {v!r}")
+    return fv
+
+
+def _count(obj: dict[str, Any], key: str, p: Path, lineno: int) -> int:
+    if key not in obj:
+        raise SpecsimError(f"traffic {p} line {lineno}: missing '{key}'")
+    v = obj[key]
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v >= 2**63:
+        raise SpecsimError(f"traffic {p} line {lineno}: '{key}' must be an integer in 1..2^63-1, got {v!r}")
+    return v
+
+
+def save_traffic(traffic: Traffic, path: str | Path) -> None:
+    """Write a trace as JSONL with a version header line, atomically."""
+    traffic.validate()
+    header = {"schema": SCHEMA, "version": VERSIONS[-1], **traffic.metadata}
+    lines = [json.dumps(header, default=str)]
+    for i in range(len(traffic)):
+        rec: dict[str, Any] = {
+            "timestamp": round(float(traffic.timestamps[i]), 6),
+            "input_length": int(traffic.input_lengths[i]),
+            "output_length": int(traffic.output_lengths[i]),
+            "request_id": traffic.request_ids[i],
+        }
+        if traffic.categories[i] is not None:
+            rec["category"] = traffic.categories[i]
+        lines.append(json.dumps(rec))
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
