@@ -1,0 +1,1 @@
+"""Traffic traces: Azure CSV import, synthetic generation and summary statistics."""
