@@ -204,8 +204,8 @@ def analytic_profile(
         target_model=target,
         dtype="bfloat16",
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        notes="Roofline estimate (bandwidth efficiency %.0f%%, compute efficiency %.0f%%); synthetic "
-        "i.i.d. acceptance. Replace with a measured profile for decisions." % (BW_EFF * 100, FLOP_EFF * 100),
+        notes=f"Roofline estimate (bandwidth efficiency {BW_EFF:.0%}, compute efficiency {FLOP_EFF:.0%}); "
+        "synthetic i.i.d. acceptance. Replace with a measured profile for decisions.",
         analytic={
             "target": asdict(tm), "drafter": drafter_model, "gpu": asdict(g), "tp": tp,
             "step_overhead_s": STEP_OVERHEAD_S, "alphas": alphas or DEFAULT_ALPHA,

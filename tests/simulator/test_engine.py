@@ -73,7 +73,8 @@ def test_schedule_turning_speculation_off_above_b_is_obeyed_every_step(h100) -> 
 
 def test_decoding_basis_counts_only_decoding_requests(h100) -> None:
     traffic = poisson_traffic(400, rate=60.0, inp=3000, out=(20, 100), seed=4)
-    res = simulate(h100, traffic, _draft_policy([(1, 4, 4)]), SimConfig(k_basis="decoding", max_num_batched_tokens=1024))
+    cfg = SimConfig(k_basis="decoding", max_num_batched_tokens=1024)
+    res = simulate(h100, traffic, _draft_policy([(1, 4, 4)]), cfg)
     st = res.steps
     assert (st["basis_batch"] == st["decoding"]).all()
     assert (st["k"][(st["decoding"] > 0) & (st["decoding"] <= 4)] == 4).all()
