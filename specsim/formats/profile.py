@@ -197,9 +197,12 @@ class Profile(_Strict):
     def _consistent(self) -> Profile:
         if self.target.decode.ks[-1] < self.k_max:
             raise ValueError(f"target.decode covers K up to {self.target.decode.ks[-1]} < k_max {self.k_max}")
+        modes: dict[str, str] = {}
         for t in self.acceptance:
             if t.drafter not in self.drafters:
                 raise ValueError(f"acceptance trace {t.prompt_id!r} names unknown drafter {t.drafter!r}")
+            if modes.setdefault(t.drafter, t.mode) != t.mode:
+                raise ValueError(f"drafter {t.drafter!r} mixes greedy and sampled acceptance traces")
         return self
 
     def traces_for(self, drafter: str) -> list[AcceptanceTrace]:

@@ -1,7 +1,8 @@
 """Replays acceptance traces: how many draft tokens each request accepts in a verification step.
 
-All traces of one drafter are concatenated into one flat array, so a step's lookup for every
-decoding request is a single vectorised gather: r = flat[offset + pos % length].
+All traces of one drafter live in one flat array, so a step's lookup for every decoding request
+is a single vectorised gather. Greedy traces are tiled once to the longest output in the traffic,
+which makes the gather index simply `trace_start + position` (no modulo in the hot loop).
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import numpy as np
 from specsim.errors import SpecsimError
 from specsim.formats.profile import AcceptanceTrace
 
+_MAX_TILED = 32_000_000  # entries (int8) we are willing to hold for the tiled greedy table
+
 
 class AcceptanceReplay:
-    """Assigns a trace to each request and answers `accepted(requests, positions, k)` per step."""
+    """Assigns a trace to each request and answers `accepted(...)` per step."""
 
     def __init__(self, traces: list[AcceptanceTrace], seed: int = 0) -> None:
         if not traces:
@@ -24,21 +27,37 @@ class AcceptanceReplay:
         if len(modes) > 1:
             raise SpecsimError("a drafter's acceptance traces mix greedy and sampled modes")
         self.sampled = modes == {"sampled"}
-        values = [np.asarray(t.p if self.sampled else t.r, dtype=np.float64) for t in traces]
-        lengths = np.array([len(v) for v in values], dtype=np.int64)
-        self.flat = np.concatenate(values) if not self.sampled else np.concatenate(values)
+        self.values = [np.asarray(t.p if self.sampled else t.r, dtype=np.float64) for t in traces]
+        self.lengths = np.array([len(v) for v in self.values], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
+        self.flat = np.concatenate(self.values)
         if not self.sampled:
             self.flat = self.flat.astype(np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        self.lengths = lengths
         self.k_cap = min(t.k_max for t in traces)
         self._by_category: dict[str | None, list[int]] = defaultdict(list)
         for i, t in enumerate(traces):
             self._by_category[t.category].append(i)
         self._rng = np.random.default_rng(seed)
+        self.tiled: np.ndarray | None = None
+        self._tile_len = 0
 
-    def assign(self, categories: tuple[str | None, ...]) -> tuple[np.ndarray, np.ndarray]:
-        """Trace (offset, length) per request: a trace of the same category if any, else any trace."""
+    def _tile(self, max_len: int) -> None:
+        """Greedy only: repeat every trace to `max_len` positions in one int8 table."""
+        if self.sampled or self.k_cap > 127 or len(self.values) * max_len > _MAX_TILED:
+            return
+        reps = -(-max_len // self.lengths)
+        rows = [np.tile(v.astype(np.int8), int(n))[:max_len] for v, n in zip(self.values, reps, strict=True)]
+        self.tiled = np.concatenate(rows)
+        self._tile_len = max_len
+
+    def assign(self, categories: tuple[str | None, ...], max_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Per request (trace start, trace length): a trace of its category if any, else any trace.
+
+        With `max_len` (the longest output + K) greedy traces are tiled and the start indexes the
+        tiled table; positions then never wrap.
+        """
+        if max_len and self.tiled is None:
+            self._tile(max_len)
         groups: dict[str | None, list[int]] = defaultdict(list)
         for i, cat in enumerate(categories):
             groups[cat].append(i)
@@ -49,17 +68,21 @@ class AcceptanceReplay:
             pool = self._by_category.get(cat)
             choices = np.asarray(pool) if pool else all_idx
             pick[rows] = self._rng.choice(choices, size=len(rows))
+        if self.tiled is not None:
+            return pick * self._tile_len, np.full(len(pick), self._tile_len, dtype=np.int64)
         return self.offsets[pick], self.lengths[pick]
 
-    def accepted(self, offsets: np.ndarray, lengths: np.ndarray, pos: np.ndarray, k: np.ndarray) -> np.ndarray:
+    def accepted(self, start: np.ndarray, length: np.ndarray, pos: np.ndarray, k: int | np.ndarray) -> np.ndarray:
         """Accepted draft tokens per request for a verification step starting at output position pos."""
+        if self.tiled is not None:
+            return np.minimum(self.tiled[start + pos], k)
         if not self.sampled:
-            r = self.flat[offsets + pos % lengths]
-            return np.minimum(r, k)
-        kmax = int(k.max()) if len(k) else 0
+            return np.minimum(self.flat[start + pos % length], k)
+        karr = np.broadcast_to(np.asarray(k, dtype=np.int64), pos.shape)
+        kmax = int(karr.max()) if len(karr) else 0
         if kmax == 0:
             return np.zeros(len(pos), dtype=np.int64)
         j = np.arange(kmax)
-        p = self.flat[offsets[:, None] + (pos[:, None] + j[None, :]) % lengths[:, None]]
-        ok = (self._rng.random(p.shape) < p) & (j[None, :] < k[:, None])
+        p = self.flat[start[:, None] + (pos[:, None] + j[None, :]) % length[:, None]]
+        ok = (self._rng.random(p.shape) < p) & (j[None, :] < karr[:, None])
         return np.cumprod(ok, axis=1).sum(axis=1)

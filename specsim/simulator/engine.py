@@ -48,7 +48,9 @@ class StepPlan:
     """What one step does: how many batch rows decode, their K, and which prefill chunks run."""
 
     n: int
-    k: int | np.ndarray
+    k: int
+    row_k: np.ndarray | None
+    """Per-row K when the acceptance floor switched some rows off, else None."""
     prefills: list[tuple[int, int]]
     dt: float
 
@@ -89,6 +91,7 @@ class ReplicaEngine:
         self.busy_time = 0.0
         self._wake: simpy.Event | None = None
         self._dirty = False
+        self._exact_free: int | None = None
         self.process = env.process(self._run())
 
     # ---- interface for the router -------------------------------------------------------------
@@ -139,10 +142,12 @@ class ReplicaEngine:
         self._dirty = True
         self._sync_batch()
 
-    def _decode_blocks(self, ctx: np.ndarray, k: int | np.ndarray) -> int:
-        """KV blocks the decoding rows need this step (context plus K draft slots each)."""
-        bs = self.cfg.block_size
-        return int(((ctx + k + (bs - 1)) // bs).sum()) if len(ctx) else 0
+    def _decode_blocks(self, n: int, k: int | np.ndarray) -> int:
+        """Exact KV blocks the first n decoding rows need this step (context plus K draft slots)."""
+        if not n:
+            return 0
+        b, bs = self.batch, self.cfg.block_size
+        return int(((b.inp[:n] + b.gen[:n] + k + (bs - 1)) // bs).sum())
 
     def _schedule(self, now: float) -> StepPlan:
         t, cfg = self.t, self.cfg
@@ -152,39 +157,52 @@ class ReplicaEngine:
         basis = len(self.running) if cfg.k_basis == "running" else n
         k_step = self.kc.k(basis) if self.replay is not None else 0
         k: int | np.ndarray = k_step
+        row_k: np.ndarray | None = None
         budget = cfg.max_num_batched_tokens
         if n:
             if self.floor is not None and k_step and b.floor_off.any():
-                k = np.where(b.floor_off, 0, k_step)
-            need = n + (int(k.sum()) if isinstance(k, np.ndarray) else n * k_step)
+                k = row_k = np.where(b.floor_off, 0, k_step)
+            need = n + (int(row_k.sum()) if row_k is not None else n * k_step)
             if need > budget:  # rare: schedule the prefix of the batch that fits
-                per = 1 + (k if isinstance(k, np.ndarray) else np.full(n, k_step))
+                per = 1 + (row_k if row_k is not None else np.full(n, k_step))
                 n = int(np.searchsorted(np.cumsum(per), budget, side="right"))
-                if isinstance(k, np.ndarray):
-                    k = k[:n]
-                need = n + (int(k.sum()) if isinstance(k, np.ndarray) else n * k_step)
-            if self.kv_limited:
-                pre_held = sum(self.prefill_blocks.values())
-                while n and self._decode_blocks(b.ctx[:n], k) > self.num_blocks - pre_held:
+                if row_k is not None:
+                    k = row_k = row_k[:n]
+                need = n + (int(row_k.sum()) if row_k is not None else n * k_step)
+            budget -= need
+        if n == len(b):
+            ctx = b.inp_sum + b.gen_sum
+        else:
+            ctx = int(b.inp[:n].sum() + b.gen[:n].sum())
+        free = 1 << 60
+        if self.kv_limited:
+            bs = cfg.block_size
+            avail = self.num_blocks - sum(self.prefill_blocks.values())
+            # cheap upper bound on the decoding rows' blocks; exact count only when it is tight
+            kk = int(row_k.sum()) if row_k is not None else n * k_step
+            bound = -(-(ctx + kk) // bs) + n
+            if bound > avail:
+                used = self._decode_blocks(n, k)
+                while n and used > avail:
                     self._preempt_last()
                     b = self.batch
                     n = min(n, len(b))
-                    if isinstance(k, np.ndarray):
-                        k = k[:n]
-                    pre_held = sum(self.prefill_blocks.values())
-                need = n + (int(k.sum()) if isinstance(k, np.ndarray) else n * k_step)
-            budget -= need
-        if self.kv_limited:
-            free = self.num_blocks - self._decode_blocks(b.ctx[:n], k) - sum(self.prefill_blocks.values())
-        else:
-            free = 1 << 60
+                    if row_k is not None:
+                        k = row_k = row_k[:n]
+                    avail = self.num_blocks - sum(self.prefill_blocks.values())
+                    used = self._decode_blocks(n, k)
+                budget = cfg.max_num_batched_tokens - (n + (int(row_k.sum()) if row_k is not None else n * k_step))
+                ctx = int(b.inp[:n].sum() + b.gen[:n].sum()) if n else 0
+                bound = used
+            free = avail - bound
+        self._exact_free = None
         prefills: list[tuple[int, int]] = []
-        for i in self.running:
-            if budget <= 0:
-                break
-            if i in self.prefill_blocks:
+        if self.prefill_blocks and budget > 0:
+            for i in list(self.prefill_blocks):
+                if budget <= 0:
+                    break
                 rem = int(t.prefill_target[i] - t.prefilled[i])
-                chunk, free = self._prefill_chunk(i, rem, budget, free)
+                chunk, free = self._prefill_chunk(i, rem, budget, free, n, k)
                 if chunk:
                     prefills.append((i, chunk))
                     budget -= chunk
@@ -194,7 +212,7 @@ class ReplicaEngine:
             if not cfg.chunked_prefill and rem > budget:
                 break
             self.prefill_blocks[i] = 0
-            chunk, free = self._prefill_chunk(i, rem, budget, free)
+            chunk, free = self._prefill_chunk(i, rem, budget, free, n, k)
             if not chunk:
                 del self.prefill_blocks[i]
                 break
@@ -206,11 +224,7 @@ class ReplicaEngine:
             prefills.append((i, chunk))
             budget -= chunk
         ptoks = sum(c for _, c in prefills)
-        if n:
-            ctx = float(b.ctx.sum() if n == len(b) else b.ctx[:n].sum())
-            kmean = float(k.mean()) if isinstance(k, np.ndarray) else float(k_step)
-        else:
-            ctx, kmean = 0.0, 0.0
+        kmean = (float(row_k.mean()) if row_k is not None and n else float(k_step)) if n else 0.0
         dt = self.cost.step_s(n, kmean, ptoks, ctx)
         log = self.log
         log.start.append(now)
@@ -219,15 +233,22 @@ class ReplicaEngine:
         log.decoding.append(n)
         log.k.append(k_step if n else 0)
         log.prefill_tokens.append(ptoks)
-        return StepPlan(n, k, prefills, dt)
+        return StepPlan(n, k_step, row_k, prefills, dt)
 
-    def _prefill_chunk(self, i: int, rem: int, budget: int, free: int) -> tuple[int, int]:
+    def _prefill_chunk(
+        self, i: int, rem: int, budget: int, free: int, n: int, k: int | np.ndarray
+    ) -> tuple[int, int]:
         """Tokens of request i to prefill this step and the free blocks left (0 tokens if none fit)."""
         t, bs = self.t, self.cfg.block_size
         done = int(t.prefilled[i])
         held = self.prefill_blocks[i]
         chunk = min(rem, budget) if self.cfg.chunked_prefill else rem
         need = -(-(done + chunk) // bs) - held
+        if need > free and self.kv_limited and self._exact_free is None:
+            # the bound was pessimistic: count the decoding rows' blocks exactly, once per step
+            avail = self.num_blocks - sum(self.prefill_blocks.values())
+            self._exact_free = avail - self._decode_blocks(n, k)
+            free = max(free, self._exact_free)
         if need > free:
             if not self.cfg.chunked_prefill:
                 return 0, free
@@ -242,39 +263,44 @@ class ReplicaEngine:
     def _apply(self, plan: StepPlan, now: float) -> list[int]:
         t = self.t
         b = self.batch
-        n, k = plan.n, plan.k
+        n, k, row_k = plan.n, plan.k, plan.row_k
         emitted = 0
         finished: list[int] = []
         if n:
-            if n == len(b):
-                gen, out, ctx, last = b.gen, b.out, b.ctx, b.last
-                itl_sum, itl_max, dsteps = b.itl_sum, b.itl_max, b.dsteps
+            full = n == len(b)
+            gen = b.gen if full else b.gen[:n]
+            out = b.out if full else b.out[:n]
+            last = b.last if full else b.last[:n]
+            rem = out - gen
+            if k:
+                kk = row_k if row_k is not None else k
+                acc = self.replay.accepted(b.trace[:n], b.tlen[:n], gen, kk)
+                if full:
+                    b.acc += acc
+                else:
+                    b.acc[:n] += acc
+                emit = np.minimum(acc + 1, rem)
             else:
-                gen, out, ctx, last = b.gen[:n], b.out[:n], b.ctx[:n], b.last[:n]
-                itl_sum, itl_max, dsteps = b.itl_sum[:n], b.itl_max[:n], b.dsteps[:n]
-            kmax = int(k.max()) if isinstance(k, np.ndarray) else k
-            if kmax:
-                acc = self.replay.accepted(b.off[:n], b.tlen[:n], gen, k)
-                b.acc[:n] += acc
-                b.drafted[:n] += k
-                b.verify[:n] += (k > 0) if isinstance(k, np.ndarray) else 1
-                emit = np.minimum(acc + 1, out - gen)
-            else:
-                emit = np.minimum(1, out - gen)
+                emit = np.minimum(1, rem)
+            b.count(n, k, row_k)
             gen += emit
-            ctx += emit
-            emitted += int(emit.sum())
-            dsteps += 1
+            dec_emitted = int(emit.sum())
+            b.gen_sum += dec_emitted
+            emitted += dec_emitted
             gap = now - last
             self.itl_samples.append(gap)
-            itl_sum += gap
-            np.maximum(itl_max, gap, out=itl_max)
+            if full:
+                np.maximum(b.itl_max, gap, out=b.itl_max)
+            else:
+                b.itl_max[:n] = np.maximum(b.itl_max[:n], gap)
             last.fill(now)
-            if self.floor is not None and kmax:
+            if self.floor is not None and k:
                 fl = self.floor
-                low = (b.verify[:n] >= fl.warmup_steps) & (b.acc[:n] < fl.min_rate * b.drafted[:n])
+                verify = b.base["verify"][:n] + b.total["verify"]
+                drafted = b.base["drafted"][:n] + b.total["drafted"]
+                low = (verify >= fl.warmup_steps) & (b.acc[:n] < fl.min_rate * drafted)
                 b.floor_off[:n] |= low
-            done = gen >= out
+            done = emit >= rem
             if done.any():
                 finished.extend(b.idx[:n][done].tolist())
         for i, chunk in plan.prefills:
@@ -287,11 +313,9 @@ class ReplicaEngine:
                 else:  # recompute after preemption: the gap counts as an inter-token latency
                     gap = now - t.last_token[i]
                     self.itl_samples.append(np.asarray([gap]))
-                    t.itl_sum[i] += gap
                     t.itl_max[i] = max(t.itl_max[i], gap)
                     t.decode_steps[i] += 1
                 t.gen[i] += 1
-                t.ctx[i] += 1
                 emitted += 1
                 t.last_token[i] = now
                 if t.gen[i] >= t.out[i]:

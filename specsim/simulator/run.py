@@ -81,7 +81,8 @@ def simulate(
 
     table = RequestTable(traffic)
     if replay is not None:
-        table.trace_offset, table.trace_length = replay.assign(traffic.categories)
+        longest = int(traffic.output_lengths.max()) + policy.max_k + 1
+        table.trace_offset, table.trace_length = replay.assign(traffic.categories, max_len=longest)
     env = simpy.Environment()
     itl: list[np.ndarray] = []
     closed: ClosedLoop | None = None

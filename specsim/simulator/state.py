@@ -24,8 +24,6 @@ class RequestTable:
         self.replica = np.full(n, -1, dtype=np.int64)
         self.gen = np.zeros(n, dtype=np.int64)
         """Output tokens generated so far."""
-        self.ctx = self.inp.copy()
-        """Context length: prompt plus output so far (kept equal to inp + gen)."""
         self.prefilled = np.zeros(n, dtype=np.int64)
         """Prompt (+ recomputed) tokens prefilled since the last admission."""
         self.prefill_target = np.zeros(n, dtype=np.int64)
@@ -38,7 +36,6 @@ class RequestTable:
         """Decode steps with K > 0."""
         self.decode_steps = np.zeros(n, dtype=np.int64)
         self.preemptions = np.zeros(n, dtype=np.int64)
-        self.itl_sum = np.zeros(n)
         self.itl_max = np.zeros(n)
         self.floor_off = np.zeros(n, dtype=bool)
         """True once the acceptance floor stopped speculation for the request."""

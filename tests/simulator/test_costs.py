@@ -1,0 +1,75 @@
+"""The execution-time predictor and the K controller."""
+
+from __future__ import annotations
+
+import pytest
+
+from specsim.formats.policy import DrafterRef, KController, Policy
+from specsim.formats.profile import (
+    CostTable,
+    DecodeCost,
+    DrafterSpec,
+    PrefillCurve,
+    Profile,
+    ProfileMetadata,
+    TargetCost,
+)
+from specsim.simulator.costs import StepCostModel
+
+
+def _profile() -> Profile:
+    return Profile(
+        metadata=ProfileMetadata(source="analytic", hardware="test", target_model="t"),
+        k_max=2,
+        target=TargetCost(
+            decode=DecodeCost(
+                batch_sizes=[1, 4, 8], ks=[0, 2], step_ms=[[10, 14], [12, 20], [16, 30]],
+                reference_context=100, context_ms_per_token=0.01,
+            ),
+            prefill=PrefillCurve(tokens=[100, 200], step_ms=[20, 30]),
+        ),
+        drafters={"d": DrafterSpec(method="draft_model", k_max=2, cost=CostTable(
+            batch_sizes=[1, 8], ks=[0, 1, 2], step_ms=[[0, 1, 2], [0, 3, 6]]))},
+    )
+
+
+def test_grid_points_are_reproduced_exactly() -> None:
+    m = StepCostModel(_profile(), None, b_max=16)
+    assert m.decode_s(1, 0) == pytest.approx(0.010)
+    assert m.decode_s(4, 2) == pytest.approx(0.020)
+    assert m.decode_s(8, 2) == pytest.approx(0.030)
+
+
+def test_linear_interpolation_in_b_and_k_and_extrapolation() -> None:
+    m = StepCostModel(_profile(), None, b_max=16)
+    assert m.decode_s(2, 0) == pytest.approx((10 + (12 - 10) / 3) / 1e3)
+    assert m.decode_s(1, 1) == pytest.approx(0.012)  # halfway between K=0 and K=2
+    assert m.decode_s(4, 1.5) == pytest.approx(0.018)  # fractional K (mixed per-request K)
+    assert m.decode_s(12, 0) == pytest.approx(0.016 + 4 * 1e-3)  # beyond the grid: last slope
+    assert m.decode_s(40, 0) == pytest.approx(0.016 + 32 * 1e-3)  # beyond the dense table too
+
+
+def test_drafter_cost_is_added_and_zero_at_k0() -> None:
+    m = StepCostModel(_profile(), "d", b_max=16)
+    assert m.decode_s(1, 2) == pytest.approx(0.014 + 0.002)
+    assert m.decode_s(8, 0) == pytest.approx(0.016)
+
+
+def test_context_and_prefill_terms() -> None:
+    m = StepCostModel(_profile(), None, b_max=16)
+    assert m.step_s(1, 0, 0, 100) == pytest.approx(0.010)
+    assert m.step_s(1, 0, 0, 1100) == pytest.approx(0.010 + 1000 * 0.01e-3)
+    assert m.step_s(0, 0, 150, 0) == pytest.approx(0.025)  # prefill-only step
+    # mixed step: decode cost plus prefill cost above its intercept (10 ms here)
+    assert m.step_s(1, 0, 200, 100) == pytest.approx(0.010 + 0.030 - 0.010)
+    assert m.step_s(1, 0, 0, 0) >= 0.25 * 0.010  # short contexts never make a step nearly free
+
+
+def test_k_controller_with_and_without_hysteresis() -> None:
+    d = DrafterRef(name="d", method="ngram")
+    plain = KController(Policy(drafter=d, k_schedule=[(1, 4, 4), (5, 8, 2)]))
+    assert [plain.k(b) for b in (1, 4, 5, 8, 9)] == [4, 4, 2, 2, 0]
+    hyst = KController(Policy(drafter=d, k_schedule=[(1, 4, 4), (5, 8, 2)], hysteresis=2))
+    seq = [hyst.k(b) for b in (3, 5, 6, 7, 5, 4, 3, 2, 6, 7)]
+    # stays at K=4 until the batch leaves [1, 4+2], then K=2 until it leaves [5-2, 8+2]
+    assert seq == [4, 4, 4, 2, 2, 2, 2, 4, 4, 2]
