@@ -36,6 +36,7 @@ class StepLog:
         self.basis_batch: list[int] = []
         self.decoding: list[int] = []
         self.k: list[int] = []
+        self.decode_tokens: list[int] = []
         self.prefill_tokens: list[int] = []
         self.emitted: list[int] = []
 
@@ -232,6 +233,7 @@ class ReplicaEngine:
         log.basis_batch.append(basis)
         log.decoding.append(n)
         log.k.append(k_step if n else 0)
+        log.decode_tokens.append(n + (int(row_k.sum()) if row_k is not None else n * k_step))
         log.prefill_tokens.append(ptoks)
         return StepPlan(n, k_step, row_k, prefills, dt)
 

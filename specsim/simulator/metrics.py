@@ -16,12 +16,17 @@ from specsim.simulator.state import RequestTable
 PERCENTILES = (50, 90, 99)
 
 
-def _pcts(x: np.ndarray, prefix: str) -> dict[str, float]:
+def percentile_stats(x: np.ndarray, prefix: str) -> dict[str, float]:
+    """`{prefix}_mean` and `{prefix}_p50/p90/p99` over the finite values (NaN when none)."""
+    x = np.asarray(x, dtype=np.float64)
     x = x[np.isfinite(x)]
     out: dict[str, float] = {f"{prefix}_mean": float(x.mean()) if len(x) else float("nan")}
     for p in PERCENTILES:
         out[f"{prefix}_p{p}"] = float(np.percentile(x, p)) if len(x) else float("nan")
     return out
+
+
+_pcts = percentile_stats
 
 
 def request_columns(t: RequestTable) -> dict[str, np.ndarray]:
