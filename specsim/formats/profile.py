@@ -61,6 +61,8 @@ class ProfileMetadata(_Strict):
     """Cost-model fit report (e.g. held-out relative error)."""
     analytic: dict[str, Any] = Field(default_factory=dict)
     """Inputs of the analytic builder (model sizes, GPU figures), empty for measured profiles."""
+    acceptance_check: dict[str, Any] = Field(default_factory=dict)
+    """Per drafter: how the traces reproduce the engine's own acceptance counters (profiler)."""
 
 
 class CostTable(_Strict):
@@ -165,6 +167,12 @@ class AcceptanceTrace(_Strict):
     """Greedy: r[pos] in 0..k_max = accept run length of a step starting at output position pos."""
     p: list[float] | None = None
     """Sampled: per-position acceptance probability (sum over tokens of min(p, q))."""
+    drafted: list[int] | None = None
+    """Greedy, optional: draft tokens the drafter proposes at pos (0..k_max; None = always K).
+    Model-free drafters (n-gram) propose fewer or none when nothing matches; r[pos] <= drafted[pos]."""
+    source: str | None = None
+    """How r/p was obtained: 'replay' (drafter re-run over the target's tokens), 'teacher-forced'
+    (draft model argmax), 'vllm-metrics' (engine per-request counts), 'synthetic' (analytic)."""
 
     @model_validator(mode="after")
     def _payload(self) -> AcceptanceTrace:
@@ -173,6 +181,11 @@ class AcceptanceTrace(_Strict):
                 raise ValueError("greedy trace needs a non-empty 'r'")
             if any(v < 0 or v > self.k_max for v in self.r):
                 raise ValueError("r values must lie in 0..k_max")
+            if self.drafted is not None:
+                if len(self.drafted) != len(self.r):
+                    raise ValueError("drafted must have one value per r entry")
+                if any(d < r or d > self.k_max for d, r in zip(self.drafted, self.r, strict=True)):
+                    raise ValueError("drafted values must lie in r[pos]..k_max")
         else:
             if not self.p:
                 raise ValueError("sampled trace needs a non-empty 'p'")

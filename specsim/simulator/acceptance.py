@@ -34,11 +34,19 @@ class AcceptanceReplay:
         if not self.sampled:
             self.flat = self.flat.astype(np.int64)
         self.k_cap = min(t.k_max for t in traces)
+        # drafters that sometimes propose fewer than K tokens (n-gram without a match) record it
+        self.has_drafted = not self.sampled and any(t.drafted is not None for t in traces)
+        self.drafted_values = [
+            np.asarray(t.drafted if t.drafted is not None else [t.k_max] * len(t.r), dtype=np.int64)
+            for t in traces
+        ] if self.has_drafted else []
+        self.flat_drafted = np.concatenate(self.drafted_values) if self.has_drafted else None
         self._by_category: dict[str | None, list[int]] = defaultdict(list)
         for i, t in enumerate(traces):
             self._by_category[t.category].append(i)
         self._rng = np.random.default_rng(seed)
         self.tiled: np.ndarray | None = None
+        self.tiled_drafted: np.ndarray | None = None
         self._tile_len = 0
 
     def _tile(self, max_len: int) -> None:
@@ -46,8 +54,14 @@ class AcceptanceReplay:
         if self.sampled or self.k_cap > 127 or len(self.values) * max_len > _MAX_TILED:
             return
         reps = -(-max_len // self.lengths)
-        rows = [np.tile(v.astype(np.int8), int(n))[:max_len] for v, n in zip(self.values, reps, strict=True)]
-        self.tiled = np.concatenate(rows)
+
+        def tile(values: list[np.ndarray]) -> np.ndarray:
+            rows = [np.tile(v.astype(np.int8), int(n))[:max_len] for v, n in zip(values, reps, strict=True)]
+            return np.concatenate(rows)
+
+        self.tiled = tile(self.values)
+        if self.has_drafted:
+            self.tiled_drafted = tile(self.drafted_values)
         self._tile_len = max_len
 
     def assign(self, categories: tuple[str | None, ...], max_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +85,12 @@ class AcceptanceReplay:
         if self.tiled is not None:
             return pick * self._tile_len, np.full(len(pick), self._tile_len, dtype=np.int64)
         return self.offsets[pick], self.lengths[pick]
+
+    def drafted(self, start: np.ndarray, length: np.ndarray, pos: np.ndarray, k: int | np.ndarray) -> np.ndarray:
+        """Draft tokens actually proposed per request at position pos when asking for k (<= k)."""
+        if self.tiled_drafted is not None:
+            return np.minimum(self.tiled_drafted[start + pos], k)
+        return np.minimum(self.flat_drafted[start + pos % length], k)
 
     def accepted(self, start: np.ndarray, length: np.ndarray, pos: np.ndarray, k: int | np.ndarray) -> np.ndarray:
         """Accepted draft tokens per request for a verification step starting at output position pos."""

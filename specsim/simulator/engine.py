@@ -161,8 +161,10 @@ class ReplicaEngine:
         row_k: np.ndarray | None = None
         budget = cfg.max_num_batched_tokens
         if n:
+            if k_step and self.replay.has_drafted:  # the drafter proposes fewer where it finds nothing
+                k = row_k = self.replay.drafted(b.trace, b.tlen, b.gen, k_step)
             if self.floor is not None and k_step and b.floor_off.any():
-                k = row_k = np.where(b.floor_off, 0, k_step)
+                k = row_k = np.where(b.floor_off, 0, row_k if row_k is not None else k_step)
             need = n + (int(row_k.sum()) if row_k is not None else n * k_step)
             if need > budget:  # rare: schedule the prefix of the batch that fits
                 per = 1 + (row_k if row_k is not None else np.full(n, k_step))

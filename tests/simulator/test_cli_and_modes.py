@@ -76,3 +76,30 @@ def test_bad_options_are_one_line_errors(tmp_path: Path, capsys, args: list[str]
     rc = main(["simulate", "--profile", str(tmp_path / "p.json"), "--traffic", str(tmp_path / "t.jsonl"), *args])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and needle in err and "\n" not in err
+
+
+def test_drafter_that_proposes_nothing_without_a_match_drafts_and_costs_less() -> None:
+    from specsim.formats.profile import AcceptanceTrace
+
+    prof = constant_profile(step_ms=10, draft_ratio=0.1, alpha=0.5, k_max=4)
+    # a position pattern: full match (4 drafted, 2 accepted), then no match (0 drafted) x3
+    drafted = [4, 0, 0, 0] * 256
+    r = [2, 0, 0, 0] * 256
+    prof.acceptance = [
+        AcceptanceTrace(
+            prompt_id="x", drafter="draft", prompt_length=8, output_length=1024, k_max=4, r=r, drafted=drafted
+        )
+    ]
+    traffic = spaced_traffic(1, 301)
+    res = simulate(prof, traffic, static(4), SimConfig())
+    steps = res.steps
+    dec = steps["decoding"] > 0
+    # decode starts at pos 1 (no match) ... every 4th position drafts 4 and accepts 2 -> 3 tokens
+    assert set(steps["decode_tokens"][dec].tolist()) == {1, 5}
+    assert res.requests["draft_tokens"][0] == 4 * (steps["decode_tokens"][dec] == 5).sum()
+    assert res.requests["accepted_tokens"][0] == 2 * (steps["decode_tokens"][dec] == 5).sum()
+    # a verify step costs 10 ms + drafter 4 x 0.1 x 10 ms; a step without drafts only 10 ms
+    durations = set(np.round(steps["duration"][dec] * 1e3, 6).tolist())
+    assert durations == {10.0, 14.0}
+    full = simulate(prof, traffic, static(0), SimConfig())
+    assert res.summary["e2e_mean"] < full.summary["e2e_mean"]
