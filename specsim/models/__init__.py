@@ -1,0 +1,1 @@
+"""Local models for profiling: GGUF conversion and name resolution (no downloads)."""

@@ -1,0 +1,1 @@
+"""Profiler: measure step costs and acceptance traces through a real engine (vLLM) into a profile."""
