@@ -101,6 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--policy", type=Path, default=None, help="policy JSON (default: no speculation)")
     p.add_argument("--compare-off", action="store_true", help="also simulate with speculation off")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="folder for summary.json, requests.csv")
+    p.add_argument("--no-plot", action="store_true", help="skip run.png (batch size, K, latency CDFs)")
     add_engine_args(p)
     p.set_defaults(func=_cmd_simulate)
 
@@ -124,6 +125,12 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     result.write_json(args.out / "summary.json")
     result.write_csv(args.out / "requests.csv")
+    written = [args.out / "summary.json", args.out / "requests.csv"]
+    if not args.no_plot:
+        from specsim.simulator.plots import plot_run
+
+        plot_run(result, args.out / "run.png", title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
+        written.append(args.out / "run.png")
     print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
-    print(f"wrote {args.out / 'summary.json'} and {args.out / 'requests.csv'}")
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -45,6 +45,7 @@ def test_simulate_cli_writes_summary_and_per_request_csv(tmp_path: Path, capsys)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["completed"] == 120 and summary["slo_tpot_s"] == 0.05
     assert summary["mean_acceptance_length"] > 1.5
+    assert (tmp_path / "out" / "run.png").read_bytes()[:4] == b"\x89PNG"
     rows = list(csv.DictReader(open(tmp_path / "out" / "requests.csv")))
     assert len(rows) == 120 and float(rows[0]["ttft"]) > 0 and rows[0]["category"] == "code"
 
