@@ -194,3 +194,20 @@ def test_cli_config_builds_the_grid() -> None:
     args = parser.parse_args(["profile", "--out", "x.json", "--temperature", "0.7"])
     with pytest.raises(SpecsimError, match="greedy"):
         config_from_args(args)
+
+
+def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from specsim.profiler.engine import check_drafter_supported
+
+    target = tmp_path / "t"
+    with pytest.raises(SpecsimError, match="not supported .* on CPU"):
+        check_drafter_supported(parse_drafter("eagle:/some/head"), "cpu", target)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "arctic_inference" else real(n, *a))
+    with pytest.raises(SpecsimError, match="arctic-inference"):
+        check_drafter_supported(parse_drafter("suffix"), "cuda", target)
+    monkeypatch.setenv("SPECSIM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(SpecsimError, match="model file not found"):
+        check_drafter_supported(parse_drafter(f"draft_model:{tmp_path / 'small.gguf'}"), "cpu", target)
