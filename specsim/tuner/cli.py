@@ -1,0 +1,330 @@
+"""`specsim tune`, `specsim tune-worker`, `specsim sweep` and `specsim report` (Optuna study plots)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from specsim.errors import SpecsimError
+from specsim.simulator.cli import add_engine_args, config_from_args
+
+
+def _ints(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpecsimError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _window(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        a, b = (float(x) for x in text.split(":", 1))
+    except ValueError:
+        raise SpecsimError(f"cannot read window {text!r} (use START:END seconds, e.g. 0:600)") from None
+    return [a, b]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _register_tune(sub)
+    _register_worker(sub)
+    _register_sweep(sub)
+    _register_report(sub)
+
+
+# ---- tune -----------------------------------------------------------------------------------------
+def _register_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune",
+        help="search drafter, K schedule and thresholds with Optuna; write a policy",
+        description="Search the drafter, a K schedule over batch size (breakpoints on a log grid) and "
+        "optional guards with Optuna (TPE, or NSGA-II for --objective pareto), simulating each candidate "
+        "on TRAFFIC with PROFILE's costs; write the best policy with provenance and baselines.",
+    )
+    p.add_argument("--profile", required=True, type=Path)
+    p.add_argument("--traffic", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=Path("policy.json"), help="policy JSON to write")
+    o = p.add_argument_group("objective")
+    o.add_argument("--objective", default="goodput",
+                   help="goodput | throughput | p99-tpot | p99-ttft | mean-tpot | ... | pareto (default goodput)")
+    o.add_argument("--pareto", default=None, help="objectives of --objective pareto (default throughput,p99-tpot)")
+    s = p.add_argument_group("search space")
+    s.add_argument("--drafters", default=None, help="comma-separated profile drafters (default: all)")
+    s.add_argument("--no-off", action="store_true", help="do not consider speculation off")
+    s.add_argument("--k-max", type=int, default=None, help="largest K (default: what the profile measured)")
+    s.add_argument("--k-min", type=int, default=0, help="smallest K per range (default 0 = off allowed)")
+    s.add_argument("--segments", type=int, default=2, help="most K ranges below the off threshold")
+    s.add_argument("--grid-ratio", type=float, default=2.0, help="breakpoint log-grid ratio (default 2)")
+    s.add_argument("--max-batch", type=int, default=None, help="largest breakpoint (default --max-num-seqs)")
+    s.add_argument("--no-threshold", action="store_true", help="no 'off above batch size b' threshold")
+    s.add_argument("--non-monotone", action="store_true", help="allow K to rise with batch size")
+    s.add_argument("--hysteresis", type=int, default=0, help="search a hysteresis band 0..H")
+    s.add_argument("--floor", action="store_true", help="search an optional per-request acceptance floor")
+    s.add_argument("--tune-engine", action="store_true", help="also search max_num_seqs and max_num_batched_tokens")
+    s.add_argument("--seqs-choices", default="64,128,256,512", help="max_num_seqs candidates (--tune-engine)")
+    s.add_argument("--tokens-choices", default="2048,4096,8192,16384", help="max_num_batched_tokens candidates")
+    r = p.add_argument_group("study")
+    r.add_argument("--trials", type=int, default=100)
+    r.add_argument("--jobs", type=int, default=1, help="parallel worker processes (e.g. 2 on 2 cores)")
+    r.add_argument("--storage", default=None, help="journal:PATH, sqlite:///PATH or an RDB URL (default memory)")
+    r.add_argument("--study", default="specsim-tune", help="study name in the storage")
+    r.add_argument("--resume", action="store_true", help="continue an existing study in --storage")
+    r.add_argument("--replications", type=int, default=1, help="seeds averaged per trial")
+    r.add_argument("--prune-prefix", type=float, default=0.25, help="traffic fraction simulated first for pruning")
+    r.add_argument("--no-prune", action="store_true")
+    r.add_argument("--prune-percentile", type=float, default=50.0)
+    r.add_argument("--startup-trials", type=int, default=None, help="random trials before TPE")
+    r.add_argument("--no-progress", action="store_true")
+    r.add_argument("--window", default=None, help="tune on requests arriving in START:END seconds of the trace")
+    r.add_argument("--loads", default=None,
+                   help="tune across loads: replay the traffic at each of these req/s back to back "
+                   "(e.g. 4,16,48,96); disables prefix pruning")
+    b = p.add_argument_group("baselines")
+    b.add_argument("--default-k", type=int, default=4, help="K of the untuned default baseline (default 4)")
+    b.add_argument("--default-drafter", default=None, help="drafter of the untuned default (default: first)")
+    b.add_argument("--no-baselines", action="store_true")
+    add_engine_args(p)
+    p.set_defaults(func=_cmd_tune)
+
+
+def _space_from_args(args: argparse.Namespace, profile: Any, max_batch: int) -> Any:
+    from specsim.tuner.space import SearchSpace
+
+    kw: dict[str, Any] = dict(
+        include_off=not args.no_off,
+        k_min=args.k_min,
+        max_segments=args.segments,
+        threshold=not args.no_threshold,
+        monotone=not args.non_monotone,
+        max_hysteresis=args.hysteresis,
+        floor=args.floor,
+    )
+    if args.k_max is not None:
+        kw["k_max"] = args.k_max
+    if args.tune_engine:
+        kw["max_num_seqs"] = _ints(args.seqs_choices)
+        kw["max_num_batched_tokens"] = _ints(args.tokens_choices)
+    drafters = [d.strip() for d in args.drafters.split(",")] if args.drafters else None
+    return SearchSpace.for_profile(profile, max_batch=max_batch, grid_ratio=args.grid_ratio, drafters=drafters, **kw)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from specsim.formats.policy import save_policy
+    from specsim.formats.profile import load_profile
+    from specsim.formats.traffic import load_traffic
+    from specsim.simulator.report import print_summaries
+    from specsim.tuner.loads import multi_load
+    from specsim.tuner.objectives import Objective
+    from specsim.tuner.study import StudySettings
+    from specsim.tuner.tune import check_inputs, describe_result, summaries_for_report, time_window, tune
+
+    profile = load_profile(args.profile)
+    traffic = load_traffic(args.traffic)
+    check_inputs(profile, traffic)
+    window = _window(args.window)
+    if window is not None:
+        traffic = time_window(traffic, *window)
+    loads = parse_rates(args.loads) if args.loads else None
+    if loads is not None:
+        traffic = multi_load(traffic, loads)
+    cfg = config_from_args(args)
+    objective = Objective.parse(args.objective, args.slo, args.pareto)
+    space = _space_from_args(args, profile, args.max_batch or cfg.max_num_seqs)
+    if args.resume and not args.storage:
+        raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
+    settings = StudySettings(
+        n_trials=args.trials, jobs=args.jobs, storage=args.storage, study_name=args.study, resume=args.resume,
+        seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,
+        progress=not args.no_progress,
+    )
+    print(f"tuning {objective.describe()} on {len(traffic)} requests; space: {space.size_hint}")
+    t0 = time.perf_counter()
+    result = tune(
+        profile, traffic, objective, space, cfg, settings,
+        replications=args.replications,
+        prefix_fraction=None if args.no_prune or loads else args.prune_prefix,
+        baselines=not args.no_baselines,
+        default_k=args.default_k,
+        default_drafter=args.default_drafter,
+        profile_path=str(args.profile.resolve()),
+        traffic_path=str(args.traffic.resolve()),
+        traffic_window=window,
+        traffic_loads=loads,
+    )
+    save_policy(result.policy, args.out)
+    print_summaries(summaries_for_report(result), title=f"tuned vs baselines ({len(traffic)} requests)")
+    for line in describe_result(result):
+        print(line)
+    print(f"{len(result.study.trials)} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "
+          f"wrote {args.out}")
+    return 0
+
+
+# ---- tune-worker ----------------------------------------------------------------------------------
+def _register_worker(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tune-worker",
+        help="add a worker process to a study started by `specsim tune --storage URL`",
+        description="Join the study NAME in a shared storage (journal file on this machine, or an RDB URL "
+        "for many machines) and run its trials until the study's trial budget is used up.",
+    )
+    p.add_argument("--storage", required=True, help="journal:PATH, sqlite:///PATH or an RDB URL")
+    p.add_argument("--study", required=True)
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the study to appear")
+    p.add_argument("--seed", type=int, default=None, help="sampler seed (default: from the process id)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_worker)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    import os
+
+    import optuna
+
+    from specsim.tuner.storage import open_storage, recover_orphans
+    from specsim.tuner.study import Progress, TrialRunner, make_pruner, make_sampler, stored_task
+
+    storage = open_storage(args.storage)
+    deadline = time.monotonic() + args.wait
+    study = None
+    while study is None:
+        try:
+            study = optuna.load_study(study_name=args.study, storage=storage)
+            if "specsim_task" not in study.user_attrs:
+                study = None
+                raise KeyError
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise SpecsimError(f"study {args.study!r} not found in {args.storage}") from None
+            time.sleep(0.5)
+    task = stored_task(study)
+    ev, space = evaluator_from_task(task)
+    seed = args.seed if args.seed is not None else os.getpid()
+    study = optuna.load_study(
+        study_name=args.study, storage=storage,
+        sampler=make_sampler(ev.objective, seed, task.n_trials),
+        pruner=make_pruner(ev.objective, ev.prefix is not None, 50.0),
+    )
+    recover_orphans(study)
+    runner = TrialRunner(study, ev, space, task.n_trials)
+    with Progress(study, ev.objective, task.n_trials, not args.no_progress) as bar:
+        runner.loop(on_trial=bar.update)
+    print(f"worker done: {runner.evaluations} simulations for study {args.study!r}")
+    return 0
+
+
+def evaluator_from_task(task: Any) -> tuple[Any, Any]:
+    """Rebuild the evaluator and space a study was created with (files named in its task)."""
+    from specsim.formats.profile import load_profile
+    from specsim.formats.traffic import load_traffic
+    from specsim.simulator.config import SimConfig
+    from specsim.tuner.evaluate import Evaluator
+    from specsim.tuner.loads import multi_load
+    from specsim.tuner.objectives import Objective
+    from specsim.tuner.space import SearchSpace
+    from specsim.tuner.tune import time_window
+
+    if not task.profile_path or not task.traffic_path:
+        raise SpecsimError("this study was started from in-memory inputs: workers need `specsim tune` with files")
+    profile = load_profile(task.profile_path)
+    traffic = load_traffic(task.traffic_path)
+    if task.traffic_window:
+        traffic = time_window(traffic, *task.traffic_window)
+    if task.traffic_loads:
+        traffic = multi_load(traffic, task.traffic_loads)
+    if profile.digest() != task.profile_sha256:
+        raise SpecsimError(f"profile {task.profile_path} changed since the study started (sha256 differs)")
+    if traffic.digest() != task.traffic_sha256:
+        raise SpecsimError(f"traffic {task.traffic_path} changed since the study started (sha256 differs)")
+    cfg = SimConfig(**task.sim)
+    ev = Evaluator(profile, traffic, cfg, Objective.from_dict(task.objective), task.replications, task.prefix_fraction)
+    return ev, SearchSpace.from_dict(task.space)
+
+
+# ---- sweep ----------------------------------------------------------------------------------------
+def _register_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="latency and goodput against offered load for a policy and its baselines",
+        description="Replay the traffic shape T at each offered load (requests/s per replica) under the "
+        "policy and baselines; report where speculation stops paying, the maximum QPS per replica under "
+        "the SLO and the replicas needed for --target-qps. Writes PNG plots and a Markdown report.",
+    )
+    p.add_argument("--profile", required=True, type=Path)
+    p.add_argument("--policy", required=True, type=Path)
+    p.add_argument("--traffic-shape", required=True, type=Path, help="trace whose arrivals and lengths are replayed")
+    p.add_argument("--rates", default="0.5:32", help="LO:HI[:N] log-spaced, or a comma list (req/s per replica)")
+    p.add_argument("--target-qps", type=float, default=None, help="total QPS to size replicas for")
+    p.add_argument("--attainment", type=float, default=0.99, help="fraction of requests in SLO for 'under the SLO'")
+    p.add_argument("--default-k", type=int, default=4, help="K of the static baseline")
+    p.add_argument("--jobs", type=int, default=1, help="parallel processes")
+    p.add_argument("--out", type=Path, default=Path("sweep-out"), help="folder for the report and plots")
+    add_engine_args(p)
+    p.set_defaults(func=_cmd_sweep)
+
+
+def parse_rates(text: str) -> list[float]:
+    """'0.5:32' (8 log-spaced points), '0.5:32:12', or '1,2,4'."""
+    try:
+        if ":" in text:
+            parts = [float(x) for x in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            lo, hi = parts[0], parts[1]
+            n = int(parts[2]) if len(parts) == 3 else 8
+            if not (0 < lo < hi) or n < 2:
+                raise ValueError
+            return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
+        rates = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpecsimError(f"cannot read rates {text!r} (use LO:HI, LO:HI:N or a comma list)") from None
+    if not rates or any(not (r > 0 and math.isfinite(r)) for r in rates):
+        raise SpecsimError(f"rates must be positive numbers, got {text!r}")
+    return sorted(rates)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from specsim.formats.policy import load_policy
+    from specsim.formats.profile import load_profile
+    from specsim.formats.traffic import load_traffic
+    from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
+
+    profile = load_profile(args.profile)
+    policy = load_policy(args.policy)
+    shape = load_traffic(args.traffic_shape)
+    cfg = config_from_args(args)
+    rates = parse_rates(args.rates)
+    policies = sweep_policies(profile, policy, args.default_k)
+    result = run_sweep(profile, shape, policies, rates, cfg, jobs=args.jobs, attainment=args.attainment,
+                       target_qps=args.target_qps)
+    paths = write_sweep(result, args.out)
+    print(result.summary_text())
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# ---- report ---------------------------------------------------------------------------------------
+def _register_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="plot a study's optimisation history and parameter importance (PNG)",
+        description="Draw Optuna's optimisation history and parameter importances for STUDY as PNGs.",
+    )
+    p.add_argument("study", help="study name")
+    p.add_argument("--storage", required=True, help="journal:PATH, sqlite:///PATH or an RDB URL")
+    p.add_argument("--out", type=Path, default=Path("study-report"), help="folder for the PNGs")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from specsim.tuner.plots import study_report
+
+    paths = study_report(args.storage, args.study, args.out)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0

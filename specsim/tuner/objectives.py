@@ -1,0 +1,153 @@
+"""Objectives: which simulated metric to optimise, in which direction, and the SLO it is judged by."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from specsim.errors import SpecsimError
+from specsim.formats.profile import Profile
+from specsim.simulator.cli import parse_slo
+from specsim.simulator.costs import StepCostModel
+
+DEFAULT_SLO = {"ttft": 2.0, "tpot": 0.05}
+"""SLO used for goodput when none is given (the issue's example: TTFT 2 s, TPOT 50 ms)."""
+
+_NAMED: dict[str, tuple[str, str, str]] = {
+    # name: (summary key, direction, label)
+    "goodput": ("goodput", "maximize", "goodput (req/s in SLO)"),
+    "throughput": ("output_tokens_per_s", "maximize", "output tokens/s"),
+    "requests": ("requests_per_s", "maximize", "requests/s"),
+    "slo-attainment": ("slo_attainment", "maximize", "SLO attainment"),
+}
+_LATENCY = re.compile(r"^(mean|p50|p90|p99)-(tpot|ttft|e2e|itl|queue)$")
+PARETO_DEFAULT = ("throughput", "p99-tpot")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One optimised quantity: a summary key and a direction."""
+
+    name: str
+    key: str
+    direction: str
+    label: str
+
+    def better(self, a: float, b: float) -> bool:
+        """True if a is strictly better than b."""
+        return a > b if self.direction == "maximize" else a < b
+
+    def gain(self, tuned: float, base: float) -> float | None:
+        """Relative improvement of tuned over base (positive = better), None if undefined."""
+        if not (math.isfinite(tuned) and math.isfinite(base)) or base == 0:
+            return None
+        return (tuned - base) / abs(base) if self.direction == "maximize" else (base - tuned) / abs(base)
+
+
+def metric(name: str) -> Metric:
+    """Look up an objective name: goodput, throughput, requests, slo-attainment, or e.g. p99-tpot."""
+    key = name.strip().lower()
+    if key in _NAMED:
+        k, d, label = _NAMED[key]
+        return Metric(key, k, d, label)
+    m = _LATENCY.match(key)
+    if m:
+        stat, what = m.groups()
+        return Metric(key, f"{what}_{stat}", "minimize", f"{stat} {what.upper()} (s)")
+    known = ", ".join([*_NAMED, "pareto", "mean|p50|p90|p99-tpot|ttft|e2e|itl|queue"])
+    raise SpecsimError(f"unknown objective {name!r} (known: {known})")
+
+
+@dataclass
+class Objective:
+    """What a study optimises: one metric (TPE) or several (NSGA-II, `pareto`), plus the SLO."""
+
+    name: str
+    metrics: list[Metric]
+    slo: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, name: str, slo: str | dict[str, float] | None = None, pareto: str | None = None) -> Objective:
+        """'goodput' / 'throughput' / 'p99-tpot' / 'pareto' (metrics from `pareto`, e.g. 'throughput,p99-tpot')."""
+        slo_d = parse_slo(slo) if isinstance(slo, str) or slo is None else dict(slo)
+        key = name.strip().lower()
+        if key == "pareto":
+            names = [x for x in (pareto.split(",") if pareto else PARETO_DEFAULT) if x.strip()]
+            if len(names) < 2:
+                raise SpecsimError("pareto needs at least two objectives, e.g. --pareto throughput,p99-tpot")
+            mets = [metric(n) for n in names]
+        else:
+            mets = [metric(key)]
+        if any(m.name in ("goodput", "slo-attainment") for m in mets) and not slo_d:
+            slo_d = dict(DEFAULT_SLO)
+        return cls(key, mets, slo_d)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.metrics) > 1
+
+    @property
+    def directions(self) -> list[str]:
+        return [m.direction for m in self.metrics]
+
+    @property
+    def primary(self) -> Metric:
+        return self.metrics[0]
+
+    def values(self, summary: dict[str, Any]) -> list[float]:
+        """Objective values from a simulation summary (NaN latencies count as infinitely bad).
+
+        Goodput is a count of requests in SLO and ties are common (at light load every policy meets
+        the SLO); ties are broken by mean end-to-end latency through a term worth less than half of
+        one request, so it never outweighs a request more or less in SLO.
+        """
+        out = []
+        for m in self.metrics:
+            v = float(summary.get(m.key, math.nan))
+            if not math.isfinite(v):
+                v = -1e18 if m.direction == "maximize" else 1e18
+            elif m.name == "goodput":
+                unit = float(summary.get("offered_rps", 0.0)) / max(float(summary.get("requests", 1.0)), 1.0)
+                e2e = float(summary.get("e2e_mean", 0.0))
+                if unit > 0 and math.isfinite(e2e) and e2e >= 0:
+                    v -= 0.5 * unit * e2e / (1.0 + e2e)
+            out.append(v)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "metrics": [m.name for m in self.metrics], "slo": self.slo}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Objective:
+        mets = [metric(n) for n in d["metrics"]]
+        return cls(d["name"], mets, dict(d.get("slo", {})))
+
+    def describe(self) -> str:
+        slo = ", ".join(f"{k}<={v * 1e3:g}ms" for k, v in self.slo.items())
+        what = " vs ".join(f"{m.direction[:3]} {m.label}" for m in self.metrics)
+        return what + (f" (SLO {slo})" if slo else "")
+
+
+def fastest_tpot(profile: Profile, drafters: list[str]) -> float:
+    """Lower bound on any request's TPOT: a batch-1 step divided by the most tokens it can emit."""
+    best = StepCostModel(profile, None, b_max=1).decode_s(1, 0)
+    for name in drafters:
+        cm = StepCostModel(profile, name, b_max=1)
+        k_cap = min(profile.k_max, profile.drafters[name].k_max)
+        for k in range(1, k_cap + 1):
+            best = min(best, cm.decode_s(1, k) / (k + 1))
+    return best
+
+
+def check_slo_feasible(profile: Profile, slo: dict[str, float], drafters: list[str]) -> None:
+    """Refuse an SLO no policy can meet: a TPOT below the profile's fastest possible step."""
+    tpot = slo.get("tpot")
+    if tpot is not None:
+        floor = fastest_tpot(profile, drafters)
+        if tpot < floor:
+            raise SpecsimError(
+                f"impossible SLO: TPOT {tpot * 1e3:g} ms is below the fastest step this profile allows "
+                f"({floor * 1e3:.2f} ms per token at batch 1 with every draft accepted)"
+            )

@@ -1,0 +1,152 @@
+"""PNG plots (matplotlib, Agg backend): load sweeps and Optuna study reports."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from specsim.errors import SpecsimError  # noqa: E402
+from specsim.io import atomic_path  # noqa: E402
+from specsim.tuner.space import TOP  # noqa: E402
+
+if TYPE_CHECKING:
+    from specsim.tuner.sweep import SweepResult
+
+
+def _style(name: str) -> dict[str, object]:
+    """The tuned policy drawn thick, black and on top, so baselines it coincides with stay readable."""
+    from specsim.tuner.sweep import TUNED
+
+    return {"color": "black", "lw": 2.4, "zorder": 5} if name == TUNED else {"lw": 1.3, "alpha": 0.9}
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def plot_latency_vs_load(res: SweepResult, path: Path) -> Path:
+    """p99 TPOT, p99 TTFT, goodput and SLO attainment against offered load, one line per policy."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    panels = (
+        ("tpot_p99", "p99 TPOT (ms)", 1e3, True),
+        ("ttft_p99", "p99 TTFT (s)", 1.0, True),
+        ("goodput", "goodput (req/s in SLO at offered load)", 1.0, False),
+        ("slo_attainment", "SLO attainment", 1.0, False),
+    )
+    for ax, (key, label, scale, logy) in zip(axes.flat, panels, strict=True):
+        for name, rows in res.rows.items():
+            ax.plot(res.rates, [r.get(key, math.nan) * scale for r in rows], marker="o", label=name, **_style(name))
+        ax.set_xscale("log")
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel("offered load (req/s)")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    if "tpot" in res.slo:
+        axes[0, 0].axhline(res.slo["tpot"] * 1e3, color="grey", ls="--", lw=1, label="SLO")
+    if "ttft" in res.slo:
+        axes[0, 1].axhline(res.slo["ttft"], color="grey", ls="--", lw=1, label="SLO")
+    axes[1, 1].axhline(res.attainment, color="grey", ls="--", lw=1)
+    axes[1, 0].plot(res.rates, res.rates, color="grey", ls=":", lw=1, label="offered")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("latency and goodput vs offered load")
+    return _save(fig, path)
+
+
+def plot_speedup_vs_load(res: SweepResult, path: Path) -> Path:
+    """Speculation's TPOT speedup over no speculation against load, crossing 1.0 where it stops paying."""
+    from specsim.tuner.sweep import OFF
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name in res.policies:
+        if name == OFF:
+            continue
+        ax.plot(res.rates, res.speedup(name), marker="o", label=name, **_style(name))
+        stop = res.findings.get(name, {}).get("speculation_stops_paying_qps")
+        if stop is not None:
+            ax.axvline(stop, ls=":", lw=1, color=ax.lines[-1].get_color())
+    ax.axhline(1.0, color="black", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("offered load (req/s)")
+    ax.set_ylabel("speedup (mean TPOT off / mean TPOT policy)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("where speculation stops paying (speedup crosses 1.0)")
+    return _save(fig, path)
+
+
+def plot_k_vs_batch(res: SweepResult, path: Path) -> Path:
+    """Each policy's K schedule over batch size (lines) and the K observed per batch size (dots)."""
+    from specsim.tuner.sweep import OFF
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    top = max(res.max_num_seqs, 2)
+    bs = list(range(1, top + 1))
+    for name, pol in res.policies.items():
+        if name == OFF:
+            continue
+        ks = [pol.k_for(b) for b in bs]
+        (line,) = ax.step(bs, ks, where="post", label=f"{name} schedule", **_style(name))
+        obs = res.k_by_batch.get(name, {})
+        if obs:
+            xs = sorted(obs)
+            ax.scatter(xs, [obs[b] for b in xs], s=8, alpha=0.5, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("batch size (K basis)")
+    ax.set_ylabel("K (0 = speculation off)")
+    ax.set_xlim(1, min(top, TOP))
+    kmax = max([p.max_k for p in res.policies.values()] + [1])
+    ax.set_ylim(-0.3, kmax + 0.5)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("K chosen vs batch size (dots: mean K observed in the sweep)")
+    return _save(fig, path)
+
+
+def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
+    """Optuna's optimisation history and parameter importances as PNGs (matplotlib backend)."""
+    import warnings
+
+    import optuna
+    import optuna.visualization.matplotlib as ovm
+
+    from specsim.tuner.storage import open_storage
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    storage = open_storage(storage_url)
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        raise SpecsimError(f"study {study_name!r} not found in {storage_url} (it holds: {', '.join(names) or 'none'})"
+                           ) from None
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise SpecsimError(f"study {study_name!r} has no complete trial to plot")
+    out.mkdir(parents=True, exist_ok=True)
+    multi = len(study.directions) > 1
+    target = (lambda t: t.values[0]) if multi else None
+    names = [m for m in (study.user_attrs.get("specsim_task") or {}).get("objective", {}).get("metrics", [])]
+    tname = names[0] if names else "objective"
+    paths: list[Path] = []
+    ax = ovm.plot_optimization_history(study, target=target, target_name=tname)
+    paths.append(_save(ax.figure, out / "optimization_history.png"))
+    if len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        try:
+            ax = ovm.plot_param_importances(study, target=target, target_name=tname)
+            paths.append(_save(ax.figure, out / "param_importances.png"))
+        except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. a single distinct param
+            print(f"parameter importance skipped: {exc}")
+    if multi:
+        ax = ovm.plot_pareto_front(study, target_names=names or None)
+        paths.append(_save(ax.figure, out / "pareto_front.png"))
+    return paths

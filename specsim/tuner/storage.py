@@ -1,0 +1,93 @@
+"""Study storage: in-memory, an Optuna journal file, SQLite, or any RDB URL Optuna supports.
+
+`journal:PATH` is Optuna's JournalStorage with its file backend: an append-only log that survives
+a crash (kill -9) and is safe for several processes on one machine (file lock). `sqlite:///f.db`,
+`postgresql://...`, `mysql://...` go to Optuna's RDBStorage, with heartbeats so trials of a dead
+worker on another machine are marked failed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage, InMemoryStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
+
+from specsim.errors import SpecsimError
+
+HEARTBEAT_S = 10
+GRACE_S = 60
+
+
+def is_persistent(url: str | None) -> bool:
+    """True for a storage other processes can share."""
+    return bool(url) and url != "memory"
+
+
+def open_storage(url: str | None) -> BaseStorage:
+    """Storage for a URL: None/'memory', 'journal:PATH', or an RDB URL (sqlite:///..., postgresql://...)."""
+    if not url or url == "memory":
+        return InMemoryStorage()
+    if url.startswith("journal:"):
+        path = Path(url[len("journal:"):]).expanduser()
+        if not str(path):
+            raise SpecsimError("journal storage needs a path: --storage journal:study.log")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # the open-lock (O_EXCL lock file) works on every file system, unlike the symlink lock on some
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    if "://" in url:
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return RDBStorage(
+                url,
+                heartbeat_interval=HEARTBEAT_S,
+                grace_period=GRACE_S,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+            )
+        except ImportError as exc:
+            raise SpecsimError(f"storage {url!r} needs a database driver that is not installed: {exc}") from None
+        except Exception as exc:  # sqlalchemy: bad URL, unreachable server
+            raise SpecsimError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}") from None
+    raise SpecsimError(f"unknown storage {url!r} (use journal:PATH, sqlite:///PATH or an RDB URL)")
+
+
+def worker_id() -> str:
+    """host:pid of this process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover_orphans(study: optuna.Study) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone and re-queue their parameters.
+
+    This is what `--resume` relies on after a kill -9: finished trials are in the storage already;
+    the trial that was running is marked FAIL and its parameters are enqueued to run again.
+    Trials of workers on other hosts are left to the RDB heartbeat.
+    """
+    host = socket.gethostname()
+    redo: list[int] = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(t.user_attrs.get("worker", ""))
+        h, _, p = owner.rpartition(":")
+        if h != host or not p.isdigit() or _alive(int(p)):
+            continue
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study._storage.set_trial_user_attr(t._trial_id, "failed_because", "worker died")
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        redo.append(t.number)
+    return redo
