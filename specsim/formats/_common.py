@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from specsim.errors import SpecsimError
 
@@ -52,3 +52,16 @@ def check_version(data: Any, what: str, where: str, schema: str, supported: tupl
         raise SpecsimError(
             f"unsupported {what} schema version {version!r} in {where} (this specsim reads {list(supported)})"
         )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_document(path: str | Path, model: type[M], what: str, schema: str, versions: tuple[int, ...]) -> M:
+    """Read, version-check and validate a JSON contract; every defect is a one-line SpecsimError."""
+    data = read_json(path, what)
+    check_version(data, what, str(path), schema, versions)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecsimError(validation_message(exc, what, str(path))) from None

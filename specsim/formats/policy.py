@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from specsim.errors import SpecsimError
-from specsim.formats._common import check_version, read_json, validation_message
+from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.policy"
@@ -161,12 +160,7 @@ class KController:
 
 def load_policy(path: str | Path) -> Policy:
     """Read and validate a policy; every defect is a one-line SpecsimError."""
-    data = read_json(path, "policy")
-    check_version(data, "policy", str(path), SCHEMA, VERSIONS)
-    try:
-        return Policy.model_validate(data)
-    except ValidationError as exc:
-        raise SpecsimError(validation_message(exc, "policy", str(path))) from None
+    return load_document(path, Policy, "policy", SCHEMA, VERSIONS)
 
 
 def save_policy(policy: Policy, path: str | Path) -> None:

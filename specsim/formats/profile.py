@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from specsim.errors import SpecsimError
-from specsim.formats._common import check_version, read_json, validation_message
+from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.profile"
@@ -230,12 +229,7 @@ class Profile(_Strict):
 
 def load_profile(path: str | Path) -> Profile:
     """Read and validate a profile; every defect is a one-line SpecsimError."""
-    data = read_json(path, "profile")
-    check_version(data, "profile", str(path), SCHEMA, VERSIONS)
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as exc:
-        raise SpecsimError(validation_message(exc, "profile", str(path))) from None
+    return load_document(path, Profile, "profile", SCHEMA, VERSIONS)
 
 
 def save_profile(profile: Profile, path: str | Path) -> None:

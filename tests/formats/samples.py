@@ -34,7 +34,8 @@ VALID_PROFILE: dict[str, Any] = {
             "params": {"prompt_lookup_max": 4},
             "k_max": 2,
             "cost": {"batch_sizes": [1], "ks": [0, 2], "step_ms": [[0.0, 0.5]]},
-        }
+        },
+        "draft_model": {"method": "draft_model", "model": "/models/draft", "k_max": 2},
     },
     "acceptance": [
         {
@@ -48,7 +49,7 @@ VALID_PROFILE: dict[str, Any] = {
         },
         {
             "prompt_id": "p1",
-            "drafter": "ngram",
+            "drafter": "draft_model",
             "prompt_length": 3,
             "output_length": 2,
             "k_max": 2,
