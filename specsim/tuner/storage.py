@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import warnings
+from datetime import datetime
 from pathlib import Path
 
 import optuna
@@ -21,6 +23,8 @@ from specsim.errors import SpecsimError
 
 HEARTBEAT_S = 10
 GRACE_S = 60
+LOCK_GRACE_S = 5
+UNOWNED_GRACE_S = 10
 
 
 def is_persistent(url: str | None) -> bool:
@@ -37,11 +41,14 @@ def open_storage(url: str | None) -> BaseStorage:
         if not str(path):
             raise SpecsimError("journal storage needs a path: --storage journal:study.log")
         path.parent.mkdir(parents=True, exist_ok=True)
-        # the open-lock (O_EXCL lock file) works on every file system, unlike the symlink lock on some
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        # The open-lock (O_EXCL lock file) is held only while appending a few lines; a process killed
+        # while holding it leaves the file behind, which the next writer removes after the grace period.
+        lock = JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     if "://" in url:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         try:
             return RDBStorage(
                 url,
@@ -79,14 +86,20 @@ def recover_orphans(study: optuna.Study) -> list[int]:
     Trials of workers on other hosts are left to the RDB heartbeat.
     """
     host = socket.gethostname()
+    now = datetime.now()
     redo: list[int] = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = str(t.user_attrs.get("worker", ""))
-        h, _, p = owner.rpartition(":")
-        if h != host or not p.isdigit() or _alive(int(p)):
-            continue
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        if not owner:  # killed between ask() and recording its owner, which takes milliseconds
+            started = t.datetime_start or now
+            if (now - started).total_seconds() < UNOWNED_GRACE_S:
+                continue
+        else:
+            h, _, p = owner.rpartition(":")
+            if h != host or not p.isdigit() or _alive(int(p)):
+                continue
         study._storage.set_trial_user_attr(t._trial_id, "failed_because", "worker died")
+        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         if t.params:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number}, skip_if_exists=False)
         redo.append(t.number)

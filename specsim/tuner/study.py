@@ -342,7 +342,8 @@ def run_study(ev: Evaluator, space: SearchSpace, task: TaskSpec, settings: Study
         recover_orphans(study)
         with Progress(study, ev.objective, task.n_trials, settings.progress) as bar:
             if jobs == 1:
-                TrialRunner(study, ev, space, task.n_trials).loop(on_trial=bar.update)
+                runner = TrialRunner(study, ev, space, task.n_trials)
+                runner.loop(on_trial=bar.update)
             else:
                 assert url is not None
                 ctx = fork_context()
@@ -360,7 +361,12 @@ def run_study(ev: Evaluator, space: SearchSpace, task: TaskSpec, settings: Study
                 bad = [p.exitcode for p in procs if p.exitcode != 0]
                 if bad:
                     raise SpecsimError(f"{len(bad)} tuning worker process(es) failed (exit codes {bad})")
-            wait_for_running(study, settings.wait_s, bar.update)
+            runner = TrialRunner(study, ev, space, task.n_trials)
+            while True:  # trials of dead workers found while waiting are re-queued: run them here
+                wait_for_running(study, settings.wait_s, bar.update)
+                if budget_used(study) >= task.n_trials:
+                    break
+                runner.loop(on_trial=bar.update)
         if tmpdir is not None:
             mem = optuna.create_study(directions=ev.objective.directions)
             mem.add_trials(study.get_trials(deepcopy=True))
