@@ -122,6 +122,7 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
     from specsim.tuner.storage import open_storage
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
     storage = open_storage(storage_url)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -142,7 +143,10 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
     paths.append(_save(ax.figure, out / "optimization_history.png"))
     if len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
         try:
-            ax = ovm.plot_param_importances(study, target=target, target_name=tname)
+            # importance evaluators rank low target values as good: negate maximised objectives
+            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+            ax = ovm.plot_param_importances(study, target=lambda t: sign * t.values[0],
+                                            target_name=f"-{tname}" if sign < 0 else tname)
             paths.append(_save(ax.figure, out / "param_importances.png"))
         except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. a single distinct param
             print(f"parameter importance skipped: {exc}")
