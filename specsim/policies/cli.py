@@ -35,6 +35,8 @@ def register(subparsers: Any) -> None:
     lg.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound for the run in seconds")
     lg.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's arrival rate")
     lg.add_argument("--model", default=None, help="model name to request (default: the server's first)")
+    lg.add_argument("--prompts", default=None,
+                    help="prompt content: a JSONL file (Spec-Bench style), 'builtin', or omit for a repeated text")
     lg.add_argument("--slo-ttft", type=float, default=None, help="TTFT SLO in seconds, for goodput")
     lg.add_argument("--slo-tpot", type=float, default=None, help="TPOT SLO in seconds, for goodput")
     lg.set_defaults(func=_loadgen)
@@ -125,7 +127,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"specsim serve: note: {note}", file=sys.stderr)
     if args.dry_run:
         return 0
-    return run_server(plan, server_env(plan, device))
+    return run_server(plan, server_env(plan, device, args.port))
 
 
 def _loadgen(args: argparse.Namespace) -> int:
@@ -136,8 +138,13 @@ def _loadgen(args: argparse.Namespace) -> int:
     traffic = load_traffic(args.traffic)
     if args.rate_scale != 1.0:
         traffic = traffic.rate_scaled(args.rate_scale)
+    prompts: list[tuple[str | None, str]] = []
+    if args.prompts:
+        from specsim.profiler.prompts import load_prompts
+
+        prompts = [(p.category, p.text) for p in load_prompts(args.prompts)]
     cfg = LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, model=args.model,
-                        slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot)
+                        slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot, prompts=prompts)
     res = run_loadgen(args.url, traffic, cfg)
     res.write(args.out)
     s = res.summary

@@ -273,6 +273,8 @@ class LoadgenConfig:
     """Wall-clock bound for the whole run, seconds; unfinished requests count as failed."""
     model: str | None = None
     seed_text: str = SEED_TEXT
+    prompts: list[tuple[str | None, str]] = field(default_factory=list)
+    """(category, text) prompts to draw content from (by request category); empty = the seed text."""
     max_inflight: int = 512
     slo_ttft: float | None = None
     slo_tpot: float | None = None
@@ -382,6 +384,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
         raise SpecsimError("the traffic trace has no requests")
     model = cfg.model or await server_model(ep)
     seed = await tokenize(ep, model, cfg.seed_text) or list(FALLBACK_IDS)
+    contents = await _prompt_contents(ep, model, traffic, cfg.prompts)
     before = await scrape_metrics(ep)
     rel = traffic.timestamps - traffic.timestamps[0]
     outcomes = [Outcome() for _ in range(len(traffic))]
@@ -400,7 +403,8 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
             lags.append(o.sent - rel[i])
             body = {
                 "model": model,
-                "prompt": prompt_ids(seed, int(traffic.input_lengths[i]), 7 * i),
+                "prompt": prompt_ids(contents[i], int(traffic.input_lengths[i]), 0) if contents
+                else prompt_ids(seed, int(traffic.input_lengths[i]), 7 * i),
                 "max_tokens": int(traffic.output_lengths[i]),
                 "min_tokens": int(traffic.output_lengths[i]),
                 "ignore_eos": True,
@@ -454,6 +458,32 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
             "mean_acceptance_length": 1.0 + accepted / drafts if drafts else 1.0,
         })
     return LoadgenResult(summary, cols, traffic.request_ids, traffic.categories, errors)
+
+
+async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
+                           prompts: list[tuple[str | None, str]]) -> list[list[int]]:
+    """Token ids for each request: a prompt of its category (round robin), tokenized by the server."""
+    if not prompts:
+        return []
+    by_cat: dict[str | None, list[str]] = {}
+    for cat, text in prompts:
+        by_cat.setdefault(cat, []).append(text)
+    every = [t for _, t in prompts]
+    cache: dict[str, list[int]] = {}
+    out: list[list[int]] = []
+    seen: dict[str | None, int] = {}
+    for cat in traffic.categories:
+        pool = by_cat.get(cat) or every
+        j = seen.get(cat, 0)
+        seen[cat] = j + 1
+        text = pool[j % len(pool)]
+        if text not in cache:
+            ids = await tokenize(ep, model, text)
+            if not ids:
+                raise SpecsimError("the server has no working /tokenize endpoint; cannot use --prompts")
+            cache[text] = ids
+        out.append(cache[text])
+    return out
 
 
 def run_loadgen(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,42 +151,100 @@ def plan_server(
     return ServerPlan(argv, dict(exp.env), exp, notes)
 
 
-def server_env(plan: ServerPlan, device: str, workdir: Path | None = None) -> dict[str, str]:
-    """The full environment for the server process (vLLM's offline/caching settings + the policy)."""
+def server_env(plan: ServerPlan, device: str, port: int, workdir: Path | None = None) -> dict[str, str]:
+    """The full environment for the server process (vLLM's offline/caching settings + the policy).
+
+    Each port gets private cache, RPC and temporary folders, so a server never waits on files that a
+    profiler run or another server holds.
+    """
+    from specsim.models.prepare import cache_root
     from specsim.profiler.engine import prepare_env
 
+    base = workdir if workdir is not None else cache_root() / "serve" / f"port-{port}"
     saved = dict(os.environ)
     try:
-        prepare_env(device, workdir)
+        prepare_env(device, base)
         env = dict(os.environ)
     finally:
         os.environ.clear()
         os.environ.update(saved)
+    tmp = base / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env.setdefault("TMPDIR", str(tmp))
     env.update(plan.env)
     return env
 
 
-def run_server(plan: ServerPlan, env: dict[str, str]) -> int:
-    """Run the server in the foreground; Ctrl-C or SIGTERM stops it (and its engine process)."""
-    proc = subprocess.Popen(plan.argv, env=env, start_new_session=True)
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, start time) of a process from /proc, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def descendants(pid: int) -> list[tuple[int, int]]:
+    """(pid, start time) of every process below `pid`, read from /proc; empty where unavailable."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        st = _stat(int(entry.name))
+        if st is not None:
+            children.setdefault(st[0], []).append((int(entry.name), st[1]))
+    out: list[tuple[int, int]] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child[0])
+    return out
+
+
+def kill_tree(tree: list[tuple[int, int]]) -> None:
+    """SIGKILL the listed processes that still exist with the same start time (no pid-reuse accidents)."""
+    for pid, started in tree:
+        st = _stat(pid)
+        if st is not None and st[1] == started:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def run_server(plan: ServerPlan, env: dict[str, str], grace: float = 30.0) -> int:
+    """Run the server in the foreground; Ctrl-C or SIGTERM stops it and the engine processes it started.
+
+    A stop request gives the server `grace` seconds to shut down, then it and its children are killed.
+    """
+    proc = subprocess.Popen(plan.argv, env=env)
+    tree: list[tuple[int, int]] = []
+    stop_at: list[float] = []
 
     def stop(signum: int, _frame: object) -> None:
+        if not stop_at:
+            stop_at.append(time.monotonic())
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
 
     old_int = signal.signal(signal.SIGINT, stop)
     old_term = signal.signal(signal.SIGTERM, stop)
     try:
-        try:
-            return proc.wait()
-        except BaseException:
-            stop(signal.SIGTERM, None)
-            raise
+        while True:
+            tree = descendants(proc.pid) or tree
+            try:
+                return proc.wait(timeout=1.0)
+            except subprocess.TimeoutExpired:
+                if stop_at and time.monotonic() - stop_at[0] > grace:
+                    proc.kill()
+                    return proc.wait()
     finally:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        kill_tree(tree)
         signal.signal(signal.SIGINT, old_int)
         signal.signal(signal.SIGTERM, old_term)

@@ -12,8 +12,10 @@ from typing import Any
 class FakeServer:
     """Streams `max_tokens` tokens, `per_chunk` at a time, `itl` seconds apart, after `ttft` seconds."""
 
-    def __init__(self, ttft: float = 0.05, itl: float = 0.01, per_chunk: int = 1, chunked: bool = True) -> None:
+    def __init__(self, ttft: float = 0.05, itl: float = 0.01, per_chunk: int = 1, chunked: bool = True,
+                 tokenize: bool = False) -> None:
         self.ttft, self.itl, self.per_chunk, self.chunked = ttft, itl, per_chunk, chunked
+        self.tokenize = tokenize
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -61,6 +63,9 @@ class FakeServer:
             body = await reader.readexactly(int(headers.get("content-length", 0)))
             if path == "/v1/models":
                 await self._send(writer, 200, json.dumps({"data": [{"id": "fake"}]}).encode())
+            elif path == "/tokenize" and self.tokenize:
+                ids = [ord(c) for c in json.loads(body)["prompt"]]
+                await self._send(writer, 200, json.dumps({"tokens": ids}).encode())
             elif path == "/metrics":
                 await self._send(writer, 200, b"# HELP x\nvllm:spec_decode_num_drafts_total{a=\"b\"} 3.0\n")
             elif path == "/v1/completions" and method == "POST":

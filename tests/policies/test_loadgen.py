@@ -129,3 +129,18 @@ def test_cli_refuses_remote_url(tmp_path, capsys) -> None:  # noqa: ANN001
     tr.write_text(json.dumps({"timestamp": 0, "input_length": 5, "output_length": 3}) + "\n")
     assert main(["loadgen", "--url", "http://192.168.1.1:80", "--traffic", str(tr), "--out", str(tmp_path)]) == 2
     assert "loopback" in capsys.readouterr().err
+
+
+def test_prompt_content_by_category() -> None:
+    tr = Traffic.from_arrays([0.0, 0.0, 0.0], [5, 3, 5], [1, 1, 1], categories=["code", "chat", "code"])
+    prompts = [("code", "abc"), ("chat", "xy"), ("code", "def")]
+    with FakeServer(ttft=0.0, itl=0.0, tokenize=True) as srv:
+        run_loadgen(srv.url, tr, LoadgenConfig(timeout=20, prompts=prompts))
+        got = sorted(tuple(r["prompt"]) for _, r in srv.received)
+    a, b, c, d, e, f, x, y = (ord(ch) for ch in "abcdefxy")
+    assert got == sorted([(a, b, c, a, b), (x, y, x), (d, e, f, d, e)])
+
+
+def test_prompts_need_tokenize() -> None:
+    with FakeServer(tokenize=False) as srv, pytest.raises(SpecsimError, match="tokenize"):
+        run_loadgen(srv.url, trace([0.0]), LoadgenConfig(timeout=20, prompts=[(None, "hello")]))

@@ -141,3 +141,47 @@ def test_cli_refuses_policy_from_other_model_profile(tmp_path: Path, capsys: pyt
     pol = write_json(tmp_path / "p.json", {"version": 1, "drafter": NGRAM, "k_schedule": [[1, 4, 2]]})
     rc, _, err = run(["serve", str(pol), "--profile", str(prof), "--model", str(model), "--dry-run"], capsys)
     assert rc == 2 and "Qwen2.5-0.5B" in err
+
+
+def test_run_server_leaves_no_process_behind(tmp_path: Path) -> None:
+    import os
+    import sys
+    import time
+
+    from specsim.policies.export import Export
+    from specsim.policies.serve import ServerPlan, _stat, run_server
+
+    pidfile = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time; "
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(2.5)"
+    )
+    plan = ServerPlan([sys.executable, "-c", code], {}, Export("vllm", None))
+    assert run_server(plan, dict(os.environ)) == 0
+    grandchild = int(pidfile.read_text())
+    for _ in range(50):
+        st = _stat(grandchild)
+        if st is None or Path(f"/proc/{grandchild}/status").read_text().find("State:\tZ") >= 0:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the server's child process survived")
+
+
+def test_run_server_kills_a_server_that_ignores_sigterm() -> None:
+    import os
+    import signal
+    import sys
+    import threading
+    import time
+
+    from specsim.policies.export import Export
+    from specsim.policies.serve import ServerPlan, run_server
+
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
+    plan = ServerPlan([sys.executable, "-c", code], {}, Export("vllm", None))
+    threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+    t0 = time.monotonic()
+    rc = run_server(plan, dict(os.environ), grace=1.0)
+    assert rc == -signal.SIGKILL and time.monotonic() - t0 < 15
