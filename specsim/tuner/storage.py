@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ HEARTBEAT_S = 10
 GRACE_S = 60
 LOCK_GRACE_S = 5
 UNOWNED_GRACE_S = 10
+SCHEMA_RETRIES = 8
 
 
 def is_persistent(url: str | None) -> bool:
@@ -49,17 +51,22 @@ def open_storage(url: str | None) -> BaseStorage:
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        try:
-            return RDBStorage(
-                url,
-                heartbeat_interval=HEARTBEAT_S,
-                grace_period=GRACE_S,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            )
-        except ImportError as exc:
-            raise SpecsimError(f"storage {url!r} needs a database driver that is not installed: {exc}") from None
-        except Exception as exc:  # sqlalchemy: bad URL, unreachable server
-            raise SpecsimError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}") from None
+        for attempt in range(SCHEMA_RETRIES):
+            try:
+                return RDBStorage(
+                    url,
+                    heartbeat_interval=HEARTBEAT_S,
+                    grace_period=GRACE_S,
+                    engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                )
+            except ImportError as exc:
+                raise SpecsimError(f"storage {url!r} needs a database driver that is not installed: {exc}") from None
+            except Exception as exc:  # sqlalchemy: bad URL, unreachable server, schema race
+                # two processes creating the schema of a new database at once: one loses, retries
+                if "IntegrityError" in type(exc).__name__ + str(exc) and attempt < SCHEMA_RETRIES - 1:
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise SpecsimError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}") from None
     raise SpecsimError(f"unknown storage {url!r} (use journal:PATH, sqlite:///PATH or an RDB URL)")
 
 
