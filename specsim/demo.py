@@ -33,6 +33,21 @@ def _traffic(n: int, rate: float, seed: int, in_median: int, out_median: int):  
     return Traffic.from_arrays(ts - ts[0], inp, out)
 
 
+def _crossover_batch(profile, drafter: str, k: int) -> int:  # noqa: ANN001
+    """Largest measured batch size at which K draft tokens (drafting included) cost less per token."""
+    traces = profile.traces_for(drafter)
+    r = np.concatenate([np.asarray(t.r if t.r is not None else [0]) for t in traces])
+    tokens_per_step = 1.0 + float(np.minimum(r, k).mean())
+    from specsim.simulator.costs import StepCostModel
+
+    cost = StepCostModel(profile, drafter, b_max=max(profile.target.decode.batch_sizes))
+    best = 1
+    for b in profile.target.decode.batch_sizes:
+        if cost.decode_s(b, k) / tokens_per_step < cost.decode_s(b, 0):
+            best = b
+    return best
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -58,26 +73,32 @@ def _cmd(args: argparse.Namespace) -> int:
     spec = profile.drafters[name]
     drafter = DrafterRef(name=name, method=spec.method, model=spec.model, params=spec.params)
     k = min(4, spec.k_max, profile.k_max)
-    small_b = max(2, profile.target.decode.batch_sizes[-1] // 16)
+    dec = profile.target.decode
+    cutoff = _crossover_batch(profile, name, k)
     policies = {
         "no speculation": Policy(),
         f"static K={k}": Policy.static(drafter, k),
-        f"K={k} up to batch {small_b}, off above": Policy(drafter=drafter, k_schedule=[(1, small_b, k)]),
+        f"K={k} up to batch {cutoff}, off above": Policy(drafter=drafter, k_schedule=[(1, cutoff, k)]),
     }
-    # light and heavy load: scale the arrival rate to the profile's decode speed
-    step_s = profile.target.decode.step_ms[0][0] / 1e3
-    out_median = 128
-    single_stream_rps = 1.0 / (out_median * step_s)
-    for load, factor in (("light load", 0.5), ("heavy load", 200.0)):
-        traffic = _traffic(args.requests, single_stream_rps * factor, args.seed, 256, out_median)
-        cfg = dict(seed=args.seed, slo_ttft=20 * out_median * step_s, slo_tpot=2 * step_s)
+    # load as closed-loop clients: one (light) and the largest measured batch (heavy); SLOs from the profile
+    step_s = dec.step_ms[0][0] / 1e3
+    prefill_s = float(np.interp(256, profile.target.prefill.tokens, profile.target.prefill.step_ms)) / 1e3
+    slo = dict(slo_ttft=5 * prefill_s + 10 * step_s, slo_tpot=3 * step_s)
+    console.print(f"SLOs: TTFT <= {slo['slo_ttft']:.2f} s, TPOT <= {slo['slo_tpot'] * 1e3:.0f} ms")
+    heavy = min(dec.batch_sizes[-1], 128)
+    traffic = _traffic(args.requests, 1.0, args.seed, 256, 128)
+    for load, clients in (("light load", 1), ("heavy load", heavy)):
         summaries = {
-            pname: simulate(profile, traffic, pol, SimConfig(**cfg)).summary for pname, pol in policies.items()
+            pname: simulate(profile, traffic, pol, SimConfig(seed=args.seed, concurrency=clients, **slo)).summary
+            for pname, pol in policies.items()
         }
-        title = f"{load}: {len(traffic)} requests at {traffic.rate:.2f} req/s"
+        title = f"{load}: {clients} concurrent client{'s' if clients > 1 else ''}, {len(traffic)} requests"
         console.print(summary_table(summaries, title=title))
-        base = summaries["no speculation"]["tpot_mean"]
+        base = summaries["no speculation"]
         for pname, s in summaries.items():
             if pname != "no speculation":
-                console.print(f"  {pname}: mean TPOT speedup x{base / s['tpot_mean']:.2f} vs no speculation")
+                console.print(
+                    f"  {pname}: throughput x{s['output_tokens_per_s'] / base['output_tokens_per_s']:.2f}, "
+                    f"mean TPOT x{base['tpot_mean'] / s['tpot_mean']:.2f} faster than no speculation"
+                )
     return 0
