@@ -3,6 +3,7 @@ and a cross-check against vLLM's own speculative-decoding counters on the same p
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,11 +36,53 @@ def _params(max_tokens: int, temperature: float = 0.0, ignore_eos: bool = False,
                           if temperature > 0 else None, **kw)
 
 
-def generate(llm: Any, prompts: Sequence[list[int]], max_tokens: int, ignore_eos: bool = False) -> list[Any]:
-    """Greedy generation of every prompt in one batch; returns vLLM's CompletionOutputs."""
+def generate(llm: Any, prompts: Sequence[list[int]], max_tokens: int, ignore_eos: bool = False,
+             temperature: float = 0.0) -> list[Any]:
+    """Generation of every prompt in one batch (greedy unless temperature > 0, then seeded)."""
     outs = llm.generate([{"prompt_token_ids": list(p)} for p in prompts],
-                        _params(max_tokens, ignore_eos=ignore_eos), use_tqdm=False)
+                        _params(max_tokens, temperature=temperature, ignore_eos=ignore_eos), use_tqdm=False)
     return [o.outputs[0] for o in outs]
+
+
+def topk_logprobs(llm: Any, prompt_ids: Sequence[int], output_ids: Sequence[int],
+                  k: int = 20) -> list[list[tuple[int, float]]]:
+    """Teacher-forced top-k (raw) log-probabilities at every output position."""
+    seq = list(prompt_ids) + list(output_ids)
+    out = llm.generate([{"prompt_token_ids": seq}], _params(1, prompt_logprobs=k), use_tqdm=False)[0]
+    plp = out.prompt_logprobs or []
+    rows: list[list[tuple[int, float]]] = []
+    for j in range(len(prompt_ids), len(seq)):
+        entry = plp[j] if j < len(plp) else None
+        pairs = [(int(t), float(getattr(lp, "logprob", lp))) for t, lp in (entry or {}).items()]
+        pairs.sort(key=lambda tv: -tv[1])
+        rows.append(pairs[:k])
+    return rows
+
+
+def tempered(dist: Sequence[tuple[int, float]], temperature: float) -> dict[int, float]:
+    """Probabilities at a temperature from top-k raw log-probs (exact at T = 1; else renormalised
+    over the top-k, which slightly overstates them)."""
+    if not dist:
+        return {}
+    if temperature == 1.0:
+        return {t: math.exp(lp) for t, lp in dist}
+    m = max(lp for _, lp in dist)
+    w = {t: math.exp((lp - m) / temperature) for t, lp in dist}
+    z = sum(w.values())
+    return {t: v / z for t, v in w.items()}
+
+
+def p_deterministic(dist: Sequence[tuple[int, float]], draft: int | None, temperature: float) -> float:
+    """Acceptance probability of a deterministic draft token: the target's probability of it."""
+    if draft is None:
+        return 0.0
+    return min(1.0, tempered(dist, temperature).get(int(draft), 0.0))
+
+
+def p_overlap(target: Sequence[tuple[int, float]], draft: Sequence[tuple[int, float]], temperature: float) -> float:
+    """Acceptance probability of a sampled draft model: sum over tokens of min(p, q) (top-k union)."""
+    pt, qd = tempered(target, temperature), tempered(draft, temperature)
+    return min(1.0, sum(min(pt.get(t, 0.0), qd.get(t, 0.0)) for t in set(pt) | set(qd)))
 
 
 def spec_steps(completion: Any) -> list[tuple[int, int]]:

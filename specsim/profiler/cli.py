@@ -47,8 +47,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--prefill-tokens", type=_ints, default=None, help="prefill curve points")
     p.add_argument("--decode-tokens", type=int, default=24, help="decode steps per measuring run")
     p.add_argument("--min-samples", type=int, default=12, help="steps kept per grid point (median, IQR)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy traces (only greedy is measured)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="0 = greedy traces (r); > 0 = sampled traces (p) from teacher-forced top-k log-probs")
+    p.add_argument("--logprobs", type=int, default=20, help="top-k log-probs per position for sampled traces")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
+    p.add_argument("--no-drafter-costs", action="store_true",
+                   help="skip timing model-based drafters (draft_model) on the (B, K) grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--plot", type=Path, default=None, help="PNG of step time vs batch size (default OUT.png)")
@@ -62,8 +66,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     from specsim.profiler.costs import CostGrid
     from specsim.profiler.run import ProfileConfig
 
-    if args.temperature != 0.0:
-        raise SpecsimError("only greedy traces (--temperature 0) are measured by this profiler version")
+    if not 0.0 <= args.temperature <= 2.0:
+        raise SpecsimError("--temperature must lie in [0, 2]")
     if args.k_max < 1 or args.max_tokens < 2 or args.max_batch < 1:
         raise SpecsimError("--k-max and --max-batch must be >= 1 and --max-tokens >= 2")
     grid = CostGrid()
@@ -98,7 +102,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         model=args.model, drafters=args.drafter or ["ngram"], prompts=args.prompts,
         num_prompts=args.num_prompts or None, crosscheck_prompts=args.crosscheck_prompts,
         max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, k_max=args.k_max, grid=grid,
-        dtype=args.dtype, max_num_seqs=max(16, top), seed=args.seed,
+        dtype=args.dtype, max_num_seqs=max(16, top), seed=args.seed, temperature=args.temperature,
+        logprobs_k=args.logprobs, drafter_costs=not args.no_drafter_costs,
     )
 
 

@@ -11,6 +11,7 @@ installed in the worker around `propose_draft_token_ids` separates the drafter's
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -138,50 +139,85 @@ def _step_contexts(steps: list[StepRecord], prompt_tokens: int) -> list[float]:
     return out
 
 
-def measure_decode(
-    llm: Any, logger: StepLogger, timer: DraftTimer | None, prompt: list[int], batch: int, k: int,
-    decode_tokens: int, min_samples: int, max_runs: int = 4,
-) -> dict[str, Any]:
-    """Run batches of B requests until `min_samples` pure decode steps of B x (K+1) tokens."""
-    samples: list[float] = []
-    periods: list[float] = []
-    contexts: list[float] = []
-    draft_ms: list[float] = []
-    other = 0
-    runs = 0
-    max_tokens = decode_tokens + (decode_tokens * k) // 2
-    while len(samples) < min_samples and runs < max_runs:
-        runs += 1
+@dataclass
+class DecodePoint:
+    """Samples of one (B, K, prompt length) point, filled one run at a time."""
+
+    prompt: list[int]
+    batch: int
+    k: int
+    samples: list[float] = field(default_factory=list)
+    periods: list[float] = field(default_factory=list)
+    contexts: list[float] = field(default_factory=list)
+    draft_ms: list[float] = field(default_factory=list)
+    other: int = 0
+    runs: int = 0
+
+    def run_once(self, llm: Any, logger: StepLogger, timer: DraftTimer | None, decode_tokens: int) -> None:
+        """One batch of B requests; keep its pure decode steps of exactly B x (K+1) tokens."""
+        self.runs += 1
+        max_tokens = decode_tokens + (decode_tokens * self.k) // 2
         logger.clear()
         if timer is not None:
             timer.take()
-        llm.generate([{"prompt_token_ids": list(prompt)}] * batch, _sampling(max_tokens), use_tqdm=False)
+        llm.generate([{"prompt_token_ids": list(self.prompt)}] * self.batch, _sampling(max_tokens), use_tqdm=False)
         steps = list(logger.steps)
-        ctx = _step_contexts(steps, len(prompt))
-        matched = {id(s) for s in decode_steps(steps, batch, k)}
-        other += len(steps) - len(matched)
-        for i, s in enumerate(steps):
-            if id(s) in matched:
-                samples.append(s.elapsed_ms)
-                contexts.append(ctx[i])
+        ctx = _step_contexts(steps, len(self.prompt))
+        matched = {id(s) for s in decode_steps(steps, self.batch, self.k)}
+        self.other += len(steps) - len(matched)
+        for i, st in enumerate(steps):
+            if id(st) in matched:
+                self.samples.append(st.elapsed_ms)
+                self.contexts.append(ctx[i])
                 if i > 0 and id(steps[i - 1]) in matched:
-                    periods.append((s.wall - steps[i - 1].wall) * 1000.0)
+                    self.periods.append((st.wall - steps[i - 1].wall) * 1000.0)
         if timer is not None:
-            draft_ms += timer.take()
-    if not samples:
-        raise SpecsimError(
-            f"no pure decode step with {batch} sequences x {k + 1} tokens was observed "
-            "(the drafter proposed fewer tokens than K); cannot measure this point"
-        )
-    med, iqr = median_iqr(samples)
-    rec: dict[str, Any] = {"ms": med, "iqr": iqr, "n": len(samples), "runs": runs, "other_steps": other,
-                           "context": sum(contexts) / len(contexts),
-                           "samples": [round(x, 3) for x in samples]}
-    if periods:
-        rec["period_ms"] = median_iqr(periods)[0]
-    if draft_ms:
-        rec["draft_ms"] = median_iqr(draft_ms)[0]
-    return rec
+            self.draft_ms += timer.take()
+
+    def record(self) -> dict[str, Any]:
+        """Median, IQR and context of the kept steps (a one-line error when none was kept)."""
+        if not self.samples:
+            raise SpecsimError(
+                f"no pure decode step with {self.batch} sequences x {self.k + 1} tokens was observed "
+                "(the drafter proposed fewer tokens than K); cannot measure this point"
+            )
+        med, iqr = median_iqr(self.samples)
+        rec: dict[str, Any] = {"ms": med, "iqr": iqr, "n": len(self.samples), "runs": self.runs,
+                               "other_steps": self.other, "context": sum(self.contexts) / len(self.contexts),
+                               "samples": [round(x, 3) for x in self.samples]}
+        if self.periods:
+            rec["period_ms"] = median_iqr(self.periods)[0]
+        if self.draft_ms:
+            rec["draft_ms"] = median_iqr(self.draft_ms)[0]
+        return rec
+
+
+def measure_interleaved(
+    llm: Any, logger: StepLogger, timer: DraftTimer | None, points: dict[str, DecodePoint],
+    decode_tokens: int, min_samples: int, done: Callable[[str, dict[str, Any]], None], max_runs: int = 6,
+) -> None:
+    """Round-robin one run per unfinished point until each has `min_samples` steps, so a burst of
+    load on a shared machine spreads over all points instead of skewing one; `done` gets each
+    point's record as soon as it is complete."""
+    pending = dict(points)
+    while pending:
+        for key in list(pending):
+            pt = pending[key]
+            pt.run_once(llm, logger, timer, decode_tokens)
+            if len(pt.samples) >= min_samples or pt.runs >= max_runs:
+                done(key, pt.record())
+                del pending[key]
+
+
+def measure_decode(
+    llm: Any, logger: StepLogger, timer: DraftTimer | None, prompt: list[int], batch: int, k: int,
+    decode_tokens: int, min_samples: int, max_runs: int = 6,
+) -> dict[str, Any]:
+    """One point on its own: runs until `min_samples` pure decode steps of B x (K+1) tokens."""
+    pt = DecodePoint(list(prompt), batch, k)
+    while len(pt.samples) < min_samples and pt.runs < max_runs:
+        pt.run_once(llm, logger, timer, decode_tokens)
+    return pt.record()
 
 
 def measure_prefill(llm: Any, logger: StepLogger, prompt: list[int], repeats: int) -> dict[str, Any]:

@@ -65,6 +65,11 @@ class ProfileConfig:
     seed: int = 0
     skip_costs: bool = False
     skip_acceptance: bool = False
+    temperature: float = 0.0
+    """0: greedy traces (r). > 0: sampled traces (p) from teacher-forced top-k log-probs."""
+    drafter_costs: bool = True
+    """Measure model-based drafters' extra ms per step (worker-side timer), one engine per K."""
+    logprobs_k: int = 20
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must match to be resumed."""
@@ -128,12 +133,16 @@ class Profiler:
     def units(self) -> dict[str, int]:
         """Progress units per phase."""
         u = {"costs": 0, "reference": 0, "crosscheck": 0, "drafters": 0}
+        sampled = self.cfg.temperature > 0
         if not self.cfg.skip_costs:
             u["costs"] = costs.count_cost_points(self.cfg.grid)
         if not self.cfg.skip_acceptance:
             u["reference"] = len(self.prompts)
-            u["crosscheck"] = 1 if any(d.method == "ngram" for d in self.drafters) else 0
+            u["crosscheck"] = 1 if any(d.method == "ngram" for d in self.drafters) and not sampled else 0
             u["drafters"] = len([d for d in self.drafters if d.method != "ngram"])
+        if self.cfg.drafter_costs and not self.cfg.skip_costs:
+            n_model = len([d for d in self.drafters if d.method == "draft_model"])
+            u["drafters"] += n_model * (len(self.cfg.grid.ks) - 1) * len(self.cfg.grid.batch_sizes)
         return u
 
     def _note_load(self) -> None:
@@ -167,13 +176,19 @@ class Profiler:
         timer = costs.DraftTimer(llm) if k > 0 else None
         if todo:
             costs.measure_decode_safe(llm, logger, costs.filler_ids(tok, 64), 2, k, 8)
-        for role, context, batch in todo:
-            self._note_load()
-            rec = costs.measure_decode(llm, logger, timer, costs.filler_ids(tok, context), batch, k,
-                                       grid.decode_tokens, grid.min_samples)
+        points = {costs.decode_key(role, k, context, batch):
+                  costs.DecodePoint(costs.filler_ids(tok, context), batch, k) for role, context, batch in todo}
+        meta = {costs.decode_key(role, k, context, batch): (role, context, batch) for role, context, batch in todo}
+        self._note_load()
+
+        def done(key: str, rec: dict[str, Any]) -> None:
+            role, context, batch = meta[key]
             rec.update({"role": role, "k": k, "batch": batch, "prompt_tokens": context})
-            self.ckpt.put(costs.decode_key(role, k, context, batch), rec)
+            self.ckpt.put(key, rec)
+            self._note_load()
             self.advance("costs", f"K={k} B={batch} C={context}: {rec['ms']:.1f} ms")
+
+        costs.measure_interleaved(llm, logger, timer, points, grid.decode_tokens, grid.min_samples, done)
         if k == 0:
             for tokens in grid.prefill_tokens:
                 if self.ckpt.done(costs.prefill_key(tokens)):
@@ -197,10 +212,14 @@ class Profiler:
             if all(self.ckpt.done(f"ref/{self.prompts[i].prompt_id}") for i in chunk):
                 continue
             self._note_load()
-            outs = acc.generate(llm, [ids[i] for i in chunk], self.cfg.max_tokens + self.cfg.k_max + 1)
+            outs = acc.generate(llm, [ids[i] for i in chunk], self.cfg.max_tokens + self.cfg.k_max + 1,
+                                temperature=self.cfg.temperature)
             for i, o in zip(chunk, outs, strict=True):
-                self.ckpt.put(f"ref/{self.prompts[i].prompt_id}",
-                              {"prompt_ids": ids[i], "output_ids": list(o.token_ids)})
+                rec: dict[str, Any] = {"prompt_ids": ids[i], "output_ids": list(o.token_ids)}
+                if self.cfg.temperature > 0:
+                    rec["topk"] = acc.topk_logprobs(llm, ids[i], rec["output_ids"][: self.cfg.max_tokens],
+                                                    self.cfg.logprobs_k)
+                self.ckpt.put(f"ref/{self.prompts[i].prompt_id}", rec)
                 self.advance("reference", self.prompts[i].prompt_id)
 
     def _crosscheck(self, llm: Any, logger: StepLogger, drafter: DrafterConfig) -> None:
@@ -230,13 +249,18 @@ class Profiler:
                 llm, kwargs = build_llm(st)
                 self._log_engine(f"{d.name}/teacher-forced", {"llm_kwargs": kwargs})
                 try:
-                    rs = {}
+                    rs: dict[str, Any] = {}
                     for p in self.prompts:
                         ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                        rs[p.prompt_id] = acc.draft_argmax(llm, ref["prompt_ids"], ref["output_ids"])
+                        if self.cfg.temperature > 0:
+                            rs[p.prompt_id] = acc.topk_logprobs(llm, ref["prompt_ids"],
+                                                                ref["output_ids"][: self.cfg.max_tokens],
+                                                                self.cfg.logprobs_k)
+                        else:
+                            rs[p.prompt_id] = acc.draft_argmax(llm, ref["prompt_ids"], ref["output_ids"])
                 finally:
                     shutdown(llm)
-                self.ckpt.put(key, {"argmax": rs})
+                self.ckpt.put(key, {"argmax" if self.cfg.temperature == 0 else "topk": rs})
             else:  # suffix, eagle, ...: vLLM's detailed per-request metrics at K_max
                 llm, logger, _ = self._engine(self.cfg.k_max, detailed=True, drafter=d)
                 try:
@@ -261,6 +285,7 @@ class Profiler:
             need_ref = k == 0 and not cfg.skip_acceptance and any(
                 not self.ckpt.done(f"ref/{p.prompt_id}") for p in self.prompts)
             need_check = (k == cfg.k_max and not cfg.skip_acceptance and ngram_for_check is not None
+                          and cfg.temperature == 0
                           and not self.ckpt.done(f"crosscheck/{ngram_for_check.name}"))
             if not (need_cost or need_ref or need_check):
                 continue
@@ -277,7 +302,38 @@ class Profiler:
                 shutdown(llm)
         if not cfg.skip_acceptance:
             self._other_drafters()
+        if cfg.drafter_costs and not cfg.skip_costs:
+            self._drafter_costs()
         return self.assemble()
+
+    def _drafter_costs(self) -> None:
+        """Draft-model drafters: time the worker's drafting per step on the (B, K) grid."""
+        grid = self.cfg.grid
+        for d in self.drafters:
+            if d.method != "draft_model":
+                continue
+            for k in grid.ks[1:]:
+                todo = [b for b in grid.batch_sizes if not self.ckpt.done(f"dcost/{d.name}/k{k}/b{b}")]
+                if not todo:
+                    continue
+                llm, logger, _ = self._engine(k, drafter=d)
+                try:
+                    tok = llm.get_tokenizer()
+                    timer = costs.DraftTimer(llm)
+                    costs.measure_decode_safe(llm, logger, costs.filler_ids(tok, 64), 2, k, 8)
+                    points = {f"dcost/{d.name}/k{k}/b{b}":
+                              costs.DecodePoint(costs.filler_ids(tok, grid.contexts[0]), b, k) for b in todo}
+                    self._note_load()
+
+                    def done(key: str, rec: dict[str, Any], k: int = k, timer: Any = timer,
+                             points: Any = points) -> None:
+                        rec.update({"k": k, "batch": points[key].batch, "timer": timer.ok})
+                        self.ckpt.put(key, rec)
+                        self.advance("drafters", f"{key}: +{rec.get('draft_ms', 0):.1f} ms")
+
+                    costs.measure_interleaved(llm, logger, timer, points, grid.decode_tokens, grid.min_samples, done)
+                finally:
+                    shutdown(llm)
 
     # --- assembly ------------------------------------------------------------------------------
     def _decode_points(self, role: str | None = None) -> list[dict[str, Any]]:
@@ -322,6 +378,21 @@ class Profiler:
             drafter_tables[self.cost_drafter.name] = CostTable(
                 batch_sizes=bs, ks=[k for k in ks if k > 0],
                 step_ms=[[round(draft.get((b, k), 0.0), 4) for k in ks if k > 0] for b in bs])
+        for d in self.drafters:
+            recs_d = {(r["batch"], r["k"]): r for key, r in self.ckpt.records.items()
+                      if key.startswith(f"dcost/{d.name}/")}
+            if not recs_d or any((b, k) not in recs_d for b in bs for k in ks[1:]):
+                continue
+            rows = []
+            for i, b in enumerate(bs):
+                row = []
+                for j, k in enumerate(ks[1:], start=1):
+                    r = recs_d[(b, k)]
+                    # measured in the worker where possible; else total minus the target's table
+                    extra = r["draft_ms"] if "draft_ms" in r else r["ms"] - table[i][j]
+                    row.append(round(max(0.0, extra), 4))
+                rows.append(row)
+            drafter_tables[d.name] = CostTable(batch_sizes=bs, ks=ks[1:], step_ms=rows)
         return decode, report, drafter_tables
 
     def prefill_curve(self) -> PrefillCurve:
@@ -335,6 +406,8 @@ class Profiler:
         cfg = self.cfg
         out: list[AcceptanceTrace] = []
         checks: dict[str, Any] = {}
+        if cfg.temperature > 0:
+            return self._sampled_traces(), {"note": "no cross-check for sampled traces (random acceptance)"}
         for d in self.drafters:
             per_prompt: dict[str, tuple[list[int], list[int] | None, str]] = {}
             if d.method == "ngram":
@@ -379,6 +452,43 @@ class Profiler:
                     mode="greedy", r=r[:length], drafted=dr[:length] if dr is not None else None,
                     source=source))
         return out, checks
+
+    def _sampled_traces(self) -> list[AcceptanceTrace]:
+        """Sampled-mode traces: p[pos] = probability the target accepts the draft token for pos."""
+        from specsim.profiler.ngram import propose
+
+        cfg = self.cfg
+        out: list[AcceptanceTrace] = []
+        for d in self.drafters:
+            if d.method not in ("ngram", "draft_model"):
+                raise SpecsimError(f"sampled traces (--temperature > 0) support ngram and draft_model, not {d.method}")
+            rec = self.ckpt.get(f"drafter/{d.name}") if d.method == "draft_model" else None
+            for p in self.prompts:
+                ref = self.ckpt.get(f"ref/{p.prompt_id}")
+                topk = ref["topk"]
+                length = min(len(topk), cfg.max_tokens)
+                if length < 1:
+                    continue
+                probs: list[float] = [0.0] * length
+                drafted: list[int] | None = None
+                if d.method == "ngram":
+                    drafted = [0] * length
+                    lo, hi = int(d.params["prompt_lookup_min"]), int(d.params["prompt_lookup_max"])
+                    for pos in range(1, length):
+                        draft = propose(ref["prompt_ids"] + ref["output_ids"][:pos], lo, hi, cfg.k_max)
+                        drafted[pos] = len(draft)
+                        probs[pos] = acc.p_deterministic(topk[pos], draft[0] if draft else None, cfg.temperature)
+                else:
+                    assert rec is not None
+                    dk = rec["topk"][p.prompt_id]
+                    for pos in range(1, length):
+                        probs[pos] = acc.p_overlap(topk[pos], dk[pos], cfg.temperature)
+                out.append(AcceptanceTrace(
+                    prompt_id=p.prompt_id, category=p.category, drafter=d.name,
+                    prompt_length=len(ref["prompt_ids"]), output_length=length, k_max=cfg.k_max,
+                    mode="sampled", p=[round(x, 4) for x in probs], drafted=drafted,
+                    source="teacher-forced"))
+        return out
 
     def assemble(self) -> Profile:
         """Build the Profile from the checkpointed measurements."""

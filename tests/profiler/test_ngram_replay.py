@@ -110,3 +110,20 @@ def test_r_from_steps_roundtrip_when_runs_end_before_k() -> None:
 def test_relative_gap() -> None:
     assert relative_gap(99, 100) == pytest.approx(0.01)
     assert relative_gap(0, 0) == 0.0
+
+
+def test_sampled_acceptance_probabilities() -> None:
+    import math
+
+    from specsim.profiler.acceptance import p_deterministic, p_overlap, tempered
+
+    dist = [(5, math.log(0.6)), (7, math.log(0.3)), (9, math.log(0.1))]
+    assert p_deterministic(dist, 5, 1.0) == pytest.approx(0.6)
+    assert p_deterministic(dist, 8, 1.0) == 0.0  # outside the top-k
+    assert p_deterministic(dist, None, 1.0) == 0.0  # nothing drafted
+    cold = tempered(dist, 0.5)
+    assert cold[5] == pytest.approx(0.36 / (0.36 + 0.09 + 0.01))
+    assert sum(cold.values()) == pytest.approx(1.0)
+    assert p_overlap(dist, dist, 1.0) == pytest.approx(1.0)
+    other = [(5, math.log(0.2)), (7, math.log(0.8))]
+    assert p_overlap(dist, other, 1.0) == pytest.approx(0.2 + 0.3)

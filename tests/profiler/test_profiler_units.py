@@ -192,7 +192,9 @@ def test_cli_config_builds_the_grid() -> None:
     assert cfg.grid.batch_sizes == [1, 2, 4, 8, 16] and cfg.grid.ks == [0, 1, 2, 3]
     assert cfg.grid.heldout_batches == [3, 6, 12]
     args = parser.parse_args(["profile", "--out", "x.json", "--temperature", "0.7"])
-    with pytest.raises(SpecsimError, match="greedy"):
+    assert config_from_args(args).temperature == 0.7
+    args = parser.parse_args(["profile", "--out", "x.json", "--temperature", "-1"])
+    with pytest.raises(SpecsimError, match="temperature"):
         config_from_args(args)
 
 
@@ -211,3 +213,50 @@ def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SPECSIM_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SpecsimError, match="model file not found"):
         check_drafter_supported(parse_drafter(f"draft_model:{tmp_path / 'small.gguf'}"), "cpu", target)
+
+
+class _FakeLLM:
+    """Stands in for vllm.LLM: each generate() emits a prefill step, then decode steps whose
+    elapsed time is 10 ms per token, and one mixed step that must be filtered out."""
+
+    def __init__(self, logger) -> None:
+        self.logger = logger
+        self.calls: list[int] = []
+
+    def generate(self, prompts, params, use_tqdm=False):
+        from types import SimpleNamespace as NS
+
+        b = len(prompts)
+        self.calls.append(b)
+        k = self.k
+
+        def step(ctx_r, ctx_t, gen_r, gen_t, acc=0):
+            spec = NS(num_drafts=gen_r if k else 0, num_draft_tokens=gen_r * k, num_accepted_tokens=acc,
+                      num_accepted_tokens_per_pos=[])
+            det = NS(num_ctx_requests=ctx_r, num_ctx_tokens=ctx_t, num_generation_requests=gen_r,
+                     num_generation_tokens=gen_t, elapsed_ms=10.0 * (gen_t or ctx_t), is_dummy=False)
+            self.logger.record(NS(spec_decoding_stats=spec, iteration_details=det), None)
+
+        step(b, b * len(prompts[0]["prompt_token_ids"]), 0, 0)
+        for _ in range(4):
+            step(0, 0, b, b * (k + 1), acc=b)  # every sequence accepts one draft token
+        step(0, 0, b, b)  # a step without drafts: not a B x (K+1) step
+        return []
+
+
+def test_interleaved_measurement_filters_steps_and_round_robins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from specsim.profiler import costs
+    from specsim.profiler.steplogger import StepLogger
+
+    monkeypatch.setattr(costs, "_sampling", lambda n: None)
+    logger = StepLogger()
+    llm = _FakeLLM(logger)
+    llm.k = 2
+    points = {"a": costs.DecodePoint([1] * 10, 1, 2), "b": costs.DecodePoint([1] * 10, 4, 2)}
+    got: dict[str, dict] = {}
+    costs.measure_interleaved(llm, logger, None, points, 8, 8, lambda key, rec: got.setdefault(key, rec))
+    assert llm.calls == [1, 4, 1, 4]  # alternating runs, two each for 8 samples of 4 per run
+    assert got["a"]["ms"] == pytest.approx(30.0) and got["b"]["ms"] == pytest.approx(120.0)
+    assert got["a"]["n"] == 8 and got["a"]["other_steps"] == 4
+    # context: prompt 10 + 1 prefill token, then +2 tokens per step (1 accepted + 1 bonus)
+    assert got["a"]["context"] == pytest.approx(10 + 1 + (0 + 2 + 4 + 6) / 4)

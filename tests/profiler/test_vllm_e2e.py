@@ -27,9 +27,10 @@ def run(tmp_path_factory: pytest.TempPathFactory):
     from specsim.profiler.costs import CostGrid
     from specsim.profiler.run import ProfileConfig, Profiler
 
-    grid = CostGrid(batch_sizes=[1, 4], ks=[0, K], contexts=[32, 96], heldout_batches=[2], heldout_contexts=[64],
+    grid = CostGrid(batch_sizes=[1, 8], ks=[0, K], contexts=[32, 96], heldout_batches=[4], heldout_contexts=[64],
                     decode_tokens=12, min_samples=6, prefill_tokens=[16, 64, 128], prefill_repeats=2)
-    cfg = ProfileConfig(model="default", drafters=["ngram"], prompts="builtin", num_prompts=6,
+    # the default model as its own draft model: exercises the teacher-forced draft_model path
+    cfg = ProfileConfig(model="default", drafters=["ngram", "draft_model:default"], prompts="builtin", num_prompts=6,
                         crosscheck_prompts=6, max_tokens=MAX_TOKENS, k_max=K, grid=grid)
     out = tmp_path_factory.mktemp("profile") / "p.json"
     prof = Profiler(cfg, out)
@@ -51,7 +52,7 @@ def test_greedy_outputs_identical_with_and_without_speculation(run) -> None:
 def test_step_time_grows_with_batch(run) -> None:
     _, profile, _ = run
     dec = profile.target.decode
-    assert dec.batch_sizes == [1, 4] and dec.ks == [0, K]
+    assert dec.batch_sizes == [1, 8] and dec.ks == [0, K]
     for j in range(len(dec.ks)):
         assert dec.step_ms[1][j] > dec.step_ms[0][j]
     # verifying K+1 tokens per sequence costs more than one token at the larger batch
@@ -83,8 +84,9 @@ def test_profile_is_complete_and_loadable(run, tmp_path: Path) -> None:
     assert engines["k0"]["llm_kwargs"]["enforce_eager"] is True
     assert engines[f"k{K}"]["llm_kwargs"]["speculative_config"]["method"] == "ngram"
     assert md.engine_args["environment"]["HF_HUB_OFFLINE"] == "1"
-    assert len(profile.acceptance) == 6 and all(t.source == "replay" for t in profile.acceptance)
-    assert any(max(t.r) > 0 for t in profile.acceptance)
+    ngram = profile.traces_for("ngram")
+    assert len(ngram) == 6 and all(t.source == "replay" for t in ngram)
+    assert any(max(t.r) > 0 for t in ngram)
     save_profile(profile, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == profile
 
@@ -119,3 +121,18 @@ def test_ngram_replay_matches_vllm_numba_proposer() -> None:
         k = rng.randrange(1, 6)
         ref = vllm_find(np.asarray(toks, dtype=np.int32), lo, hi, 4096, k).tolist()
         assert propose(toks, lo, hi, k, 4096) == ref
+
+
+def test_self_draft_model_accepts_everything(run) -> None:
+    _, profile, _ = run
+    traces = profile.traces_for("draft_model:default")
+    assert len(traces) == 6 and all(t.source == "teacher-forced" for t in traces)
+    spec = profile.drafters["draft_model:default"]
+    assert spec.method == "draft_model" and spec.cost is not None
+    # a 30-layer draft proposing K tokens costs real time, more at K=3 than the n-gram lookup
+    assert min(v for row in spec.cost.step_ms for v in row) > 5 * max(
+        v for row in profile.drafters["ngram"].cost.step_ms for v in row)
+    # a model drafting for itself agrees with its own greedy choice (fp32 ties aside)
+    hits = sum(r for t in traces for r in t.r[1:])
+    best = sum(min(K, t.output_length + K + 1 - pos - 1) for t in traces for pos in range(1, t.output_length))
+    assert hits >= 0.95 * best
