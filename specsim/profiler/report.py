@@ -14,9 +14,12 @@ def acceptance_summary(profile: Profile) -> dict[str, dict[str, list[float]]]:
     """drafter -> category -> mean acceptance length (tokens per step) for K = 1..k_max."""
     acc: dict[str, dict[str, list[list[float]]]] = defaultdict(lambda: defaultdict(list))
     for t in profile.acceptance:
-        if t.mode != "greedy" or not t.r:
+        if t.mode == "greedy" and t.r:
+            row = [mean_acceptance_length(t.r, t.drafted, k) for k in range(1, t.k_max + 1)]
+        elif t.mode == "sampled" and t.p:
+            row = [expected_tokens_per_step(t.p, k) for k in range(1, t.k_max + 1)]
+        else:
             continue
-        row = [mean_acceptance_length(t.r, t.drafted, k) for k in range(1, t.k_max + 1)]
         acc[t.drafter][t.category or "-"].append(row)
         acc[t.drafter]["ALL"].append(row)
     out: dict[str, dict[str, list[float]]] = {}
@@ -26,6 +29,21 @@ def acceptance_summary(profile: Profile) -> dict[str, dict[str, list[float]]]:
             n = min(len(r) for r in rows)
             out[drafter][cat] = [round(sum(r[i] for r in rows) / len(rows), 3) for i in range(n)]
     return out
+
+
+def expected_tokens_per_step(p: list[float], k: int) -> float:
+    """Sampled trace: mean over start positions of 1 + sum_j prod_{i<j} p[pos+i] (j = 1..K)."""
+    n = len(p)
+    if n < 2:
+        return 1.0
+    total = 0.0
+    for pos in range(1, n):
+        run, acc = 1.0, 0.0
+        for i in range(k):
+            run *= p[pos + i] if pos + i < n else 0.0
+            acc += run
+        total += 1.0 + acc
+    return total / (n - 1)
 
 
 def print_summary(profile: Profile, console: Any | None = None) -> None:
@@ -56,7 +74,7 @@ def print_summary(profile: Profile, console: Any | None = None) -> None:
     summary = acceptance_summary(profile)
     for drafter, cats in summary.items():
         k_max = max(len(v) for v in cats.values())
-        at = Table(title=f"{drafter}: mean acceptance length (tokens per step) by K")
+        at = Table(title=f"{drafter}: mean acceptance length (tokens per step, expected if sampled) by K")
         at.add_column("category")
         at.add_column("n", justify="right")
         for k in range(1, k_max + 1):
@@ -69,6 +87,9 @@ def print_summary(profile: Profile, console: Any | None = None) -> None:
             at.add_row(cat, str(counts[cat]), *(f"{v:.2f}" for v in vals))
         con.print(at)
     for drafter, check in profile.metadata.acceptance_check.items():
+        if not isinstance(check, dict):
+            con.print(f"cross-check: {check}")
+            continue
         con.print(f"cross-check {drafter} (K={check['k']}, {check['prompts']} prompts): "
                   f"identical outputs {check['identical_outputs']}/{check['prompts']}, "
                   f"max counter gap {check['max_relative_gap']:.2%}, step agreement {check['step_agreement']:.1%}")

@@ -260,3 +260,15 @@ def test_interleaved_measurement_filters_steps_and_round_robins(monkeypatch: pyt
     assert got["a"]["n"] == 8 and got["a"]["other_steps"] == 4
     # context: prompt 10 + 1 prefill token, then +2 tokens per step (1 accepted + 1 bonus)
     assert got["a"]["context"] == pytest.approx(10 + 1 + (0 + 2 + 4 + 6) / 4)
+
+
+def test_sampled_summary() -> None:
+    from specsim.profiler.report import expected_tokens_per_step, print_summary
+
+    assert expected_tokens_per_step([0.0, 0.5, 0.5, 0.5], 2) == pytest.approx(((1 + 0.5 + 0.25) * 2 + 1.5) / 3)
+    tr = AcceptanceTrace(prompt_id="a", category="code", drafter="ngram", prompt_length=5, output_length=3,
+                         k_max=2, mode="sampled", p=[0.0, 1.0, 1.0])
+    prof = _profile([tr])
+    prof.metadata.acceptance_check = {"note": "no cross-check for sampled traces"}
+    assert acceptance_summary(prof)["ngram"]["code"] == [pytest.approx(2.0), pytest.approx(2.5)]
+    print_summary(prof)  # must not fail on a non-dict check entry
