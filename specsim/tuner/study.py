@@ -86,6 +86,7 @@ def make_sampler(
     objective: Objective, seed: int, n_trials: int, startup: int | None = None
 ) -> optuna.samplers.BaseSampler:
     """TPE for one objective, NSGA-II for several."""
+    _quiet_warnings()
     if objective.multi:
         pop = max(8, min(50, n_trials // 5))
         return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
