@@ -39,11 +39,38 @@ def capacity_rps(profile: Profile, cfg: dict[str, int], inp: int, out: int) -> f
     return float(simulate(profile, flood, Policy(), SimConfig(**cfg)).summary["requests_per_s"])
 
 
-def poisson_trace(rate: float, n: int, inp: int, out: int, seed: int) -> Traffic:
-    """n requests with Poisson arrivals at `rate` req/s and fixed lengths."""
+def poisson_trace(rate: float, n: int, inp: int | list[int], out: int, seed: int,
+                  categories: list[str | None] | None = None) -> Traffic:
+    """n requests with Poisson arrivals at `rate` req/s; input lengths fixed or given per request."""
     rng = np.random.default_rng(seed)
     ts = np.concatenate([[0.0], np.cumsum(rng.exponential(1.0 / rate, n - 1))])
-    return Traffic.from_arrays(ts, [inp] * n, [out] * n, metadata={"rate": rate, "seed": seed})
+    inps = inp if isinstance(inp, list) else [inp] * n
+    return Traffic.from_arrays(ts, inps, [out] * n, categories=categories, metadata={"rate": rate, "seed": seed})
+
+
+def natural_prompts(url: str, prompts: list[tuple[str, str]], n: int) -> tuple[list[int], list[str]]:
+    """Input length (chat-formatted tokens, as the profiler sends them) and category of requests 0..n-1.
+
+    Request i uses prompt i mod len(prompts); loadgen's per-category round robin picks the same one.
+    """
+    import asyncio
+
+    from specsim.policies.loadgen import Endpoint, server_model, tokenize
+
+    async def lengths() -> list[int]:
+        ep = Endpoint.parse(url)
+        model = await server_model(ep)
+        out = []
+        for _, text in prompts:
+            ids = await tokenize(ep, model, text, chat=True)
+            if not ids:
+                raise RuntimeError("server has no /tokenize")
+            out.append(len(ids))
+        return out
+
+    lens = asyncio.run(lengths())
+    idx = [i % len(prompts) for i in range(n)]
+    return [lens[j] for j in idx], [prompts[j][0] for j in idx]
 
 
 def free_port() -> int:
@@ -110,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="light, crossover and saturated load as fractions of the simulated capacity")
     ap.add_argument("--requests", type=int, default=12)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--input", type=int, default=128)
+    ap.add_argument("--input", type=int, default=128, help="input length used only to estimate capacity")
     ap.add_argument("--output", type=int, default=32)
     ap.add_argument("--prompts", default=None,
                     help="prompt content for loadgen (default: Spec-Bench if present, else built-in, as the profiler)")
@@ -142,7 +169,9 @@ def main(argv: list[str] | None = None) -> int:
                                                        strict=True)}
     from specsim.profiler.prompts import load_prompts
 
-    prompts = [(p.category, p.text) for p in load_prompts(args.prompts)]
+    # Real prompts, stratified over categories, each sent whole in the chat template: the content
+    # the profile's acceptance traces were measured on (no repetition or truncation).
+    prompts = [(p.category, p.text) for p in load_prompts(args.prompts, limit=max(args.requests, 24))]
     results: list[dict[str, Any]] = []
     for pname, pol in policies.items():
         pol_path = out / f"policy-{pname}.json"
@@ -150,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         server = Server(pol_path, args.profile, out / f"server-{pname}.log", args.model)
         try:
             server.wait_up()
+            in_lens, cats = natural_prompts(server.url, prompts, args.requests)
             for lname, rate in loads.items():
                 for rep in range(args.repeats):
-                    tr = poisson_trace(rate, args.requests, args.input, args.output, seed=1000 * rep + 7)
-                    cfg = LoadgenConfig(timeout=args.timeout, prompts=prompts)
+                    tr = poisson_trace(rate, args.requests, in_lens, args.output, seed=1000 * rep + 7,
+                                       categories=list(cats))
+                    cfg = LoadgenConfig(timeout=args.timeout, prompts=prompts, chat=True)
                     load_before = os.getloadavg()[0]
                     meas = run_loadgen(server.url, tr, cfg)
                     load_after = os.getloadavg()[0]

@@ -37,6 +37,7 @@ def register(subparsers: Any) -> None:
     lg.add_argument("--model", default=None, help="model name to request (default: the server's first)")
     lg.add_argument("--prompts", default=None,
                     help="prompt content: a JSONL file (Spec-Bench style), 'builtin', or omit for a repeated text")
+    lg.add_argument("--chat", action="store_true", help="wrap --prompts in the model's chat template")
     lg.add_argument("--slo-ttft", type=float, default=None, help="TTFT SLO in seconds, for goodput")
     lg.add_argument("--slo-tpot", type=float, default=None, help="TPOT SLO in seconds, for goodput")
     lg.set_defaults(func=_loadgen)
@@ -147,7 +148,8 @@ def _loadgen(args: argparse.Namespace) -> int:
 
         prompts = [(p.category, p.text) for p in load_prompts(args.prompts)]
     cfg = LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, model=args.model,
-                        slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot, prompts=prompts)
+                        slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot, prompts=prompts,
+                        chat=args.chat)
     res = run_loadgen(args.url, traffic, cfg)
     res.write(args.out)
     s = res.summary

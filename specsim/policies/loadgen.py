@@ -210,11 +210,15 @@ def prompt_ids(seed: list[int], n: int, offset: int) -> list[int]:
     return [seed[(offset + j) % m] for j in range(n)]
 
 
-async def tokenize(ep: Endpoint, model: str, text: str) -> list[int] | None:
-    """Token ids of `text` from vLLM's /tokenize endpoint (None if the server has none)."""
+async def tokenize(ep: Endpoint, model: str, text: str, chat: bool = False) -> list[int] | None:
+    """Token ids of `text` (as a one-turn chat with `chat`) from vLLM's /tokenize (None if it has none)."""
+    body: dict[str, Any] = {"model": model}
+    if chat:
+        body.update(messages=[{"role": "user", "content": text}], add_generation_prompt=True)
+    else:
+        body.update(prompt=text, add_special_tokens=False)
     try:
-        status, data = await fetch(ep, "POST", "/tokenize", {"model": model, "prompt": text,
-                                                              "add_special_tokens": False})
+        status, data = await fetch(ep, "POST", "/tokenize", body)
     except (TimeoutError, OSError, HttpError):
         return None
     if status != 200:
@@ -275,6 +279,8 @@ class LoadgenConfig:
     seed_text: str = SEED_TEXT
     prompts: list[tuple[str | None, str]] = field(default_factory=list)
     """(category, text) prompts to draw content from (by request category); empty = the seed text."""
+    chat: bool = False
+    """Format prompts with the model's chat template (as the profiler does)."""
     max_inflight: int = 512
     slo_ttft: float | None = None
     slo_tpot: float | None = None
@@ -384,7 +390,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
         raise SpecsimError("the traffic trace has no requests")
     model = cfg.model or await server_model(ep)
     seed = await tokenize(ep, model, cfg.seed_text) or list(FALLBACK_IDS)
-    contents = await _prompt_contents(ep, model, traffic, cfg.prompts)
+    contents = await _prompt_contents(ep, model, traffic, cfg.prompts, cfg.chat)
     before = await scrape_metrics(ep)
     rel = traffic.timestamps - traffic.timestamps[0]
     outcomes = [Outcome() for _ in range(len(traffic))]
@@ -461,7 +467,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
 
 
 async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
-                           prompts: list[tuple[str | None, str]]) -> list[list[int]]:
+                           prompts: list[tuple[str | None, str]], chat: bool = False) -> list[list[int]]:
     """Token ids for each request: a prompt of its category (round robin), tokenized by the server."""
     if not prompts:
         return []
@@ -478,7 +484,7 @@ async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
         seen[cat] = j + 1
         text = pool[j % len(pool)]
         if text not in cache:
-            ids = await tokenize(ep, model, text)
+            ids = await tokenize(ep, model, text, chat)
             if not ids:
                 raise SpecsimError("the server has no working /tokenize endpoint; cannot use --prompts")
             cache[text] = ids

@@ -64,7 +64,9 @@ class FakeServer:
             if path == "/v1/models":
                 await self._send(writer, 200, json.dumps({"data": [{"id": "fake"}]}).encode())
             elif path == "/tokenize" and self.tokenize:
-                ids = [ord(c) for c in json.loads(body)["prompt"]]
+                req = json.loads(body)
+                text = req["prompt"] if "prompt" in req else "<" + req["messages"][0]["content"] + ">"
+                ids = [ord(c) for c in text]
                 await self._send(writer, 200, json.dumps({"tokens": ids}).encode())
             elif path == "/metrics":
                 await self._send(writer, 200, b"# HELP x\nvllm:spec_decode_num_drafts_total{a=\"b\"} 3.0\n")

@@ -144,3 +144,10 @@ def test_prompt_content_by_category() -> None:
 def test_prompts_need_tokenize() -> None:
     with FakeServer(tokenize=False) as srv, pytest.raises(SpecsimError, match="tokenize"):
         run_loadgen(srv.url, trace([0.0]), LoadgenConfig(timeout=20, prompts=[(None, "hello")]))
+
+
+def test_chat_prompts_use_the_chat_form() -> None:
+    tr = Traffic.from_arrays([0.0], [4], [1])
+    with FakeServer(ttft=0.0, itl=0.0, tokenize=True) as srv:
+        run_loadgen(srv.url, tr, LoadgenConfig(timeout=20, prompts=[(None, "ab")], chat=True))
+        assert srv.received[0][1]["prompt"] == [ord(c) for c in "<ab>"]
