@@ -118,7 +118,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.simulator.report import print_summaries
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
     from specsim.tuner.study import StudySettings
@@ -158,12 +157,24 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         traffic_loads=loads,
     )
     save_policy(result.policy, args.out)
-    print_summaries(summaries_for_report(result), title=f"tuned vs baselines ({len(traffic)} requests)")
+    _print_table(summaries_for_report(result), f"tuned vs baselines ({len(traffic)} requests)")
     for line in describe_result(result):
         print(line)
     print(f"{len(result.study.trials)} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.out}")
     return 0
+
+
+def _print_table(summaries: dict[str, dict[str, Any]], title: str) -> None:
+    """The simulator's summary table plus the tuner's goodput (offered rate x fraction in SLO)."""
+    from rich.console import Console
+
+    from specsim.simulator.report import summary_table
+
+    table = summary_table(summaries, title)
+    table.add_row("goodput at offered load (tuner objective)",
+                  *(f"{float(s.get('goodput', float('nan'))):.3f}" for s in summaries.values()))
+    Console().print(table)
 
 
 # ---- tune-worker ----------------------------------------------------------------------------------

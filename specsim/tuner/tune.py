@@ -133,7 +133,9 @@ def finish(
         top = best_baseline(base, ev)
         if obj.primary.better(top.values[0], values[0]):
             policy, values, metrics, chosen = top.policy, list(top.values), dict(top.metrics), top.name
-    gains = {name: obj.primary.gain(values[0], b.values[0]) for name, b in base.items()}
+    key = obj.primary.key  # gains on the metric itself (objective values may carry a tie-break term)
+    gains = {name: obj.primary.gain(float(metrics.get(key, values[0])), float(b.metrics.get(key, b.values[0])))
+             for name, b in base.items()}
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     n_pruned = sum(1 for t in finished if t.state == TrialState.PRUNED)
     notes = (
@@ -173,7 +175,14 @@ def describe_result(result: TuneResult) -> list[str]:
     """Human lines: the chosen policy and its gain over each baseline."""
     obj = result.evaluator.objective
     lines = [f"policy: {describe(result.policy)}"]
+    tpot = result.metrics.get("tpot_mean", float("nan"))
     for name, g in result.gains.items():
         if g is not None:
-            lines.append(f"  {obj.primary.name}: {g * 100:+.2f}% vs {name} ({describe(result.baselines[name].policy)})")
+            b = result.baselines[name]
+            t = b.metrics.get("tpot_mean", float("nan"))
+            extra = ""
+            if t and t == t and tpot == tpot:
+                d = (t - tpot) / t * 100
+                extra = f", mean TPOT {abs(d):.1f}% {'lower' if d >= 0 else 'higher'}"
+            lines.append(f"  {obj.primary.name}: {g * 100:+.2f}% vs {name} ({describe(b.policy)}){extra}")
     return lines
