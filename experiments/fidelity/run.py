@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=300.0, help="bound for each loadgen run, seconds")
     ap.add_argument("--out", default="experiments/fidelity/results")
     args = ap.parse_args(argv)
+    # SIGTERM ends the study through the `finally` blocks, so no server is left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
