@@ -11,21 +11,28 @@ from pydantic import BaseModel, ValidationError
 from specsim.errors import SpecsimError
 
 
+def parse_json(text: str, where: str) -> Any:
+    """Parse JSON text; syntax errors, absurd nesting or huge literals become a one-line SpecsimError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecsimError(f"{where} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    except RecursionError:
+        raise SpecsimError(f"{where} is not usable JSON: nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
+        raise SpecsimError(f"{where} is not usable JSON: {exc}") from None
+
+
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file, turning every I/O or syntax problem into a one-line SpecsimError."""
     p = Path(path)
     if not p.is_file():
         raise SpecsimError(f"{what} file not found: {p}")
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason}") from None
-    except json.JSONDecodeError as exc:
-        raise SpecsimError(f"{what} {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
-    except RecursionError:
-        raise SpecsimError(f"{what} {p} is not usable JSON: nested too deeply") from None
-    except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-        raise SpecsimError(f"{what} {p} is not usable JSON: {exc}") from None
+    return parse_json(text, f"{what} {p}")
 
 
 def validation_message(exc: ValidationError, what: str, where: str) -> str:

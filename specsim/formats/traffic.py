@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from specsim.errors import SpecsimError
-from specsim.formats._common import check_version
+from specsim.formats._common import check_version, parse_json
 from specsim.io import atomic_path
 
 SCHEMA = "specsim.traffic"
@@ -150,14 +150,7 @@ def load_traffic(path: str | Path) -> Traffic:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SpecsimError(f"traffic {p} line {lineno}: not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise SpecsimError(f"traffic {p} line {lineno}: JSON nested too deeply") from None
-        except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-            raise SpecsimError(f"traffic {p} line {lineno}: not usable JSON ({exc})") from None
+        obj = parse_json(line, f"traffic {p} line {lineno}")
         if not isinstance(obj, dict):
             raise SpecsimError(f"traffic {p} line {lineno}: expected a JSON object")
         if first and "schema" in obj:
