@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from specsim.errors import SpecsimError
@@ -42,8 +42,6 @@ class SimConfig:
     """Time-per-output-token SLO in seconds (for goodput); None = no TPOT limit."""
     max_requests: int | None = None
     """Replay only the first N requests of the trace."""
-    drafter: str | None = field(default=None, repr=False)
-    """Internal: resolved from the policy."""
 
     def validate(self) -> None:
         """Raise SpecsimError for impossible settings."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import simpy
 
@@ -54,11 +56,12 @@ def simulate(
         raise SpecsimError("traffic holds no requests")
     if cfg.max_requests is not None:
         traffic = traffic.head(cfg.max_requests)
-    knobs = policy.engine
-    if knobs.max_num_seqs is not None:
-        cfg.max_num_seqs = knobs.max_num_seqs
-    if knobs.max_num_batched_tokens is not None:
-        cfg.max_num_batched_tokens = knobs.max_num_batched_tokens
+    knobs = policy.engine  # the policy's engine knobs win, on a copy: the caller's config stays as it was
+    cfg = dataclasses.replace(
+        cfg,
+        max_num_seqs=knobs.max_num_seqs or cfg.max_num_seqs,
+        max_num_batched_tokens=knobs.max_num_batched_tokens or cfg.max_num_batched_tokens,
+    )
     speculating = policy.drafter is not None and policy.max_k > 0
     drafter = policy.drafter.name if speculating else None
     if cost is None:

@@ -136,3 +136,16 @@ def test_unknown_drafter_is_refused(h100) -> None:
     traffic = poisson_traffic(5, rate=1.0, inp=50, out=10)
     with pytest.raises(SpecsimError, match="not in the profile"):
         simulate(h100, traffic, static(2), SimConfig())
+
+
+def test_policy_engine_knobs_apply_without_changing_the_callers_config(h100) -> None:
+    from specsim.formats.policy import EngineKnobs
+
+    traffic = poisson_traffic(200, rate=200.0, inp=100, out=(20, 60), seed=1)
+    cfg = SimConfig()
+    capped = Policy(engine=EngineKnobs(max_num_seqs=4))
+    res = simulate(h100, traffic, capped, cfg)
+    assert res.steps["basis_batch"].max() <= 4
+    assert cfg.max_num_seqs == 256  # the caller's config is untouched
+    free = simulate(h100, traffic, Policy(), cfg)
+    assert free.steps["basis_batch"].max() > 4
