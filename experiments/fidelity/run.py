@@ -40,19 +40,19 @@ def capacity_rps(profile: Profile, cfg: dict[str, int], inp: int, out: int) -> f
 
 
 def poisson_trace(rate: float, n: int, inp: int | list[int], out: int, seed: int,
-                  categories: list[str | None] | None = None) -> Traffic:
+                  categories: list[str | None] | None = None, prompt_ids: list[str] | None = None) -> Traffic:
     """n requests with Poisson arrivals at `rate` req/s; input lengths fixed or given per request."""
     rng = np.random.default_rng(seed)
     ts = np.concatenate([[0.0], np.cumsum(rng.exponential(1.0 / rate, n - 1))])
     inps = inp if isinstance(inp, list) else [inp] * n
-    return Traffic.from_arrays(ts, inps, [out] * n, categories=categories, metadata={"rate": rate, "seed": seed})
+    return Traffic.from_arrays(ts, inps, [out] * n, categories=categories, metadata={"rate": rate, "seed": seed},
+                               prompt_ids=prompt_ids)
 
 
-def natural_prompts(url: str, prompts: list[tuple[str, str]], n: int) -> tuple[list[int], list[str]]:
-    """Input length (chat-formatted tokens, as the profiler sends them) and category of requests 0..n-1.
-
-    Request i uses prompt i mod len(prompts); loadgen's per-category round robin picks the same one.
-    """
+def natural_prompts(url: str, prompts: list[tuple[str, str, str]], n: int) -> tuple[list[int], list[str], list[str]]:
+    """Input length (chat-formatted tokens, as the profiler sends them), category and prompt id of
+    requests 0..n-1: request i names prompt i mod len(prompts), which loadgen sends and whose own
+    acceptance trace the simulator replays."""
     import asyncio
 
     from specsim.policies.loadgen import Endpoint, server_model, tokenize
@@ -61,7 +61,7 @@ def natural_prompts(url: str, prompts: list[tuple[str, str]], n: int) -> tuple[l
         ep = Endpoint.parse(url)
         model = await server_model(ep)
         out = []
-        for _, text in prompts:
+        for _, _, text in prompts:
             ids = await tokenize(ep, model, text, chat=True)
             if not ids:
                 raise RuntimeError("server has no /tokenize")
@@ -70,7 +70,34 @@ def natural_prompts(url: str, prompts: list[tuple[str, str]], n: int) -> tuple[l
 
     lens = asyncio.run(lengths())
     idx = [i % len(prompts) for i in range(n)]
-    return [lens[j] for j in idx], [prompts[j][0] for j in idx]
+    return [lens[j] for j in idx], [prompts[j][0] for j in idx], [prompts[j][1] for j in idx]
+
+
+def warm_up(url: str, requests: int = 2) -> None:
+    """A few short completions before measuring: the first request after start-up pays one-off
+    costs (1.7-2.4 s extra TTFT here) that belong to no load level."""
+    import asyncio
+
+    from specsim.policies.loadgen import Endpoint, fetch, server_model
+
+    async def go() -> None:
+        ep = Endpoint.parse(url)
+        model = await server_model(ep)
+        for _ in range(requests):
+            await fetch(ep, "POST", "/v1/completions",
+                        {"model": model, "prompt": "Hello, how are you today?", "max_tokens": 16,
+                         "temperature": 0.0}, timeout=120.0)
+
+    asyncio.run(go())
+
+
+def cpu_times() -> tuple[float, float]:
+    """(total, steal) CPU jiffies from /proc/stat: steal is time the hypervisor gave to others."""
+    try:
+        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return (0.0, 0.0)
+    return (sum(fields), fields[7] if len(fields) > 7 else 0.0)
 
 
 def free_port() -> int:
@@ -82,12 +109,15 @@ def free_port() -> int:
 class Server:
     """`specsim serve POLICY` in its own process group; always stopped on exit."""
 
-    def __init__(self, policy_path: Path, profile_path: str, log: Path, model: str | None) -> None:
+    def __init__(self, policy_path: Path, profile_path: str, log: Path, model: str | None,
+                 extra: list[str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # --profile makes the server use the engine settings the profile was measured with.
         cmd = [sys.executable, "-m", "specsim", "serve", str(policy_path), "--profile", profile_path,
                "--port", str(self.port)] + (["--model", model] if model else [])
+        if extra:
+            cmd += ["--", *extra]
         self.log = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -143,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="prompt content for loadgen (default: Spec-Bench if present, else built-in, as the profiler)")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound for each loadgen run, seconds")
     ap.add_argument("--out", default="experiments/fidelity/results")
+    ap.add_argument("--server-args", default="",
+                    help="extra `vllm serve` arguments as one string, e.g. --server-args=--no-async-scheduling")
     args = ap.parse_args(argv)
     # SIGTERM ends the study through the `finally` blocks, so no server is left running.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -173,23 +205,36 @@ def main(argv: list[str] | None = None) -> int:
 
     # Real prompts, stratified over categories, each sent whole in the chat template: the content
     # the profile's acceptance traces were measured on (no repetition or truncation).
-    prompts = [(p.category, p.text) for p in load_prompts(args.prompts, limit=max(args.requests, 24))]
+    chosen = load_prompts(args.prompts, limit=max(args.requests, 24))
+    prompts = [(p.category, p.prompt_id, p.text) for p in chosen]
+    by_id = {p.prompt_id: p.text for p in chosen}
+    known = {t.prompt_id for t in profile.acceptance}
+    missing = [p.prompt_id for p in chosen if p.prompt_id not in known]
+    if missing:
+        print(f"note: {len(missing)} prompts have no acceptance trace in the profile "
+              f"(the simulator draws one of their category): {', '.join(missing[:5])}", flush=True)
     results: list[dict[str, Any]] = []
     for pname, pol in policies.items():
         pol_path = out / f"policy-{pname}.json"
         save_policy(pol, pol_path)
-        server = Server(pol_path, args.profile, out / f"server-{pname}.log", args.model)
+        server = Server(pol_path, args.profile, out / f"server-{pname}.log", args.model, args.server_args.split())
         try:
             server.wait_up()
-            in_lens, cats = natural_prompts(server.url, prompts, args.requests)
+            warm_up(server.url)
+            in_lens, cats, pids = natural_prompts(server.url, prompts, args.requests)
             for lname, rate in loads.items():
                 for rep in range(args.repeats):
                     tr = poisson_trace(rate, args.requests, in_lens, args.output, seed=1000 * rep + 7,
-                                       categories=list(cats))
-                    cfg = LoadgenConfig(timeout=args.timeout, prompts=prompts, chat=True)
+                                       categories=list(cats), prompt_ids=list(pids))
+                    cfg = LoadgenConfig(timeout=args.timeout, prompts=[(c, t) for c, _, t in prompts],
+                                        prompts_by_id=by_id, chat=True)
                     load_before = os.getloadavg()[0]
+                    cpu0 = cpu_times()
                     meas = run_loadgen(server.url, tr, cfg)
+                    cpu1 = cpu_times()
                     load_after = os.getloadavg()[0]
+                    total = cpu1[0] - cpu0[0]
+                    steal = (cpu1[1] - cpu0[1]) / total if total > 0 else 0.0
                     meas.write(out / f"measured-{pname}-{lname}-{rep}")
                     sim = simulate(profile, tr, pol, SimConfig(**sim_cfg, seed=rep))
                     sim.write_json(out / f"simulated-{pname}-{lname}-{rep}.json")
@@ -197,7 +242,11 @@ def main(argv: list[str] | None = None) -> int:
                                     "measured": {m: meas.summary[m] for m in METRICS},
                                     "simulated": {m: sim.summary[m] for m in METRICS},
                                     "failed": meas.summary["failed"],
-                                    "load_average": [round(load_before, 2), round(load_after, 2)]})
+                                    "load_average": [round(load_before, 2), round(load_after, 2)],
+                                    "cpu_steal": round(steal, 4),
+                                    "prompt_matches": sim.summary.get("acceptance_prompt_matches"),
+                                    "acceptance": {"measured": meas.summary.get("acceptance_rate"),
+                                                   "simulated": sim.summary.get("acceptance_rate")}})
                     print(json.dumps(results[-1]), flush=True)
         finally:
             server.stop()
@@ -219,10 +268,12 @@ def cells(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str,
 def write_table(results: list[dict[str, Any]], path: Path) -> None:
     """Markdown: measured median [min, max] (spread), simulated median, error vs measured median, in range."""
     lines = ["| policy | load | metric | measured median [min, max] (spread) | simulated | error | in range | target "
-             "| load avg |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| load avg | CPU steal |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for (pol, load), runs in cells(results).items():
         avgs = [x for r in runs for x in r.get("load_average", [])]
         la = f"{min(avgs):.1f}-{max(avgs):.1f}" if avgs else "n/a"
+        steals = [r["cpu_steal"] for r in runs if "cpu_steal" in r]
+        st = f"{max(steals):.1%}" if steals else "n/a"
         for m in METRICS:
             meas = summarise_runs([r["measured"][m] for r in runs])
             sim = float(np.median([r["simulated"][m] for r in runs]))
@@ -233,7 +284,16 @@ def write_table(results: list[dict[str, Any]], path: Path) -> None:
             lines.append(
                 f"| {pol} | {load} | {m} ({unit}) | {meas['median'] * scale:.1f} [{meas['min'] * scale:.1f}, "
                 f"{meas['max'] * scale:.1f}] ({meas['spread']:.0%}) | {sim * scale:.1f} | {err:+.0%} | "
-                f"{'yes' if inside else 'no'} | {'met' if ok else 'MISSED'} ({TARGET[m]:.0%}) | {la} |")
+                f"{'yes' if inside else 'no'} | {'met' if ok else 'MISSED'} ({TARGET[m]:.0%}) | {la} | {st} |")
+    lines += ["", "Acceptance rate (accepted / proposed draft tokens): measured from vLLM's /metrics, simulated "
+              "from the replayed traces; median over repeats.", "",
+              "| policy | load | measured | simulated |", "| --- | --- | --- | --- |"]
+    for (pol, load), runs in cells(results).items():
+        acc = [r["acceptance"] for r in runs if r.get("acceptance", {}).get("measured") is not None]
+        if acc:
+            meas_acc = float(np.median([a["measured"] for a in acc]))
+            sim_acc = float(np.median([a["simulated"] for a in acc if a["simulated"] is not None] or [np.nan]))
+            lines.append(f"| {pol} | {load} | {meas_acc:.1%} | {sim_acc:.1%} |")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

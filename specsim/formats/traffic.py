@@ -40,6 +40,9 @@ class Traffic:
     """Stable identifier per request."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Free-form provenance (source file, generator parameters)."""
+    prompt_ids: tuple[str | None, ...] | None = None
+    """Optional prompt per request: the profile's acceptance trace with this `prompt_id` is replayed
+    for it (exact per-request acceptance), and a load generator sends that prompt's text."""
 
     def __post_init__(self) -> None:
         n = len(self.timestamps)
@@ -47,6 +50,8 @@ class Traffic:
             raise SpecsimError("traffic columns have different lengths")
         if len(self.request_ids) != n:
             raise SpecsimError("traffic request_ids length differs from the trace")
+        if self.prompt_ids is not None and len(self.prompt_ids) != n:
+            raise SpecsimError("traffic prompt_ids length differs from the trace")
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -60,6 +65,7 @@ class Traffic:
         categories: Any = None,
         request_ids: Any = None,
         metadata: dict[str, Any] | None = None,
+        prompt_ids: Any = None,
     ) -> Traffic:
         """Build and validate a trace from array-likes; request ids default to their index."""
         ts = np.asarray(timestamps, dtype=np.float64)
@@ -68,7 +74,10 @@ class Traffic:
         n = len(ts)
         cats = tuple(categories) if categories is not None else (None,) * n
         ids = tuple(str(x) for x in (request_ids if request_ids is not None else range(n)))
-        tr = cls(ts, inp, out, cats, ids, dict(metadata or {}))
+        pids = tuple(None if x is None else str(x) for x in prompt_ids) if prompt_ids is not None else None
+        if pids is not None and all(x is None for x in pids):
+            pids = None
+        tr = cls(ts, inp, out, cats, ids, dict(metadata or {}), pids)
         tr.validate()
         return tr
 
@@ -111,6 +120,7 @@ class Traffic:
             tuple(self.categories[i] for i in idx),
             tuple(self.request_ids[i] for i in idx),
             dict(self.metadata),
+            tuple(self.prompt_ids[i] for i in idx) if self.prompt_ids is not None else None,
         )
 
     def rate_scaled(self, scale: float) -> Traffic:
@@ -120,7 +130,8 @@ class Traffic:
         t0 = self.timestamps[0] if len(self) else 0.0
         ts = t0 + (self.timestamps - t0) / scale
         meta = dict(self.metadata, rate_scale=scale * float(self.metadata.get("rate_scale", 1.0)))
-        return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta)
+        return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta,
+                       self.prompt_ids)
 
     def digest(self) -> str:
         """Content hash of the requests (for policy provenance)."""
@@ -128,6 +139,8 @@ class Traffic:
         for arr in (self.timestamps, self.input_lengths, self.output_lengths):
             h.update(np.ascontiguousarray(arr).tobytes())
         h.update("\x1f".join(c or "" for c in self.categories).encode())
+        if self.prompt_ids is not None:  # traces without prompt ids keep their old digest
+            h.update(b"\x1eprompt_ids\x1e" + "\x1f".join(x or "" for x in self.prompt_ids).encode())
         return h.hexdigest()
 
 
@@ -141,6 +154,7 @@ def load_traffic(path: str | Path) -> Traffic:
     out: list[int] = []
     cats: list[str | None] = []
     ids: list[str] = []
+    pids: list[str | None] = []
     meta: dict[str, Any] = {}
     try:
         text = p.read_text(encoding="utf-8")
@@ -166,6 +180,10 @@ def load_traffic(path: str | Path) -> Traffic:
         if cat is not None and not isinstance(cat, str):
             raise SpecsimError(f"traffic {p} line {lineno}: category must be a string")
         cats.append(cat)
+        pid = obj.get("prompt_id")
+        if pid is not None and not isinstance(pid, str):
+            raise SpecsimError(f"traffic {p} line {lineno}: prompt_id must be a string")
+        pids.append(pid)
         rid = obj.get("request_id", len(ids))
         if not isinstance(rid, (str, int)) or isinstance(rid, bool):
             raise SpecsimError(f"traffic {p} line {lineno}: request_id must be a string or integer")
@@ -177,7 +195,7 @@ def load_traffic(path: str | Path) -> Traffic:
     if not ts:
         raise SpecsimError(f"traffic {p} holds no requests")
     meta.setdefault("source", str(p))
-    return Traffic.from_arrays(ts, inp, out, cats, ids, meta)
+    return Traffic.from_arrays(ts, inp, out, cats, ids, meta, prompt_ids=pids)
 
 
 def _number(obj: dict[str, Any], key: str, p: Path, lineno: int) -> float:
@@ -218,6 +236,8 @@ def save_traffic(traffic: Traffic, path: str | Path) -> None:
         }
         if traffic.categories[i] is not None:
             rec["category"] = traffic.categories[i]
+        if traffic.prompt_ids is not None and traffic.prompt_ids[i] is not None:
+            rec["prompt_id"] = traffic.prompt_ids[i]
         lines.append(json.dumps(rec))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

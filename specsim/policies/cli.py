@@ -143,13 +143,16 @@ def _loadgen(args: argparse.Namespace) -> int:
     if args.rate_scale != 1.0:
         traffic = traffic.rate_scaled(args.rate_scale)
     prompts: list[tuple[str | None, str]] = []
+    by_id: dict[str, str] = {}
     if args.prompts:
         from specsim.profiler.prompts import load_prompts
 
-        prompts = [(p.category, p.text) for p in load_prompts(args.prompts)]
+        loaded = load_prompts(args.prompts)
+        prompts = [(p.category, p.text) for p in loaded]
+        by_id = {p.prompt_id: p.text for p in loaded}
     cfg = LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, model=args.model,
                         slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot, prompts=prompts,
-                        chat=args.chat)
+                        prompts_by_id=by_id, chat=args.chat)
     res = run_loadgen(args.url, traffic, cfg)
     res.write(args.out)
     s = res.summary

@@ -279,6 +279,8 @@ class LoadgenConfig:
     seed_text: str = SEED_TEXT
     prompts: list[tuple[str | None, str]] = field(default_factory=list)
     """(category, text) prompts to draw content from (by request category); empty = the seed text."""
+    prompts_by_id: dict[str, str] = field(default_factory=dict)
+    """Prompt texts by id: a request whose trace names a `prompt_id` found here sends that text."""
     chat: bool = False
     """Format prompts with the model's chat template (as the profiler does)."""
     max_inflight: int = 512
@@ -390,7 +392,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
         raise SpecsimError("the traffic trace has no requests")
     model = cfg.model or await server_model(ep)
     seed = await tokenize(ep, model, cfg.seed_text) or list(FALLBACK_IDS)
-    contents = await _prompt_contents(ep, model, traffic, cfg.prompts, cfg.chat)
+    contents = await _prompt_contents(ep, model, traffic, cfg.prompts, cfg.chat, cfg.prompts_by_id)
     before = await scrape_metrics(ep)
     rel = traffic.timestamps - traffic.timestamps[0]
     outcomes = [Outcome() for _ in range(len(traffic))]
@@ -467,10 +469,15 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
 
 
 async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
-                           prompts: list[tuple[str | None, str]], chat: bool = False) -> list[list[int]]:
-    """Token ids for each request: a prompt of its category (round robin), tokenized by the server."""
-    if not prompts:
+                           prompts: list[tuple[str | None, str]], chat: bool = False,
+                           by_id: dict[str, str] | None = None) -> list[list[int]]:
+    """Token ids for each request, tokenized by the server: the text of the prompt the request names
+    (`prompt_id` found in `by_id`), else a prompt of its category (round robin)."""
+    by_id = by_id or {}
+    if not prompts and not by_id:
         return []
+    if not prompts:
+        prompts = [(None, t) for t in by_id.values()]
     by_cat: dict[str | None, list[str]] = {}
     for cat, text in prompts:
         by_cat.setdefault(cat, []).append(text)
@@ -478,11 +485,15 @@ async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
     cache: dict[str, list[int]] = {}
     out: list[list[int]] = []
     seen: dict[str | None, int] = {}
-    for cat in traffic.categories:
-        pool = by_cat.get(cat) or every
-        j = seen.get(cat, 0)
-        seen[cat] = j + 1
-        text = pool[j % len(pool)]
+    pids = traffic.prompt_ids or (None,) * len(traffic)
+    for cat, pid in zip(traffic.categories, pids, strict=True):
+        if pid is not None and pid in by_id:
+            text = by_id[pid]
+        else:
+            pool = by_cat.get(cat) or every
+            j = seen.get(cat, 0)
+            seen[cat] = j + 1
+            text = pool[j % len(pool)]
         if text not in cache:
             ids = await tokenize(ep, model, text, chat)
             if not ids:

@@ -42,8 +42,12 @@ class AcceptanceReplay:
         ] if self.has_drafted else []
         self.flat_drafted = np.concatenate(self.drafted_values) if self.has_drafted else None
         self._by_category: dict[str | None, list[int]] = defaultdict(list)
+        self._by_prompt: dict[str, int] = {}
         for i, t in enumerate(traces):
             self._by_category[t.category].append(i)
+            self._by_prompt.setdefault(t.prompt_id, i)
+        self.prompt_matches = 0
+        """Requests of the last `assign` that got their own prompt's trace."""
         self._rng = np.random.default_rng(seed)
         self.tiled: np.ndarray | None = None
         self.tiled_drafted: np.ndarray | None = None
@@ -64,18 +68,26 @@ class AcceptanceReplay:
             self.tiled_drafted = tile(self.drafted_values)
         self._tile_len = max_len
 
-    def assign(self, categories: tuple[str | None, ...], max_len: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Per request (trace start, trace length): a trace of its category if any, else any trace.
+    def assign(self, categories: tuple[str | None, ...], max_len: int = 0,
+               prompt_ids: tuple[str | None, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per request (trace start, trace length): the trace of its prompt if the request names one
+        the profile recorded, else a seeded draw among its category's traces, else among all.
 
         With `max_len` (the longest output + K) greedy traces are tiled and the start indexes the
         tiled table; positions then never wrap.
         """
         if max_len and self.tiled is None:
             self._tile(max_len)
-        groups: dict[str | None, list[int]] = defaultdict(list)
-        for i, cat in enumerate(categories):
-            groups[cat].append(i)
         pick = np.empty(len(categories), dtype=np.int64)
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        self.prompt_matches = 0
+        for i, cat in enumerate(categories):
+            own = self._by_prompt.get(prompt_ids[i]) if prompt_ids is not None and prompt_ids[i] else None
+            if own is not None:
+                pick[i] = own
+                self.prompt_matches += 1
+            else:
+                groups[cat].append(i)
         all_idx = np.arange(len(self.lengths))
         for cat in sorted(groups, key=lambda c: (c is None, c or "")):  # fixed order: seeded draws
             rows = np.asarray(groups[cat], dtype=np.int64)

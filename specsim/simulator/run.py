@@ -85,7 +85,8 @@ def simulate(
     table = RequestTable(traffic)
     if replay is not None:
         longest = int(traffic.output_lengths.max()) + policy.max_k + 1
-        table.trace_offset, table.trace_length = replay.assign(traffic.categories, max_len=longest)
+        table.trace_offset, table.trace_length = replay.assign(traffic.categories, max_len=longest,
+                                                               prompt_ids=traffic.prompt_ids)
     env = simpy.Environment()
     itl: list[np.ndarray] = []
     closed: ClosedLoop | None = None
@@ -115,6 +116,8 @@ def simulate(
     summary = summarise(table, steps, itl_all, busy, cfg.replicas, cfg.slo_ttft, cfg.slo_tpot)
     summary["policy_max_k"] = policy.max_k
     summary["drafter"] = drafter
+    if traffic.prompt_ids is not None and replay is not None:
+        summary["acceptance_prompt_matches"] = replay.prompt_matches
     return SimResult(
         summary=summary,
         requests=request_columns(table),

@@ -72,6 +72,10 @@ BAD_TRAFFIC: dict[str, tuple[list[Any], str]] = {
         VALID_TRAFFIC[:1] + ['{"timestamp": NaN, "input_length": 4, "output_length": 1}'],
         "timestamp",
     ),
+    "prompt_id_not_string": (
+        VALID_TRAFFIC[:1] + [{"timestamp": 0.0, "input_length": 4, "output_length": 3, "prompt_id": 7}],
+        "prompt_id must be a string",
+    ),
     "unknown_version": ([{"schema": "specsim.traffic", "version": 99}] + VALID_TRAFFIC[1:], "version 99"),
     "wrong_schema": ([{"schema": "specsim.policy", "version": 1}] + VALID_TRAFFIC[1:], "schema"),
     "empty": ([VALID_TRAFFIC[0]], "no requests"),

@@ -151,3 +151,14 @@ def test_chat_prompts_use_the_chat_form() -> None:
     with FakeServer(ttft=0.0, itl=0.0, tokenize=True) as srv:
         run_loadgen(srv.url, tr, LoadgenConfig(timeout=20, prompts=[(None, "ab")], chat=True))
         assert srv.received[0][1]["prompt"] == [ord(c) for c in "<ab>"]
+
+
+def test_named_prompt_sends_that_prompts_text() -> None:
+    tr = Traffic.from_arrays([0.0, 0.0], [3, 2], [1, 1], categories=["code", "code"], prompt_ids=["q2", "nope"])
+    prompts = [("code", "abc"), ("code", "xy")]
+    with FakeServer(ttft=0.0, itl=0.0, tokenize=True) as srv:
+        cfg = LoadgenConfig(timeout=20, prompts=prompts, prompts_by_id={"q1": "abc", "q2": "def"})
+        run_loadgen(srv.url, tr, cfg)
+        got = sorted(tuple(r["prompt"]) for _, r in srv.received)
+    # q2 is sent as its own text; the unknown id falls back to the category's first prompt
+    assert got == sorted([tuple(ord(c) for c in "def"), tuple(ord(c) for c in "ab")])
