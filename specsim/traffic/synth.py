@@ -187,6 +187,7 @@ def synthesize(
         inp = input_dist.sample(rng, n)
         out = output_dist.sample(rng, n)
         cats: list[str | None] = [category] * n
+        pids: list[str | None] | None = None
         meta["lengths"] = {"input": input_dist.describe(), "output": output_dist.describe()}
     else:
         assert source is not None
@@ -195,6 +196,8 @@ def synthesize(
         out = source.output_lengths[pick]
         src_cats = source.categories
         cats = [category if category is not None else src_cats[i] for i in pick.tolist()]
+        # a resampled request keeps its prompt (and so its own acceptance) with its lengths
+        pids = [source.prompt_ids[i] for i in pick.tolist()] if source.prompt_ids is not None else None
         meta["lengths"] = {"kind": "empirical", "from": str(source.metadata.get("source", "trace"))}
     ids = [f"synth-{i}" for i in range(n)]
-    return Traffic.from_arrays(ts, inp, out, cats, ids, meta)
+    return Traffic.from_arrays(ts, inp, out, cats, ids, meta, prompt_ids=pids)

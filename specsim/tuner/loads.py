@@ -23,6 +23,7 @@ def multi_load(shape: Traffic, rates: list[float], gap_s: float = 120.0) -> Traf
     if gap_s < 0:
         raise SpecsimError("gap between load levels must be >= 0")
     ts, inp, out, cats, ids = [], [], [], [], []
+    pids: list[str | None] = []
     t0 = 0.0
     for j, r in enumerate(rates):
         s = shape.rate_scaled(r / shape.rate)
@@ -31,7 +32,9 @@ def multi_load(shape: Traffic, rates: list[float], gap_s: float = 120.0) -> Traf
         inp.append(s.input_lengths)
         out.append(s.output_lengths)
         cats.extend(s.categories)
+        pids.extend(s.prompt_ids or (None,) * len(s))
         ids.extend(f"L{j}-{rid}" for rid in s.request_ids)
         t0 = float(ts[-1][-1]) + gap_s
     meta = dict(shape.metadata, loads=list(rates), load_gap_s=gap_s)
-    return Traffic.from_arrays(np.concatenate(ts), np.concatenate(inp), np.concatenate(out), cats, ids, meta)
+    return Traffic.from_arrays(np.concatenate(ts), np.concatenate(inp), np.concatenate(out), cats, ids, meta,
+                               prompt_ids=pids)

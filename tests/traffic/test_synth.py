@@ -124,3 +124,13 @@ def test_bad_length_dist(kwargs: dict[str, float]) -> None:
     """Impossible length distributions are SpecsimErrors."""
     with pytest.raises(SpecsimError):
         LengthDist(**kwargs)  # type: ignore[arg-type]
+
+
+def test_empirical_resampling_keeps_prompt_ids() -> None:
+    """A resampled request keeps the prompt it names, so its acceptance trace follows it."""
+    n = 50
+    src = Traffic.from_arrays(np.arange(n, dtype=float), np.arange(1, n + 1), np.arange(1, n + 1),
+                              prompt_ids=[f"p{i + 1}" for i in range(n)])
+    tr = synthesize(num_requests=300, source=src, seed=1)
+    assert tr.prompt_ids is not None
+    assert all(pid == f"p{inp}" for pid, inp in zip(tr.prompt_ids, tr.input_lengths.tolist(), strict=True))
