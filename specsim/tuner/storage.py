@@ -62,8 +62,11 @@ def open_storage(url: str | None) -> BaseStorage:
             except ImportError as exc:
                 raise SpecsimError(f"storage {url!r} needs a database driver that is not installed: {exc}") from None
             except Exception as exc:  # sqlalchemy: bad URL, unreachable server, schema race
-                # two processes creating the schema of a new database at once: one loses, retries
-                if "IntegrityError" in type(exc).__name__ + str(exc) and attempt < SCHEMA_RETRIES - 1:
+                # two processes creating the schema of a new database at once: one loses (a duplicate
+                # version row, or "table ... already exists" from CREATE TABLE) and retries
+                text = type(exc).__name__ + str(exc)
+                race = "IntegrityError" in text or "already exists" in text
+                if race and attempt < SCHEMA_RETRIES - 1:
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise SpecsimError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}") from None

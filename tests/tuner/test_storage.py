@@ -92,3 +92,25 @@ def test_two_workers_share_a_study_without_duplicates_or_losses(tmp_path: Path, 
     assert len(owners) == 2, f"both processes should have run trials, got {owners}"
     assert "worker done" in out_w
     assert (tmp_path / "policy.json").is_file()
+
+
+def _open(url: str) -> str:
+    from specsim.errors import SpecsimError
+    from specsim.tuner.storage import open_storage
+
+    try:
+        open_storage(url)
+    except SpecsimError as exc:
+        return str(exc)
+    return "ok"
+
+
+def test_processes_creating_one_new_sqlite_database_at_once_all_succeed(tmp_path: Path) -> None:
+    """The loser of the schema-creation race ('table ... already exists') retries instead of failing."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        for i in range(4):
+            url = f"sqlite:///{tmp_path / f'race-{i}.db'}"
+            assert pool.map(_open, [url] * 4) == ["ok"] * 4
