@@ -100,6 +100,43 @@ def cpu_times() -> tuple[float, float]:
     return (sum(fields), fields[7] if len(fields) > 7 else 0.0)
 
 
+def pin_frontend(server_pid: int) -> str:
+    """Keep the server's front end off the model worker's cores.
+
+    vLLM's CPU worker binds its threads to some cores (on this 2-core machine: core 0) and leaves
+    the rest for the API server and engine-core processes, but nothing keeps those (or the load
+    generator) off the worker's core: where the OS puts them changed live step times by up to 1.5x
+    between server starts here. This pins every other server process, and this one, to the cores
+    the worker does not use. Returns a one-line description (or why nothing was pinned).
+    """
+    from specsim.policies.serve import descendants
+
+    procs = [pid for pid, _ in descendants(server_pid)] + [server_pid]
+    comm = {}
+    for pid in procs:
+        try:
+            comm[pid] = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            pass
+    workers = [pid for pid, c in comm.items() if "Worker" in c]
+    if not workers:
+        return "not pinned: no VLLM::Worker process found"
+    worker_cpus = set().union(*(os.sched_getaffinity(pid) for pid in workers))
+    rest = set(os.sched_getaffinity(0)) - worker_cpus
+    if not rest:
+        return f"not pinned: the worker uses every core ({sorted(worker_cpus)})"
+    for pid in comm:
+        if pid in workers:
+            continue
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                os.sched_setaffinity(int(tid), rest)
+            except OSError:
+                pass
+    os.sched_setaffinity(0, rest)
+    return f"worker on cores {sorted(worker_cpus)}; front end and load generator pinned to {sorted(rest)}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="prompt content for loadgen (default: Spec-Bench if present, else built-in, as the profiler)")
     ap.add_argument("--timeout", type=float, default=300.0, help="bound for each loadgen run, seconds")
     ap.add_argument("--out", default="experiments/fidelity/results")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="leave the server's front end and the load generator wherever the OS puts them")
+    ap.add_argument("--report-only", action="store_true",
+                    help="measure nothing: rebuild table.md and the plots from --out's results.json and run folders")
     ap.add_argument("--server-args", default="",
                     help="extra `vllm serve` arguments as one string, e.g. --server-args=--no-async-scheduling")
     args = ap.parse_args(argv)
@@ -180,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     out = Path(args.out)
+    if args.report_only:
+        return report(out, load_profile(args.profile))
     out.mkdir(parents=True, exist_ok=True)
     profile = load_profile(args.profile)
     wanted = set(args.policies.split(","))
@@ -214,12 +257,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {len(missing)} prompts have no acceptance trace in the profile "
               f"(the simulator draws one of their category): {', '.join(missing[:5])}", flush=True)
     results: list[dict[str, Any]] = []
+    all_cpus = os.sched_getaffinity(0)
     for pname, pol in policies.items():
         pol_path = out / f"policy-{pname}.json"
         save_policy(pol, pol_path)
         server = Server(pol_path, args.profile, out / f"server-{pname}.log", args.model, args.server_args.split())
         try:
             server.wait_up()
+            pinning = "not pinned (--no-pin)" if args.no_pin else pin_frontend(server.proc.pid)
+            print(f"{pname}: {pinning}", flush=True)
             warm_up(server.url)
             in_lens, cats, pids = natural_prompts(server.url, prompts, args.requests)
             for lname, rate in loads.items():
@@ -244,18 +290,96 @@ def main(argv: list[str] | None = None) -> int:
                                     "failed": meas.summary["failed"],
                                     "load_average": [round(load_before, 2), round(load_after, 2)],
                                     "cpu_steal": round(steal, 4),
+                                    "pinning": pinning,
                                     "prompt_matches": sim.summary.get("acceptance_prompt_matches"),
                                     "acceptance": {"measured": meas.summary.get("acceptance_rate"),
                                                    "simulated": sim.summary.get("acceptance_rate")}})
                     print(json.dumps(results[-1]), flush=True)
         finally:
             server.stop()
+            os.sched_setaffinity(0, all_cpus)  # the next server must not inherit the pinning
         # written after every policy, so an interrupted study keeps what it measured
         (out / "results.json").write_text(json.dumps({"capacity_rps": cap, "loads": loads, "runs": results,
                                                       "args": vars(args)}, indent=1) + "\n")
-        write_table(results, out / "table.md")
-        plot(results, out / "fidelity.png")
+        report(out, profile)
     return 0
+
+
+def report(out: Path, profile: Profile) -> int:
+    """table.md, fidelity.png and fidelity-requests.png from results.json and the run folders."""
+    doc = json.loads((out / "results.json").read_text())
+    results = doc["runs"]
+    write_table(results, out / "table.md")
+    plot(results, out / "fidelity.png")
+    pairs = per_request(out, profile, doc)
+    if pairs:
+        plot_requests(pairs, out / "fidelity-requests.png")
+    return 0
+
+
+def per_request(out: Path, profile: Profile, doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every measured request next to its simulated twin. Each run's trace is rebuilt from its
+    measured requests.csv (arrival, input length, category) and the study's prompt order (request i
+    names prompt i mod the prompt count), then simulated again exactly as the study did."""
+    import csv
+
+    from specsim.policies.serve import profile_engine_kwargs
+    from specsim.profiler.prompts import load_prompts
+
+    args = doc["args"]
+    chosen = load_prompts(args.get("prompts"), limit=max(int(args["requests"]), 24))
+    kw = profile_engine_kwargs(profile)
+    cfg = {"max_num_seqs": int(kw.get("max_num_seqs", 16)),
+           "max_num_batched_tokens": int(kw.get("max_num_batched_tokens", 8192))}
+    pairs: list[dict[str, Any]] = []
+    for r in doc["runs"]:
+        run_dir = out / f"measured-{r['policy']}-{r['load']}-{r['repeat']}"
+        pol_path = out / f"policy-{r['policy']}.json"
+        if not (run_dir / "requests.csv").is_file() or not pol_path.is_file():
+            continue
+        with open(run_dir / "requests.csv", newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        pids = [chosen[i % len(chosen)].prompt_id for i in range(len(rows))] if r.get("prompt_matches") else None
+        tr = Traffic.from_arrays([float(x["arrival"]) for x in rows], [int(x["input_length"]) for x in rows],
+                                 [int(x["output_length"]) for x in rows],
+                                 categories=[x["category"] or None for x in rows], prompt_ids=pids)
+        sim = simulate(profile, tr, load_policy(pol_path), SimConfig(**cfg, seed=int(r["repeat"])))
+        for i, x in enumerate(rows):
+            if x["e2e"] in ("", "nan"):
+                continue
+            pairs.append({"policy": r["policy"], "load": r["load"], "measured_e2e": float(x["e2e"]),
+                          "simulated_e2e": float(sim.requests["e2e"][i]), "measured_ttft": float(x["ttft"]),
+                          "simulated_ttft": float(sim.requests["ttft"][i])})
+    return pairs
+
+
+def plot_requests(pairs: list[dict[str, Any]], path: Path) -> None:
+    """Scatter of simulated against measured end-to-end latency and TTFT, one point per request."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.5))
+    policies = sorted({p["policy"] for p in pairs})
+    for ax, m in zip(axes, ("e2e", "ttft"), strict=True):
+        for j, pol in enumerate(policies):
+            pts = [p for p in pairs if p["policy"] == pol]
+            ax.scatter([p[f"measured_{m}"] for p in pts], [p[f"simulated_{m}"] for p in pts], s=14,
+                       color=f"C{j}", alpha=0.6, label=pol)
+        hi = max(max(p[f"measured_{m}"], p[f"simulated_{m}"]) for p in pairs) * 1.05
+        ax.plot([0, hi], [0, hi], "k-", lw=0.8)
+        ax.plot([0, hi], [0, hi * 1.1], "k:", lw=0.6)
+        ax.plot([0, hi], [0, hi * 0.9], "k:", lw=0.6)
+        ax.set_xlim(0, hi)
+        ax.set_ylim(0, hi)
+        ax.set_xlabel(f"measured {m} (s)")
+        ax.set_ylabel(f"simulated {m} (s)")
+        errs = np.array([abs(p[f"simulated_{m}"] - p[f"measured_{m}"]) / p[f"measured_{m}"] for p in pairs])
+        ax.set_title(f"per request {m}: median |error| {np.median(errs):.0%} (dotted: ±10%)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def cells(results: list[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
@@ -290,7 +414,7 @@ def write_table(results: list[dict[str, Any]], path: Path) -> None:
               "| policy | load | measured | simulated |", "| --- | --- | --- | --- |"]
     for (pol, load), runs in cells(results).items():
         acc = [r["acceptance"] for r in runs if r.get("acceptance", {}).get("measured") is not None]
-        if acc:
+        if acc and any(a["measured"] or a["simulated"] for a in acc):
             meas_acc = float(np.median([a["measured"] for a in acc]))
             sim_acc = float(np.median([a["simulated"] for a in acc if a["simulated"] is not None] or [np.nan]))
             lines.append(f"| {pol} | {load} | {meas_acc:.1%} | {sim_acc:.1%} |")
