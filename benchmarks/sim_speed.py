@@ -13,8 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO.parent / "shared" / "data" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+from specsim.shared_data import azure_trace_path
+
+TRACE = azure_trace_path("conv")
 
 
 def main() -> int:

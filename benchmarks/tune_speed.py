@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TRACE = REPO.parent / "shared" / "data" / "traces" / "AzureLLMInferenceTrace_conv.csv"
 sys.path.insert(0, str(REPO))
+from specsim.shared_data import azure_trace_path  # noqa: E402 - after the path insert
+
+TRACE = azure_trace_path("conv")
 
 
 def main() -> int:

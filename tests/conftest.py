@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from specsim.shared_data import azure_trace_path, shared_data_dir, spec_bench_path
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
-CONV_TRACE = SHARED / "traces" / "AzureLLMInferenceTrace_conv.csv"
-CODE_TRACE = SHARED / "traces" / "AzureLLMInferenceTrace_code.csv"
-SPEC_BENCH = SHARED / "prompts" / "spec_bench_question.jsonl"
+SHARED = shared_data_dir()
+CONV_TRACE = azure_trace_path("conv")
+CODE_TRACE = azure_trace_path("code")
+SPEC_BENCH = spec_bench_path()
 
 
 @pytest.fixture

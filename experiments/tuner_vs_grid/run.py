@@ -20,8 +20,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-TRACE = REPO.parent / "shared" / "data" / "traces" / "AzureLLMInferenceTrace_conv.csv"
 sys.path.insert(0, str(REPO))
+from specsim.shared_data import azure_trace_path  # noqa: E402 - after the path insert
+
+TRACE = azure_trace_path("conv")
 
 
 def main() -> int:

@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from specsim.errors import SpecsimError
-
-# Spec-Bench's question file, relative to the repository root (shared data beside the checkout).
-SPEC_BENCH_RELATIVE = Path("..") / "shared" / "data" / "prompts" / "spec_bench_question.jsonl"
+from specsim.shared_data import spec_bench_path
 
 
 @dataclass(frozen=True)
@@ -50,12 +48,6 @@ BUILTIN: tuple[Prompt, ...] = (
     Prompt("trans-1", "translation", "Translate into French: The cat is sleeping on the red chair."),
     Prompt("trans-2", "translation", "Translate into German: Good morning, how are you today?"),
 )
-
-
-def default_spec_bench_path(repo_root: Path | None = None) -> Path:
-    """Where Spec-Bench's questions live relative to the repository root."""
-    root = repo_root if repo_root is not None else Path(__file__).resolve().parents[2]
-    return (root / SPEC_BENCH_RELATIVE).resolve()
 
 
 def load_jsonl_prompts(path: str | Path) -> list[Prompt]:
@@ -105,8 +97,8 @@ def load_prompts(path: str | Path | None, limit: int | None = None) -> list[Prom
     """The prompt set: a given file, else Spec-Bench when present, else the built-in set."""
     if path is not None and str(path) not in ("", "builtin"):
         prompts = load_jsonl_prompts(path)
-    elif path is None and default_spec_bench_path().is_file():
-        prompts = load_jsonl_prompts(default_spec_bench_path())
+    elif path is None and spec_bench_path().is_file():
+        prompts = load_jsonl_prompts(spec_bench_path())
     else:
         prompts = list(BUILTIN)
     return stratified(prompts, limit)

@@ -24,8 +24,9 @@ from specsim.profiler.engine import EngineSettings, parse_drafter
 from specsim.profiler.fit import CostModel, Point, fit_report, fit_slope, median_iqr
 from specsim.profiler.prompts import BUILTIN, load_jsonl_prompts, load_prompts, stratified
 from specsim.profiler.report import acceptance_summary, plot_costs
+from specsim.shared_data import spec_bench_path
 
-SPEC_BENCH = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "prompts" / "spec_bench_question.jsonl"
+SPEC_BENCH = spec_bench_path()
 
 
 def test_builtin_prompts_cover_the_categories() -> None:

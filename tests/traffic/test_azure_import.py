@@ -10,12 +10,12 @@ import pytest
 
 from specsim.errors import SpecsimError
 from specsim.formats.traffic import load_traffic, save_traffic
+from specsim.shared_data import azure_trace_path
 from specsim.traffic.azure import category_from_name, import_azure
 from specsim.traffic.stats import traffic_stats
 
-TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "traces"
-CONV = TRACES / "AzureLLMInferenceTrace_conv.csv"
-CODE = TRACES / "AzureLLMInferenceTrace_code.csv"
+CONV = azure_trace_path("conv")
+CODE = azure_trace_path("code")
 
 SMALL = """TIMESTAMP,ContextTokens,GeneratedTokens
 2023-11-16 18:17:03.9799600,4808,10
