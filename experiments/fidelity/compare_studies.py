@@ -14,22 +14,17 @@ import json
 from pathlib import Path
 
 import numpy as np
+from run import TARGET, cells  # the study script beside this one
 
 
 def medians(doc: dict) -> dict[tuple[str, str, str], tuple[float, float]]:
     """(policy, load, metric) -> (measured median, simulated median) over the study's repeats."""
     out: dict[tuple[str, str, str], tuple[float, float]] = {}
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in doc["runs"]:
-        groups.setdefault((r["policy"], r["load"]), []).append(r)
-    for (pol, load), runs in groups.items():
+    for (pol, load), runs in cells(doc["runs"]).items():
         for m in runs[0]["measured"]:
             out[(pol, load, m)] = (float(np.median([r["measured"][m] for r in runs])),
                                    float(np.median([r["simulated"][m] for r in runs])))
     return out
-
-
-TARGET = {"output_tokens_per_s": 0.10, "ttft_mean": 0.10, "tpot_mean": 0.10, "ttft_p99": 0.20, "tpot_p99": 0.20}
 
 
 def pooled(docs: list[dict], metrics: list[str]) -> None:

@@ -39,6 +39,22 @@ def capacity_rps(profile: Profile, cfg: dict[str, int], inp: int, out: int) -> f
     return float(simulate(profile, flood, Policy(), SimConfig(**cfg)).summary["requests_per_s"])
 
 
+def engine_limits(profile: Profile) -> dict[str, int]:
+    """The simulator's batch limits from the engine settings the profile was measured (and served) with."""
+    from specsim.policies.serve import profile_engine_kwargs
+
+    kw = profile_engine_kwargs(profile)
+    return {"max_num_seqs": int(kw.get("max_num_seqs", 16)),
+            "max_num_batched_tokens": int(kw.get("max_num_batched_tokens", 8192))}
+
+
+def study_prompts(source: str | None, requests: int) -> list[Any]:
+    """The study's prompt set, in the order request i takes prompt i mod its length."""
+    from specsim.profiler.prompts import load_prompts
+
+    return load_prompts(source, limit=max(requests, 24))
+
+
 def poisson_trace(rate: float, n: int, inp: int | list[int], out: int, seed: int,
                   categories: list[str | None] | None = None, prompt_ids: list[str] | None = None) -> Traffic:
     """n requests with Poisson arrivals at `rate` req/s; input lengths fixed or given per request."""
@@ -105,9 +121,10 @@ def pin_frontend(server_pid: int) -> str:
 
     vLLM's CPU worker binds its threads to some cores (on this 2-core machine: core 0) and leaves
     the rest for the API server and engine-core processes, but nothing keeps those (or the load
-    generator) off the worker's core: where the OS puts them changed live step times by up to 1.5x
-    between server starts here. This pins every other server process, and this one, to the cores
-    the worker does not use. Returns a one-line description (or why nothing was pinned).
+    generator) off the worker's core. This pins every other server process, and this one, to the
+    cores the worker does not use, so that placement is the same for every server start (it did not
+    remove the server-to-server variation measured here; see README.md). Returns a one-line
+    description (or why nothing was pinned).
     """
     from specsim.policies.serve import descendants
 
@@ -236,21 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         policies[f"static-k{k}"] = Policy.static(drafter, k)
     if "tuned" in wanted and args.tuned:
         policies["tuned"] = load_policy(args.tuned)
-    from specsim.policies.serve import profile_engine_kwargs
-
-    kw = profile_engine_kwargs(profile)
-    seqs = int(kw.get("max_num_seqs", 16))
-    sim_cfg = {"max_num_seqs": seqs, "max_num_batched_tokens": int(kw.get("max_num_batched_tokens", 8192))}
+    sim_cfg = engine_limits(profile)
     cap = capacity_rps(profile, sim_cfg, args.input, args.output)
     loads = {name: float(x) * cap for name, x in zip(("light", "crossover", "saturated"), args.loads.split(","),
                                                        strict=True)}
-    from specsim.profiler.prompts import load_prompts
-
     # Real prompts, stratified over categories, each sent whole in the chat template: the content
     # the profile's acceptance traces were measured on (no repetition or truncation).
-    chosen = load_prompts(args.prompts, limit=max(args.requests, 24))
+    chosen = study_prompts(args.prompts, args.requests)
     prompts = [(p.category, p.prompt_id, p.text) for p in chosen]
-    by_id = {p.prompt_id: p.text for p in chosen}
+    cfg = LoadgenConfig(timeout=args.timeout, prompts=[(p.category, p.text) for p in chosen],
+                        prompts_by_id={p.prompt_id: p.text for p in chosen}, chat=True)
     known = {t.prompt_id for t in profile.acceptance}
     missing = [p.prompt_id for p in chosen if p.prompt_id not in known]
     if missing:
@@ -272,8 +284,6 @@ def main(argv: list[str] | None = None) -> int:
                 for rep in range(args.repeats):
                     tr = poisson_trace(rate, args.requests, in_lens, args.output, seed=1000 * rep + 7,
                                        categories=list(cats), prompt_ids=list(pids))
-                    cfg = LoadgenConfig(timeout=args.timeout, prompts=[(c, t) for c, _, t in prompts],
-                                        prompts_by_id=by_id, chat=True)
                     load_before = os.getloadavg()[0]
                     cpu0 = cpu_times()
                     meas = run_loadgen(server.url, tr, cfg)
@@ -323,14 +333,9 @@ def per_request(out: Path, profile: Profile, doc: dict[str, Any]) -> list[dict[s
     names prompt i mod the prompt count), then simulated again exactly as the study did."""
     import csv
 
-    from specsim.policies.serve import profile_engine_kwargs
-    from specsim.profiler.prompts import load_prompts
-
     args = doc["args"]
-    chosen = load_prompts(args.get("prompts"), limit=max(int(args["requests"]), 24))
-    kw = profile_engine_kwargs(profile)
-    cfg = {"max_num_seqs": int(kw.get("max_num_seqs", 16)),
-           "max_num_batched_tokens": int(kw.get("max_num_batched_tokens", 8192))}
+    chosen = study_prompts(args.get("prompts"), int(args["requests"]))
+    cfg = engine_limits(profile)
     pairs: list[dict[str, Any]] = []
     for r in doc["runs"]:
         run_dir = out / f"measured-{r['policy']}-{r['load']}-{r['repeat']}"
