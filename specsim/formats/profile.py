@@ -166,6 +166,10 @@ class AcceptanceTrace(_Strict):
     """Greedy: r[pos] in 0..k_max = accept run length of a step starting at output position pos."""
     p: list[float] | None = None
     """Sampled: per-position acceptance probability (sum over tokens of min(p, q))."""
+    pj: list[list[float]] | None = None
+    """Sampled, optional: pj[pos][j] = probability that the j-th token of the draft proposed at pos
+    is accepted, given tokens 0..j-1 were (one row per p entry, up to k_max values; a shorter row
+    means the drafter proposed fewer tokens there). Without it the simulator uses p[pos + j]."""
     drafted: list[int] | None = None
     """Greedy, optional: draft tokens the drafter proposes at pos (0..k_max; None = always K).
     Model-free drafters (n-gram) propose fewer or none when nothing matches; r[pos] <= drafted[pos]."""
@@ -190,6 +194,14 @@ class AcceptanceTrace(_Strict):
                 raise ValueError("sampled trace needs a non-empty 'p'")
             if any(not (0.0 <= v <= 1.0) for v in self.p):
                 raise ValueError("p values must lie in [0, 1]")
+            if self.pj is not None:
+                if len(self.pj) != len(self.p):
+                    raise ValueError("pj must have one row per p entry")
+                for row in self.pj:
+                    if len(row) > self.k_max or any(not (0.0 <= v <= 1.0) for v in row):
+                        raise ValueError("pj rows hold at most k_max probabilities in [0, 1]")
+            if self.drafted is not None and len(self.drafted) != len(self.p):
+                raise ValueError("drafted must have one value per p entry")
         return self
 
 

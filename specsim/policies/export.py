@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.errors import SpecsimError
-from specsim.formats.policy import Policy
+from specsim.formats.policy import SCHEDULE_TOP, Policy
 
 # Largest batch size an exported schedule spells out; vLLM clamps ranges to max_num_seqs.
-SCHEDULE_CAP = 65536
+SCHEDULE_CAP = SCHEDULE_TOP
 # The proposer class vLLM loads for policies its own schedule cannot express.
 PROPOSER_CLASS = "specsim.policies.proposer.PolicyProposer"
 # Environment variable carrying the policy to that proposer inside vLLM's engine process.
@@ -67,23 +67,8 @@ def needs_custom_proposer(policy: Policy) -> bool:
 
 
 def vllm_schedule(policy: Policy) -> list[list[int]]:
-    """The schedule in vLLM's form: starts at 1, no gaps, explicit K = 0 where specsim means off."""
-    out: list[list[int]] = []
-    nxt = 1
-    for lo, hi, k in policy.k_schedule:
-        if lo > nxt:
-            out.append([nxt, lo - 1, 0])
-        out.append([lo, hi, k])
-        nxt = hi + 1
-    if out and out[-1][2] != 0 and nxt <= SCHEDULE_CAP:
-        out.append([nxt, max(nxt, SCHEDULE_CAP), 0])
-    merged: list[list[int]] = []
-    for r in out:
-        if merged and merged[-1][2] == r[2] and merged[-1][1] + 1 == r[0]:
-            merged[-1][1] = r[1]
-        else:
-            merged.append(list(r))
-    return merged
+    """The schedule in vLLM's form (see `Policy.vllm_schedule`)."""
+    return policy.vllm_schedule()
 
 
 def expand_schedule(schedule: list[list[int]], max_batch: int, k_max: int) -> list[int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -19,11 +20,31 @@ class SimConfig:
     block_size: int = 16
     """Tokens per KV-cache block."""
     num_kv_blocks: int | None = None
-    """KV-cache blocks per replica; None = the profile's kv_cache_tokens, else effectively unlimited."""
+    """KV-cache blocks per replica as vLLM counts them (`num_gpu_blocks`, one of which is vLLM's
+    reserved null block); None = the profile's measured capacity, else effectively unlimited."""
     chunked_prefill: bool = True
     """Split long prompts across steps to fit the token budget (vLLM V1 default)."""
-    k_basis: Literal["running", "decoding"] = "running"
-    """Batch size used to look up K: all running requests of the step (vLLM) or only decoding ones."""
+    max_model_len: int | None = None
+    """Longest sequence (prompt + output) a request may reach; None = long enough for the trace.
+    Requests that would pass it stop there, as vLLM stops them."""
+    k_basis: Literal["scheduled", "decoding", "running"] = "scheduled"
+    """Batch size the K schedule is keyed on. 'scheduled' is vLLM's: the requests scheduled in the
+    step after which the drafter proposes, prefill chunks included (`len(num_scheduled_tokens)`).
+    'decoding' counts only requests past their prefill; 'running' every request in `running`."""
+    reserve_full_isl: bool = True
+    """Admit a waiting request only when its whole prompt fits in the free KV blocks (vLLM
+    `scheduler_reserve_full_isl`, default on), not just its first chunk."""
+    watermark: float = 0.0
+    """Fraction of KV blocks kept free when admitting waiting requests (vLLM `watermark`)."""
+    long_prefill_token_threshold: int = 0
+    """Cap on one request's prefill chunk while others wait (vLLM; 0 = no cap)."""
+    lookahead: Literal["auto", "none"] = "auto"
+    """KV slots reserved past the scheduled tokens for the drafter: 'auto' is vLLM's
+    (`num_lookahead_tokens`: the static K for EAGLE, MTP and draft-model drafters, 0 for n-gram and
+    suffix), reserved even where the schedule says K = 0; 'none' reserves nothing."""
+    scheduler: Literal["fast", "vllm"] = "fast"
+    """'fast': specsim's compiled reimplementation of vLLM's scheduler. 'vllm': vLLM's own
+    Scheduler class (needs vLLM installed; exact for the installed version, slower)."""
     replicas: int = 1
     """Engine replicas behind the router."""
     router: Literal["round_robin", "least_loaded"] = "round_robin"
@@ -44,23 +65,41 @@ class SimConfig:
     """Replay only the first N requests of the trace."""
 
     def validate(self) -> None:
-        """Raise SpecsimError for impossible settings."""
+        """Raise SpecsimError for impossible settings (one line, naming the setting)."""
         for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "replicas"):
             if getattr(self, name) < 1:
                 raise SpecsimError(f"{name} must be >= 1")
-        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
-            raise SpecsimError("num_kv_blocks must be >= 1")
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            # NOTE: vLLM refuses this too (SchedulerConfig.verify_max_model_len)
+            raise SpecsimError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
+                               f"({self.max_num_seqs}), as vLLM requires")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 2:
+            raise SpecsimError("num_kv_blocks must be >= 2 (vLLM reserves one as its null block)")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise SpecsimError("max_model_len must be >= 2")
         if self.concurrency is not None and self.concurrency < 1:
             raise SpecsimError("concurrency must be >= 1")
-        if self.think_time < 0:
-            raise SpecsimError("think_time must be >= 0")
-        if not self.rate_scale > 0:
-            raise SpecsimError("rate_scale must be > 0")
-        if self.k_basis not in ("running", "decoding"):
-            raise SpecsimError("k_basis must be 'running' or 'decoding'")
+        if not (self.think_time >= 0 and math.isfinite(self.think_time)):
+            raise SpecsimError("think_time must be a finite number >= 0")
+        if not (self.rate_scale > 0 and math.isfinite(self.rate_scale)):
+            raise SpecsimError("rate_scale must be a finite number > 0")
+        if self.k_basis not in ("scheduled", "decoding", "running"):
+            raise SpecsimError("k_basis must be 'scheduled', 'decoding' or 'running'")
         if self.router not in ("round_robin", "least_loaded"):
             raise SpecsimError("router must be 'round_robin' or 'least_loaded'")
+        if self.scheduler not in ("fast", "vllm"):
+            raise SpecsimError("scheduler must be 'fast' or 'vllm'")
+        if self.lookahead not in ("auto", "none"):
+            raise SpecsimError("lookahead must be 'auto' or 'none'")
+        if not 0.0 <= self.watermark < 1.0:
+            raise SpecsimError("watermark must lie in [0, 1)")
+        if self.long_prefill_token_threshold < 0:
+            raise SpecsimError("long_prefill_token_threshold must be >= 0")
+        if self.seed < 0:
+            raise SpecsimError("seed must be >= 0")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise SpecsimError("max_requests must be >= 1")
         for name in ("slo_ttft", "slo_tpot"):
             v = getattr(self, name)
-            if v is not None and not v > 0:
-                raise SpecsimError(f"{name} must be > 0 seconds")
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise SpecsimError(f"{name} must be a finite number of seconds > 0")

@@ -14,8 +14,7 @@ import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats.profile import CostTable, Profile
-
-_MIN_FRACTION = 0.25  # a context shorter than the reference never makes a step cheaper than this
+from specsim.simulator import kernel
 
 
 def _dense_bk(table: CostTable, b_max: int, k_max: int) -> np.ndarray:
@@ -40,7 +39,11 @@ def _dense_bk(table: CostTable, b_max: int, k_max: int) -> np.ndarray:
 
 
 class StepCostModel:
-    """Step times in seconds for (decoding batch B, K, prefill tokens, context tokens, drafter)."""
+    """Step times in seconds for (decoding batch B, K, prefill tokens, context tokens, drafter).
+
+    The arithmetic lives in `kernel.step_seconds` (compiled, used by the engine's hot loop); this
+    class builds its tables from a profile and offers the same formulas to Python callers.
+    """
 
     def __init__(self, profile: Profile, drafter: str | None, b_max: int = 1024) -> None:
         dec = profile.target.decode
@@ -48,66 +51,49 @@ class StepCostModel:
         if drafter is not None and drafter not in profile.drafters:
             known = ", ".join(sorted(profile.drafters)) or "none"
             raise SpecsimError(f"profile has no drafter {drafter!r} (it measured: {known})")
+        b_max = max(int(b_max), 2)
         self.b_max = b_max
-        self._decode = _dense_bk(dec, b_max, self.k_max) / 1e3
+        self.b_measured = int(max(dec.batch_sizes))
+        """Largest batch size the profile measured; larger ones are extrapolated."""
+        decode = _dense_bk(dec, b_max, self.k_max) / 1e3
         spec = profile.drafters.get(drafter) if drafter else None
         if spec is not None and spec.cost is not None:
-            self._draft = _dense_bk(spec.cost, b_max, self.k_max) / 1e3
-            self._draft[:, 0] = 0.0
+            draft = _dense_bk(spec.cost, b_max, self.k_max) / 1e3
+            draft[:, 0] = 0.0
         else:
-            self._draft = np.zeros_like(self._decode)
-        self._decode_plus_draft = (self._decode + self._draft).tolist()
-        self.ref_ctx = float(dec.reference_context)
-        self.ctx_s_per_token = dec.context_ms_per_token / 1e3
+            draft = np.zeros_like(decode)
         pre = profile.target.prefill
-        self._pre_tokens = np.asarray(pre.tokens, dtype=np.float64)
-        self._pre_s = np.asarray(pre.step_ms, dtype=np.float64) / 1e3
-        if len(self._pre_tokens) >= 2:
-            self._pre_slope = (self._pre_s[-1] - self._pre_s[-2]) / (self._pre_tokens[-1] - self._pre_tokens[-2])
-            first_slope = (self._pre_s[1] - self._pre_s[0]) / (self._pre_tokens[1] - self._pre_tokens[0])
-            self._pre_intercept = max(0.0, self._pre_s[0] - first_slope * self._pre_tokens[0])
+        pre_tokens = np.asarray(pre.tokens, dtype=np.float64)
+        pre_s = np.asarray(pre.step_ms, dtype=np.float64) / 1e3
+        if len(pre_tokens) >= 2:
+            pre_slope = (pre_s[-1] - pre_s[-2]) / (pre_tokens[-1] - pre_tokens[-2])
+            first_slope = (pre_s[1] - pre_s[0]) / (pre_tokens[1] - pre_tokens[0])
+            intercept = max(0.0, pre_s[0] - first_slope * pre_tokens[0])
         else:
-            self._pre_slope = self._pre_s[0] / self._pre_tokens[0]
-            self._pre_intercept = 0.0
+            pre_slope = pre_s[0] / pre_tokens[0]
+            intercept = 0.0
+        cf = np.zeros(kernel.C_SIZE)
+        cf[kernel.C_REFCTX] = float(dec.reference_context)
+        cf[kernel.C_CTXSLOPE] = dec.context_ms_per_token / 1e3
+        cf[kernel.C_PREINTERCEPT] = intercept
+        cf[kernel.C_PRESLOPE] = max(pre_slope, 0.0)
+        cf[kernel.C_BMAX] = b_max
+        cf[kernel.C_BMEASURED] = self.b_measured
+        self.arrays = kernel.Cost(np.ascontiguousarray(decode + draft), cf, pre_tokens, pre_s)
+        """The tables in the form the compiled engine reads."""
 
     def prefill_s(self, tokens: int) -> float:
         """Time of a prefill-only step that processes `tokens` prompt tokens."""
-        if tokens <= 0:
-            return 0.0
-        t = self._pre_tokens
-        if tokens <= t[-1]:
-            if tokens < t[0]:  # below the grid: straight line to the intercept
-                return float(self._pre_intercept + (self._pre_s[0] - self._pre_intercept) * tokens / t[0])
-            return float(np.interp(tokens, t, self._pre_s))
-        return float(self._pre_s[-1] + max(self._pre_slope, 0.0) * (tokens - t[-1]))
+        return float(kernel.prefill_seconds(self.arrays, float(tokens)))
 
     def decode_s(self, batch: int, k: float) -> float:
         """Decode/verify time for `batch` sequences at speculation length `k` (may be fractional)."""
         if batch <= 0:
             return 0.0
-        rows = self._decode_plus_draft
-        if batch > self.b_max:
-            return self._extrapolate(batch, k)
-        ki = int(k)
-        if ki == k or ki >= self.k_max:
-            return rows[batch][min(ki, self.k_max)]
-        frac = k - ki
-        row = rows[batch]
-        return row[ki] * (1.0 - frac) + row[ki + 1] * frac
-
-    def _extrapolate(self, batch: int, k: float) -> float:
-        m = self._decode + self._draft
-        ki = min(int(round(k)), self.k_max)
-        slope = max(m[self.b_max, ki] - m[self.b_max - 1, ki], 0.0)
-        return float(m[self.b_max, ki] + slope * (batch - self.b_max))
+        return float(kernel.decode_seconds(self.arrays, int(batch), float(k)))
 
     def step_s(self, batch: int, k: float, prefill_tokens: int, context_tokens: float) -> float:
         """Time of one engine step with `batch` decoding sequences and `prefill_tokens` mixed in."""
-        if batch <= 0:
-            return self.prefill_s(prefill_tokens)
-        base = self.decode_s(batch, k)
-        t = base + self.ctx_s_per_token * (context_tokens - batch * self.ref_ctx)
-        t = max(t, _MIN_FRACTION * base)
-        if prefill_tokens > 0:
-            t += max(0.0, self.prefill_s(prefill_tokens) - self._pre_intercept)
-        return t
+        spec_tokens = int(round(k * batch))
+        return float(kernel.step_seconds(self.arrays, int(batch), spec_tokens, int(prefill_tokens),
+                                         float(context_tokens)))

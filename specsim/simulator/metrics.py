@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from specsim.io import atomic_path, atomic_write_text
+from specsim.simulator import kernel
 from specsim.simulator.state import RequestTable
 
 PERCENTILES = (50, 90, 99)
@@ -73,7 +74,9 @@ class SimResult:
     request_ids: tuple[str, ...]
     categories: tuple[str | None, ...]
     steps: dict[str, np.ndarray] = field(default_factory=dict)
-    itl: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    detail: dict[str, np.ndarray] | None = None
+    """With simulate(detail=True): every scheduled row [replica, step, request, tokens, drafts,
+    padded] and every preemption [replica, step, request]."""
 
     def write_json(self, path: str | Path) -> None:
         """Summary as JSON (atomic)."""
@@ -105,10 +108,28 @@ def _jsonable(x: Any) -> Any:
     return str(x)
 
 
+def histogram_percentiles(hist: np.ndarray, total: float, prefix: str) -> dict[str, float]:
+    """Mean and p50/p90/p99 from the engine's log-spaced ITL histogram (bin width 0.12%)."""
+    n = int(hist.sum())
+    out: dict[str, float] = {f"{prefix}_mean": total / n if n else float("nan")}
+    if not n:
+        for p in PERCENTILES:
+            out[f"{prefix}_p{p}"] = float("nan")
+        return out
+    cum = np.cumsum(hist)
+    per = kernel.ITL_BINS_PER_DECADE
+    for p in PERCENTILES:
+        b = int(np.searchsorted(cum, p / 100.0 * n, side="left"))
+        # bin b >= 1 covers [lo*10^((b-1)/per), lo*10^(b/per)): report its geometric middle
+        out[f"{prefix}_p{p}"] = kernel.ITL_LO * 10 ** ((b - 0.5) / per) if b >= 1 else kernel.ITL_LO
+    return out
+
+
 def summarise(
     t: RequestTable,
     steps: dict[str, np.ndarray],
-    itl: np.ndarray,
+    itl_hist: np.ndarray,
+    itl_sum: float,
     busy_time: float,
     replicas: int,
     slo_ttft: float | None,
@@ -141,7 +162,7 @@ def summarise(
         **_pcts(cols["ttft"], "ttft"),
         **_pcts(cols["tpot"], "tpot"),
         **_pcts(cols["e2e"], "e2e"),
-        **_pcts(itl, "itl"),
+        **histogram_percentiles(itl_hist, itl_sum, "itl"),
         **_pcts(cols["queue_delay"], "queue"),
         "mean_acceptance_length": 1.0 + accepted / verify if verify else 1.0,
         "acceptance_rate": accepted / drafted if drafted else 0.0,
@@ -149,8 +170,10 @@ def summarise(
         "accepted_tokens": accepted,
         "steps": len(dec),
         "mean_batch_size": float(steps["basis_batch"].mean()) if len(dec) else 0.0,
+        "mean_scheduled": float(steps["scheduled"].mean()) if len(dec) else 0.0,
         "mean_decoding_batch": float(dec[has_dec].mean()) if has_dec.any() else 0.0,
         "mean_k": float(steps["k"][has_dec].mean()) if has_dec.any() else 0.0,
+        "mean_drafts_per_row": float(steps["spec_tokens"].sum() / dec.sum()) if dec.sum() else 0.0,
         "busy_fraction": busy_time / (replicas * duration),
         "preemptions": int(t.preemptions.sum()),
         "replicas": replicas,

@@ -11,7 +11,8 @@ from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
 from specsim.formats.profile import Profile
 from specsim.formats.traffic import Traffic
-from specsim.simulator.acceptance import AcceptanceReplay
+from specsim.simulator import kernel
+from specsim.simulator.acceptance import MODE_SAMPLED_LEGACY, AcceptanceReplay
 from specsim.simulator.config import SimConfig
 from specsim.simulator.costs import StepCostModel
 from specsim.simulator.engine import ReplicaEngine
@@ -37,6 +38,51 @@ def check_policy(profile: Profile, policy: Policy) -> None:
         raise SpecsimError(f"profile has no acceptance traces for drafter {name!r}")
 
 
+LOOKAHEAD_METHODS = ("eagle", "eagle3", "mtp", "draft_model")
+"""Drafters that write KV past the verified tokens: vLLM reserves K lookahead slots for them
+(VllmConfig.num_lookahead_tokens)."""
+DRAFT_SLOT_METHODS = {"draft_model": 1}
+"""Extra input-budget slots per scheduled request (SpeculativeConfig.max_num_new_slots_for_drafting)."""
+
+
+def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | None, max_model_len: int,
+                  detail: bool = False) -> kernel.Params:
+    """The integer/float settings and the K lookup the compiled engine reads."""
+    pi = np.zeros(kernel.P_SIZE, dtype=np.int64)
+    pf = np.zeros(kernel.PF_SIZE)
+    speculating = replay is not None
+    method = policy.drafter.method if policy.drafter is not None else ""
+    pi[kernel.P_MAXSEQS] = cfg.max_num_seqs
+    pi[kernel.P_TOKBUDGET] = cfg.max_num_batched_tokens
+    pi[kernel.P_INBUDGET] = cfg.max_num_batched_tokens
+    pi[kernel.P_DRAFTSLOTS] = DRAFT_SLOT_METHODS.get(method, 0) if speculating else 0
+    pi[kernel.P_BS] = cfg.block_size
+    pi[kernel.P_LOOKAHEAD] = (policy.max_k if speculating and cfg.lookahead == "auto"
+                              and method in LOOKAHEAD_METHODS else 0)
+    pi[kernel.P_MAXLEN] = max_model_len
+    pi[kernel.P_CHUNKED] = int(cfg.chunked_prefill)
+    pi[kernel.P_FULLISL] = int(cfg.reserve_full_isl)
+    pi[kernel.P_WATERMARK] = 0  # set per replica from the block count
+    pi[kernel.P_LONGTHR] = cfg.long_prefill_token_threshold
+    pi[kernel.P_KBASIS] = kernel.K_BASIS[cfg.k_basis]
+    pi[kernel.P_STATICK] = policy.static_k if speculating else 0
+    pi[kernel.P_HYSTBAND] = policy.hysteresis
+    pi[kernel.P_KMAX] = policy.max_k
+    pi[kernel.P_DETAIL] = int(detail)
+    pi[kernel.P_STOPFIN] = int(cfg.concurrency is not None)
+    if speculating:
+        assert replay is not None
+        pi[kernel.P_ACCMODE] = replay.mode
+        pi[kernel.P_HASDRAFTED] = int(replay.has_drafted)
+        floor = policy.acceptance_floor
+        if floor is not None:
+            pf[kernel.PF_FLOORRATE] = floor.min_rate
+            pi[kernel.P_FLOORWARM] = floor.warmup_steps
+    klookup = np.array([policy.k_for(b) for b in range(cfg.max_num_seqs + 1)], dtype=np.int64)
+    kranges = np.array(policy.k_schedule, dtype=np.int64).reshape(-1, 3)
+    return kernel.Params(pi, pf, klookup, kranges)
+
+
 def simulate(
     profile: Profile,
     traffic: Traffic,
@@ -44,10 +90,12 @@ def simulate(
     cfg: SimConfig | None = None,
     cost: StepCostModel | None = None,
     replay: AcceptanceReplay | None = None,
+    detail: bool = False,
 ) -> SimResult:
     """Run one simulation and return per-request and aggregate metrics.
 
     `cost` and `replay` may be passed in to reuse their precomputation across many runs (tuning).
+    `detail` records every scheduled row and preemption (`SimResult.detail`), for parity checks.
     """
     cfg = cfg or SimConfig()
     cfg.validate()
@@ -62,6 +110,7 @@ def simulate(
         max_num_seqs=knobs.max_num_seqs or cfg.max_num_seqs,
         max_num_batched_tokens=knobs.max_num_batched_tokens or cfg.max_num_batched_tokens,
     )
+    cfg.validate()
     speculating = policy.drafter is not None and policy.max_k > 0
     drafter = policy.drafter.name if speculating else None
     if cost is None:
@@ -75,30 +124,66 @@ def simulate(
     if num_blocks is None:
         kv = profile.target.kv_cache_tokens
         num_blocks = kv // cfg.block_size if kv else _UNLIMITED_BLOCKS
-    largest = int((traffic.input_lengths + traffic.output_lengths).max()) + policy.max_k
-    if -(-largest // cfg.block_size) > num_blocks:
+    usable = num_blocks - 1  # vLLM's block pool keeps one block as its null block
+    lengths = traffic.input_lengths + traffic.output_lengths
+    longest = int(lengths.max())
+    max_model_len = cfg.max_model_len or (longest + policy.max_k + 2)
+    out_lengths = traffic.output_lengths
+    capped = 0
+    if cfg.max_model_len is not None:
+        too_long = traffic.input_lengths >= cfg.max_model_len
+        if too_long.any():
+            i = int(np.argmax(too_long))
+            raise SpecsimError(f"request {traffic.request_ids[i]} has a {int(traffic.input_lengths[i])}-token prompt, "
+                               f"not shorter than max_model_len {cfg.max_model_len} (vLLM rejects it)")
+        over = lengths > cfg.max_model_len
+        capped = int(over.sum())
+        if capped:
+            out_lengths = np.minimum(out_lengths, cfg.max_model_len - traffic.input_lengths)
+    lookahead = policy.max_k if speculating and cfg.lookahead == "auto" and \
+        policy.drafter.method in LOOKAHEAD_METHODS else 0
+    largest = min(longest + policy.max_k + lookahead, max_model_len)
+    if -(-largest // cfg.block_size) > usable:
         raise SpecsimError(
             f"a request needs {largest} tokens of KV cache but a replica holds only "
-            f"{num_blocks * cfg.block_size}; raise --kv-blocks or cut long requests"
+            f"{usable * cfg.block_size}; raise --kv-blocks or cut long requests"
+        )
+    if not cfg.chunked_prefill and longest > cfg.max_num_batched_tokens:
+        raise SpecsimError(
+            f"without chunked prefill every prompt (plus any output recomputed after a preemption) must fit "
+            f"in one step: the longest request has {longest} tokens but max_num_batched_tokens is "
+            f"{cfg.max_num_batched_tokens} (vLLM refuses max_num_batched_tokens < max_model_len without chunked "
+            f"prefill)"
         )
 
     table = RequestTable(traffic)
+    if capped:
+        table.cols.out[:] = out_lengths
     if replay is not None:
-        longest = int(traffic.output_lengths.max()) + policy.max_k + 1
-        table.trace_offset, table.trace_length = replay.assign(traffic.categories, max_len=longest,
-                                                               prompt_ids=traffic.prompt_ids)
+        table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids)
+        kernel.seed_rng(cfg.seed)
+    params = engine_params(cfg, policy, replay, max_model_len, detail)
+    params.pi[kernel.P_WATERMARK] = int(cfg.watermark * num_blocks)
+    acc = replay.arrays if replay is not None else _NO_TRACES
     env = simpy.Environment()
-    itl: list[np.ndarray] = []
     closed: ClosedLoop | None = None
 
     def on_finish(i: int) -> None:
         if closed is not None:
             closed.on_finish(i)
 
+    engine_cls = ReplicaEngine
+    if cfg.scheduler == "vllm":
+        from specsim.simulator.vllm_oracle import VllmReplicaEngine
+
+        engine_cls = VllmReplicaEngine
     engines = [
-        ReplicaEngine(env, r, table, cost, policy, replay, cfg, num_blocks, on_finish, itl)
+        engine_cls(env, r, table, params, acc, cost.arrays, usable, on_finish, detail=detail)
         for r in range(cfg.replicas)
     ]
+    if cfg.scheduler == "vllm":
+        for e in engines:
+            e.configure(cfg, policy, profile, num_blocks, max_model_len)
     router = Router(engines, table, cfg.router)
     if cfg.concurrency is not None:
         closed = ClosedLoop(env, len(traffic), router, cfg.concurrency, cfg.think_time)
@@ -110,26 +195,57 @@ def simulate(
 
     if not np.isfinite(table.finish).all():  # pragma: no cover - would be a simulator bug
         raise RuntimeError(f"{int((~np.isfinite(table.finish)).sum())} requests never finished")
+    for e in engines:
+        e.finish_log()
     steps = _merge_steps(engines)
-    itl_all = np.concatenate(itl) if itl else np.zeros(0)
+    itl_hist = sum(e.rep.itl_hist for e in engines)
+    itl_sum = sum(float(e.rep.rf[kernel.RF_ITL_SUM]) for e in engines)
     busy = sum(e.busy_time for e in engines)
-    summary = summarise(table, steps, itl_all, busy, cfg.replicas, cfg.slo_ttft, cfg.slo_tpot)
+    summary = summarise(table, steps, itl_hist, itl_sum, busy, cfg.replicas, cfg.slo_ttft, cfg.slo_tpot)
     summary["policy_max_k"] = policy.max_k
     summary["drafter"] = drafter
-    if traffic.prompt_ids is not None and replay is not None:
-        summary["acceptance_prompt_matches"] = replay.prompt_matches
+    summary["scheduler"] = cfg.scheduler
+    extrap = sum(float(e.rep.rf[kernel.RF_EXTRAP]) for e in engines)
+    summary["extrapolated_step_share"] = extrap / max(len(steps["start"]), 1)
+    if capped:
+        summary["capped_at_max_model_len"] = capped
+    if replay is not None:
+        n = len(traffic)
+        summary["acceptance_matching"] = {
+            "by_prompt": replay.prompt_matches, "by_category": replay.category_matches,
+            "drawn": n - replay.prompt_matches - replay.category_matches}
+        if traffic.prompt_ids is not None:
+            summary["acceptance_prompt_matches"] = replay.prompt_matches
+        if replay.mode == MODE_SAMPLED_LEGACY:
+            summary["acceptance_note"] = ("sampled traces without per-draft-token probabilities: the j-th draft "
+                                          "token uses p[pos + j] (approximate)")
+    detail_rows = None
+    if detail:
+        detail_rows = _merge_detail(engines)
     return SimResult(
         summary=summary,
         requests=request_columns(table),
         request_ids=traffic.request_ids,
         categories=traffic.categories,
         steps=steps,
-        itl=itl_all,
+        detail=detail_rows,
     )
 
 
+_NO_TRACES = kernel.Acc(np.zeros(1, dtype=np.int16), np.zeros(1, dtype=np.int16), np.zeros((1, 1)))
+
+
 def _merge_steps(engines: list[ReplicaEngine]) -> dict[str, np.ndarray]:
-    logs = [e.log.arrays() for e in engines]
+    logs = [e.log.columns() for e in engines]
     out = {k: np.concatenate([lg[k] for lg in logs]) for k in logs[0]}
     out["replica"] = np.concatenate([np.full(len(lg["start"]), e.index) for e, lg in zip(engines, logs, strict=True)])
     return out
+
+
+def _merge_detail(engines: list[ReplicaEngine]) -> dict[str, np.ndarray]:
+    rows, pre = [], []
+    for e in engines:
+        d, p = e.log.detail_rows()
+        rows.append(np.column_stack([np.full(len(d), e.index), d]))
+        pre.append(np.column_stack([np.full(len(p), e.index), p]))
+    return {"rows": np.concatenate(rows), "preemptions": np.concatenate(pre)}

@@ -5,39 +5,41 @@ from __future__ import annotations
 import numpy as np
 
 from specsim.formats.traffic import Traffic
+from specsim.simulator import kernel
 
 
 class RequestTable:
-    """Columns for every request of the trace; engines update them in place, metrics read them."""
+    """Columns for every request of the trace; the engine updates them in place, metrics read them.
+
+    `cols` is the same data as the namedtuple the compiled engine takes; the attributes below are
+    views of it for Python readers.
+    """
 
     def __init__(self, traffic: Traffic) -> None:
         n = len(traffic)
         self.n = n
-        self.inp = traffic.input_lengths.astype(np.int64).copy()
-        self.out = traffic.output_lengths.astype(np.int64).copy()
-        nan = np.full(n, np.nan)
-        self.arrival = nan.copy()
-        self.first_scheduled = nan.copy()
-        self.first_token = nan.copy()
-        self.last_token = nan.copy()
-        self.finish = nan.copy()
+
+        def ints() -> np.ndarray:
+            return np.zeros(n, dtype=np.int64)
+
+        def nans() -> np.ndarray:
+            return np.full(n, np.nan)
+
+        self.cols = kernel.Req(
+            inp=traffic.input_lengths.astype(np.int64).copy(),
+            out=traffic.output_lengths.astype(np.int64).copy(),
+            gen=ints(), computed=ints(), spec=ints(), held=ints(), state=ints(),
+            first_sched=nans(), first_token=nans(), last_token=nans(), finish=nans(),
+            itl_max=np.zeros(n),
+            decode_steps=ints(), verify_steps=ints(), drafted=ints(), accepted=ints(), preemptions=ints(),
+            tstart=ints(), tlen=np.ones(n, dtype=np.int64), floor_off=ints(), pchunk=ints(),
+        )
+        c = self.cols
+        self.inp, self.out, self.gen = c.inp, c.out, c.gen
+        self.first_scheduled, self.first_token, self.last_token, self.finish = (
+            c.first_sched, c.first_token, c.last_token, c.finish)
+        self.itl_max = c.itl_max
+        self.decode_steps, self.verify_steps = c.decode_steps, c.verify_steps
+        self.drafted, self.accepted, self.preemptions = c.drafted, c.accepted, c.preemptions
+        self.arrival = nans()
         self.replica = np.full(n, -1, dtype=np.int64)
-        self.gen = np.zeros(n, dtype=np.int64)
-        """Output tokens generated so far."""
-        self.prefilled = np.zeros(n, dtype=np.int64)
-        """Prompt (+ recomputed) tokens prefilled since the last admission."""
-        self.prefill_target = np.zeros(n, dtype=np.int64)
-        """Tokens to prefill at this admission: the prompt plus any output being recomputed."""
-        self.blocks = np.zeros(n, dtype=np.int64)
-        """KV-cache blocks held."""
-        self.accepted = np.zeros(n, dtype=np.int64)
-        self.drafted = np.zeros(n, dtype=np.int64)
-        self.verify_steps = np.zeros(n, dtype=np.int64)
-        """Decode steps with K > 0."""
-        self.decode_steps = np.zeros(n, dtype=np.int64)
-        self.preemptions = np.zeros(n, dtype=np.int64)
-        self.itl_max = np.zeros(n)
-        self.floor_off = np.zeros(n, dtype=bool)
-        """True once the acceptance floor stopped speculation for the request."""
-        self.trace_offset = np.zeros(n, dtype=np.int64)
-        self.trace_length = np.ones(n, dtype=np.int64)

@@ -16,11 +16,11 @@ from typing import Any
 import optuna
 
 from specsim.errors import SpecsimError
-from specsim.formats.policy import AcceptanceFloor, DrafterRef, EngineKnobs, Policy
+from specsim.formats.policy import SCHEDULE_TOP, AcceptanceFloor, DrafterRef, EngineKnobs, Policy
 from specsim.formats.profile import Profile
 
 OFF = "off"
-TOP = 1 << 16
+TOP = SCHEDULE_TOP
 """Upper end of the last schedule range (any batch size an engine can have)."""
 
 

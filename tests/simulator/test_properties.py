@@ -32,13 +32,14 @@ def scenarios(draw):  # noqa: ANN201
         hysteresis=draw(st.integers(0, 3)),
         acceptance_floor=AcceptanceFloor(min_rate=floor) if floor else None,
     )
-    largest = max(i + o for i, o in zip(inp, out, strict=True)) + k1
+    largest = max(i + o for i, o in zip(inp, out, strict=True)) + 2 * k1  # drafts + the draft model's lookahead
+    seqs = draw(st.integers(1, 16))
     cfg = SimConfig(
-        max_num_seqs=draw(st.integers(1, 16)),
-        max_num_batched_tokens=draw(st.integers(8, 2048)),
-        num_kv_blocks=draw(st.integers(-(-largest // 16), 400)),
+        max_num_seqs=seqs,
+        max_num_batched_tokens=max(seqs, draw(st.integers(8, 2048))),
+        num_kv_blocks=draw(st.integers(-(-largest // 16) + 1, 400)),  # + vLLM's null block
         chunked_prefill=True,
-        k_basis=draw(st.sampled_from(["running", "decoding"])),
+        k_basis=draw(st.sampled_from(["scheduled", "running", "decoding"])),
         replicas=draw(st.integers(1, 3)),
         router=draw(st.sampled_from(["round_robin", "least_loaded"])),
         concurrency=draw(st.one_of(st.none(), st.integers(1, 6))),
@@ -62,7 +63,8 @@ def test_invariants(case) -> None:  # noqa: ANN001
     assert (steps["basis_batch"] <= cfg.max_num_seqs).all()
     dec = steps["decoding"]
     assert (steps["decode_tokens"] + steps["prefill_tokens"] <= cfg.max_num_batched_tokens).all()  # budget
-    assert (steps["decode_tokens"] <= dec * (1 + steps["k"])).all()
+    assert (steps["decode_tokens"] <= dec * (1 + policy.max_k)).all()
+    assert (steps["scheduled"] <= cfg.max_num_seqs).all()
     if policy.hysteresis == 0:  # without hysteresis, K is exactly the schedule's
         expect = np.array([policy.k_for(int(b)) for b in steps["basis_batch"]])
         assert (steps["k"][dec > 0] == expect[dec > 0]).all()

@@ -1,0 +1,750 @@
+"""The engine's hot loop, compiled with numba: vLLM V1's scheduler, step costs, acceptance, metrics.
+
+One call of `run_steps` runs engine iterations of one replica on its own clock until the next
+external event (an arrival the router will deliver, or a finish a closed-loop client waits for).
+Every iteration does what vLLM 0.32's engine core does in `EngineCore.step` + `post_step`:
+
+1. `schedule_step`: vLLM V1's `Scheduler.schedule()` (vllm/v1/core/sched/scheduler.py) for a
+   decoder-only model with full attention, FCFS, no KV connector: the RUNNING loop in admission
+   order (each request asks for `num_tokens + len(spec) - num_computed`, capped by the token
+   budget and max_model_len; `allocate_slots` fails -> preempt the tail of `running`, stop when
+   the victim is the request itself), then, only if nothing was preempted, the WAITING loop
+   (FCFS, `max_num_seqs`, whole-prompt KV check `scheduler_reserve_full_isl`, chunked prefill or
+   stop, the static-K decode padding of 1-token admissions).
+2. The step's duration from the profile's cost model (`step_seconds`).
+3. `finish_step`: vLLM's `update_from_output`: rows whose computed tokens reached the request's
+   tokens sample `accepted + 1` tokens (rejected drafts roll `num_computed` back), finished
+   requests free their blocks; then the drafter proposes for every sampled row with K from the
+   policy, keyed on the step's scheduled requests (`dynamic_sd_lookup[len(num_scheduled_tokens)]`)
+   or another basis.
+
+State lives in numpy columns (`Req`, `Rep`) shared with Python; `NUMBA_DISABLE_JIT=1` runs the same
+code as plain Python for debugging. The vLLM scheduler itself can replace step 1
+(`specsim.simulator.vllm_oracle`), which is how this module is checked.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+# ---- per-replica integer state (Rep.ri) -------------------------------------------------------
+RI_NRUN = 0  # requests in `running`
+RI_WHEAD = 1  # ring-buffer head of `waiting`
+RI_WLEN = 2  # requests waiting
+RI_FREE = 3  # free KV blocks
+RI_HYST = 4  # hysteresis: index of the K range in force, -1 none
+RI_LOGN = 5  # step-log rows used
+RI_DETN = 6  # detail rows used
+RI_PREN = 7  # preemption-detail rows used
+RI_STEPS = 8  # steps run
+RI_NFIN = 9  # finished requests written to `Rep.fin` since the caller last read them
+RI_MAXSTEP = 10  # debug: stop after this many steps (<= 0: no limit)
+RI_SIZE = 11
+# ---- per-replica float state (Rep.rf) ---------------------------------------------------------
+RF_CLOCK = 0
+RF_BUSY = 1
+RF_ITL_SUM = 2
+RF_ITL_N = 3
+RF_EXTRAP = 4  # steps whose batch lay beyond the cost table's measured range
+RF_SIZE = 5
+
+# ---- integer parameters (Params.pi) -----------------------------------------------------------
+P_MAXSEQS = 0
+P_TOKBUDGET = 1  # vLLM max_num_scheduled_tokens
+P_INBUDGET = 2  # vLLM max_num_batched_tokens (the input budget, draft slots included)
+P_DRAFTSLOTS = 3  # speculative_config.max_num_new_slots_for_drafting
+P_BS = 4  # block size
+P_LOOKAHEAD = 5  # vllm_config.num_lookahead_tokens
+P_MAXLEN = 6  # max_model_len
+P_CHUNKED = 7
+P_FULLISL = 8  # scheduler_reserve_full_isl
+P_WATERMARK = 9  # watermark blocks
+P_LONGTHR = 10  # long_prefill_token_threshold
+P_KBASIS = 11  # 0 scheduled (vLLM), 1 decoding rows, 2 running
+P_STATICK = 12  # > 0: a static K (vLLM without a dynamic schedule: pads 1-token admissions)
+P_HYSTBAND = 13
+P_FLOORWARM = 14
+P_ACCMODE = 15  # 0 no speculation, 1 greedy traces, 2 sampled per-draft-token, 3 sampled legacy p[pos+j]
+P_HASDRAFTED = 16
+P_DETAIL = 17  # record every scheduled row (parity checks)
+P_KMAX = 18
+P_STOPFIN = 19  # return after a step that finished a request (closed loop)
+P_SIZE = 20
+PF_FLOORRATE = 0  # acceptance floor min rate (0 = no floor)
+PF_SIZE = 1
+
+K_BASIS = {"scheduled": 0, "decoding": 1, "running": 2}
+
+# ---- step log columns (Log.li, Log.lf) --------------------------------------------------------
+L_SCHED = 0  # requests scheduled (vLLM's K basis)
+L_DEC = 1  # decode rows (requests past their prefill)
+L_K = 2  # K the schedule gave for the drafts proposed after this step
+L_DECTOK = 3  # tokens of decode rows (1 + drafts each)
+L_SPECTOK = 4  # draft tokens verified
+L_PRETOK = 5  # prefill tokens (prompt chunks and recomputation)
+L_EMIT = 6  # tokens emitted
+L_PREEMPT = 7  # requests preempted while scheduling this step
+L_RUN = 8  # requests in `running` after scheduling
+L_BASIS = 9  # batch size the K lookup used
+L_PREROWS = 10  # prefill rows
+L_WAIT = 11  # requests waiting after scheduling
+L_NCOL = 12
+LF_START = 0
+LF_DUR = 1
+LF_CTX = 2  # context tokens of decode rows
+LF_NCOL = 3
+
+# ---- cost-model floats (Cost.cf) --------------------------------------------------------------
+C_REFCTX = 0
+C_CTXSLOPE = 1  # s per context token
+C_PREINTERCEPT = 2
+C_PRESLOPE = 3  # s per prefill token beyond the last measured point
+C_BMAX = 4  # largest batch in the dense table
+C_BMEASURED = 5  # largest measured batch (beyond it: extrapolated)
+C_SIZE = 6
+MIN_FRACTION = 0.25  # a context shorter than the reference never makes a step cheaper than this
+
+# ---- ITL histogram: log-spaced bins from 1 us to 1e5 s ---------------------------------------
+ITL_LO = 1e-6
+ITL_BINS_PER_DECADE = 2000
+ITL_DECADES = 11
+ITL_NBINS = ITL_BINS_PER_DECADE * ITL_DECADES + 2
+
+# return codes of run_steps
+RET_IDLE = 0  # no request left on the replica
+RET_EVENT = 1  # the clock reached the next external event
+RET_FINISH = 2  # a request finished and the caller asked to hear of it
+RET_LOGFULL = 3  # the step log (or detail log) needs more room
+RET_MAXSTEP = 4
+RET_STUCK = 5  # nothing could be scheduled while requests wait: an impossible configuration
+
+
+class Req(NamedTuple):
+    """Per-request columns (index = request number)."""
+
+    inp: np.ndarray
+    out: np.ndarray
+    gen: np.ndarray
+    """Output tokens so far."""
+    computed: np.ndarray
+    """vLLM num_computed_tokens."""
+    spec: np.ndarray
+    """Draft tokens proposed and not yet verified (len(spec_token_ids))."""
+    held: np.ndarray
+    """KV blocks held."""
+    state: np.ndarray
+    """0 not arrived, 1 waiting, 2 running, 3 finished."""
+    first_sched: np.ndarray
+    first_token: np.ndarray
+    last_token: np.ndarray
+    finish: np.ndarray
+    itl_max: np.ndarray
+    decode_steps: np.ndarray
+    verify_steps: np.ndarray
+    drafted: np.ndarray
+    accepted: np.ndarray
+    preemptions: np.ndarray
+    tstart: np.ndarray
+    tlen: np.ndarray
+    floor_off: np.ndarray
+    pchunk: np.ndarray
+    """1 while the last schedule left the request part-way through its (re)prefill (is_prefill_chunk)."""
+
+
+class Rep(NamedTuple):
+    """One replica: running (admission order), waiting (ring buffer), counters, finished list."""
+
+    running: np.ndarray
+    waiting: np.ndarray
+    ri: np.ndarray
+    rf: np.ndarray
+    fin: np.ndarray
+    itl_hist: np.ndarray
+
+
+class Params(NamedTuple):
+    pi: np.ndarray
+    pf: np.ndarray
+    klookup: np.ndarray
+    """K per batch size 0..max_num_seqs (the policy's ranges, 0 where none covers)."""
+    kranges: np.ndarray
+    """[n, 3] int64 ranges lo, hi, K (hysteresis)."""
+
+
+class Acc(NamedTuple):
+    r: np.ndarray
+    """Greedy: accepted run length at flat position (int16)."""
+    d: np.ndarray
+    """Draft tokens actually proposed at flat position (int16), when recorded."""
+    p: np.ndarray
+    """Sampled: [flat position, j] probability the j-th draft token is accepted."""
+
+
+class Cost(NamedTuple):
+    tab: np.ndarray
+    """[b_max + 1, k_max + 1] seconds of a decode step (target + drafter) at the reference context."""
+    cf: np.ndarray
+    pre_tok: np.ndarray
+    pre_s: np.ndarray
+
+
+class Log(NamedTuple):
+    li: np.ndarray
+    lf: np.ndarray
+    det: np.ndarray
+    """[rows, 5]: step, request, scheduled tokens, draft tokens scheduled, padded."""
+    pre: np.ndarray
+    """[rows, 2]: step, preempted request."""
+
+
+class Rows(NamedTuple):
+    """Scratch for one step's scheduled rows."""
+
+    ids: np.ndarray
+    new: np.ndarray
+    spec: np.ndarray
+    pad: np.ndarray
+    sampled: np.ndarray
+    dec: np.ndarray
+    acc: np.ndarray
+    """Draft tokens accepted (written by finish_step)."""
+
+
+def new_rows(n: int) -> Rows:
+    z = np.zeros(n, dtype=np.int64)
+    return Rows(z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())
+
+
+# =============================================================================================
+# small helpers
+# =============================================================================================
+@njit(cache=True, inline="always")
+def cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@njit(cache=True)
+def waiting_push(rep: Rep, i: int) -> None:
+    """Append request i to the back of the waiting queue."""
+    w = rep.waiting
+    cap = w.shape[0]
+    pos = (rep.ri[RI_WHEAD] + rep.ri[RI_WLEN]) % cap
+    w[pos] = i
+    rep.ri[RI_WLEN] += 1
+
+
+@njit(cache=True)
+def waiting_prepend(rep: Rep, i: int) -> None:
+    """Put request i at the front of the waiting queue (a preempted request)."""
+    w = rep.waiting
+    cap = w.shape[0]
+    h = (rep.ri[RI_WHEAD] - 1) % cap
+    w[h] = i
+    rep.ri[RI_WHEAD] = h
+    rep.ri[RI_WLEN] += 1
+
+
+@njit(cache=True)
+def waiting_peek(rep: Rep) -> int:
+    return rep.waiting[rep.ri[RI_WHEAD]]
+
+
+@njit(cache=True)
+def waiting_pop(rep: Rep) -> int:
+    i = rep.waiting[rep.ri[RI_WHEAD]]
+    rep.ri[RI_WHEAD] = (rep.ri[RI_WHEAD] + 1) % rep.waiting.shape[0]
+    rep.ri[RI_WLEN] -= 1
+    return i
+
+
+@njit(cache=True)
+def submit(req: Req, rep: Rep, i: int) -> None:
+    """Request i arrives at this replica."""
+    req.state[i] = 1
+    waiting_push(rep, i)
+
+
+# =============================================================================================
+# 1. scheduling (vLLM V1 Scheduler.schedule)
+# =============================================================================================
+@njit(cache=True)
+def preempt(req: Req, rep: Rep, victim: int, log: Log, p: Params) -> None:
+    """vLLM `_preempt_request`: free its blocks, forget its progress and drafts, queue it first."""
+    rep.ri[RI_FREE] += req.held[victim]
+    req.held[victim] = 0
+    req.computed[victim] = 0
+    req.spec[victim] = 0
+    req.preemptions[victim] += 1
+    req.state[victim] = 1
+    waiting_prepend(rep, victim)
+    if p.pi[P_DETAIL]:
+        n = rep.ri[RI_PREN]
+        if n < log.pre.shape[0]:
+            log.pre[n, 0] = rep.ri[RI_STEPS]
+            log.pre[n, 1] = victim
+        rep.ri[RI_PREN] = n + 1
+
+
+@njit(cache=True)
+def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[int, int]:
+    """Form one step's batch exactly as vLLM V1's scheduler does. Returns (rows, preempted)."""
+    pi = p.pi
+    bs = pi[P_BS]
+    maxlen = pi[P_MAXLEN]
+    lookahead = pi[P_LOOKAHEAD]
+    draft_slots = pi[P_DRAFTSLOTS]
+    token_budget = pi[P_TOKBUDGET]
+    input_budget = pi[P_INBUDGET]
+    running = rep.running
+    ri = rep.ri
+    n_rows = 0
+    n_preempted = 0
+    # long_prefill_token_threshold applies only when another request could be starved
+    thr = pi[P_LONGTHR] if ri[RI_NRUN] + ri[RI_WLEN] > 1 else 0
+    prefill_scheduled = False
+
+    # ---- RUNNING requests, in admission order ------------------------------------------------
+    idx = 0
+    while idx < ri[RI_NRUN] and token_budget > 0:
+        if input_budget <= draft_slots:
+            break
+        i = running[idx]
+        num_tokens = req.inp[i] + req.gen[i]
+        new = num_tokens + req.spec[i] - req.computed[i]
+        if 0 < thr < new:
+            new = thr
+        new = min(new, token_budget, input_budget - draft_slots)
+        new = min(new, maxlen - req.computed[i] - 1)
+        if new <= 0:
+            idx += 1
+            continue
+        ok = False
+        while True:
+            need = cdiv(min(req.computed[i] + new + lookahead, maxlen), bs) - req.held[i]
+            if need < 0:
+                need = 0
+            if need <= ri[RI_FREE]:
+                ok = True
+                break
+            victim = running[ri[RI_NRUN] - 1]
+            ri[RI_NRUN] -= 1
+            preempt(req, rep, victim, log, p)
+            n_preempted += 1
+            if victim == i:
+                break
+        if not ok:
+            break
+        ri[RI_FREE] -= need
+        req.held[i] += need
+        if req.pchunk[i]:
+            prefill_scheduled = True  # request.is_prefill_chunk
+            rows.dec[n_rows] = 0
+        else:
+            rows.dec[n_rows] = 1
+        sched_spec = new + req.computed[i] - num_tokens
+        if sched_spec < 0:
+            sched_spec = 0
+        if sched_spec > req.spec[i]:
+            sched_spec = req.spec[i]
+        rows.ids[n_rows] = i
+        rows.new[n_rows] = new
+        rows.spec[n_rows] = sched_spec
+        rows.pad[n_rows] = 0
+        n_rows += 1
+        req.spec[i] = 0
+        token_budget -= new
+        input_budget -= new + draft_slots
+        idx += 1
+
+    # ---- WAITING requests, only when nothing was preempted -----------------------------------
+    if n_preempted == 0:
+        static_k = pi[P_STATICK]
+        while token_budget > 0:
+            if ri[RI_WLEN] == 0 or input_budget <= draft_slots:
+                break
+            if ri[RI_NRUN] >= pi[P_MAXSEQS]:
+                break
+            i = waiting_peek(rep)
+            num_tokens = req.inp[i] + req.gen[i]
+            computed = 0  # no prefix caching: nothing is cached
+            request_budget = min(token_budget, input_budget - draft_slots)
+            new = num_tokens - computed
+            pad = 0
+            if (static_k > 0 and new == 1 and not prefill_scheduled
+                    and (n_rows > 0 or computed > 0)):
+                padded = 1 + static_k
+                if computed + padded + 1 <= maxlen:
+                    if padded > request_budget:
+                        break
+                    new = padded
+                    pad = 1
+            if 0 < thr < new:
+                new = thr
+            if pi[P_CHUNKED] == 0 and new > request_budget:
+                break
+            new = min(new, request_budget)
+            watermark = pi[P_WATERMARK] if ri[RI_NRUN] > 0 else 0
+            if pi[P_FULLISL]:
+                full = cdiv(min(num_tokens, maxlen), bs)
+                if full + watermark > ri[RI_FREE]:
+                    break
+            need = cdiv(min(computed + new + lookahead, maxlen), bs)
+            if need + watermark > ri[RI_FREE]:
+                break
+            waiting_pop(rep)
+            if req.first_sched[i] != req.first_sched[i]:  # NaN: first admission
+                req.first_sched[i] = rep.rf[RF_CLOCK]
+            running[ri[RI_NRUN]] = i
+            ri[RI_NRUN] += 1
+            req.state[i] = 2
+            ri[RI_FREE] -= need
+            req.held[i] = need
+            req.computed[i] = computed
+            rows.ids[n_rows] = i
+            rows.new[n_rows] = new
+            rows.spec[n_rows] = static_k if pad else 0
+            rows.pad[n_rows] = pad
+            rows.dec[n_rows] = 1 if (pad and req.gen[i] > 0) else 0
+            n_rows += 1
+            token_budget -= new
+            input_budget -= new + draft_slots
+
+    # _update_after_schedule: computed tokens advance now; rejected drafts roll back later
+    for j in range(n_rows):
+        i = rows.ids[j]
+        req.computed[i] += rows.new[j]
+        sampled = 1 if req.computed[i] >= req.inp[i] + req.gen[i] else 0
+        rows.sampled[j] = sampled
+        req.pchunk[i] = 1 - sampled
+    return n_rows, n_preempted
+
+
+# =============================================================================================
+# 2. step cost (the profile's execution-time model)
+# =============================================================================================
+@njit(cache=True)
+def prefill_seconds(cost: Cost, tokens: float) -> float:
+    if tokens <= 0:
+        return 0.0
+    t = cost.pre_tok
+    s = cost.pre_s
+    cf = cost.cf
+    if tokens <= t[-1]:
+        if tokens < t[0]:
+            return cf[C_PREINTERCEPT] + (s[0] - cf[C_PREINTERCEPT]) * tokens / t[0]
+        return np.interp(tokens, t, s)
+    return s[-1] + cf[C_PRESLOPE] * (tokens - t[-1])
+
+
+@njit(cache=True)
+def decode_seconds(cost: Cost, batch: int, k: float) -> float:
+    tab = cost.tab
+    bmax = tab.shape[0] - 1
+    kmax = tab.shape[1] - 1
+    if batch > bmax:
+        ki = min(int(round(k)), kmax)
+        slope = max(tab[bmax, ki] - tab[bmax - 1, ki], 0.0) if bmax >= 2 else 0.0
+        return tab[bmax, ki] + slope * (batch - bmax)
+    ki = int(k)
+    if ki >= kmax:
+        return tab[batch, kmax]
+    frac = k - ki
+    if frac == 0.0:
+        return tab[batch, ki]
+    return tab[batch, ki] * (1.0 - frac) + tab[batch, ki + 1] * frac
+
+
+@njit(cache=True)
+def step_seconds(cost: Cost, n_dec: int, spec_tokens: int, prefill_tokens: int, ctx: float) -> float:
+    """Duration of a step with n_dec decode rows verifying spec_tokens drafts in all, and prefill."""
+    if n_dec <= 0:
+        return prefill_seconds(cost, prefill_tokens)
+    cf = cost.cf
+    k = spec_tokens / n_dec
+    base = decode_seconds(cost, n_dec, k)
+    t = base + cf[C_CTXSLOPE] * (ctx - n_dec * cf[C_REFCTX])
+    if t < MIN_FRACTION * base:
+        t = MIN_FRACTION * base
+    if prefill_tokens > 0:
+        extra = prefill_seconds(cost, prefill_tokens) - cf[C_PREINTERCEPT]
+        if extra > 0:
+            t += extra
+    return t
+
+
+# =============================================================================================
+# 3. outcome of a step (update_from_output) and the drafter's next proposals (post_step)
+# =============================================================================================
+@njit(cache=True)
+def k_for_basis(p: Params, rep: Rep, basis: int) -> int:
+    """K the policy gives at batch size `basis`, with the hysteresis band when set."""
+    band = p.pi[P_HYSTBAND]
+    lk = p.klookup
+    if band == 0:
+        if basis < lk.shape[0]:
+            return lk[basis]
+        return lk[-1] if p.kranges.shape[0] and p.kranges[-1, 1] >= basis else 0
+    kr = p.kranges
+    cur = rep.ri[RI_HYST]
+    if cur >= 0:
+        if kr[cur, 0] - band <= basis <= kr[cur, 1] + band:
+            return kr[cur, 2]
+    new = -1
+    for r in range(kr.shape[0]):
+        if kr[r, 0] <= basis <= kr[r, 1]:
+            new = r
+            break
+    rep.ri[RI_HYST] = new
+    return kr[new, 2] if new >= 0 else 0
+
+
+@njit(cache=True)
+def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
+    """Draft tokens of request i's d-token draft that the target accepts (at output position gen)."""
+    pos = req.gen[i] % req.tlen[i]
+    flat = req.tstart[i] + pos
+    mode = p.pi[P_ACCMODE]
+    if mode == 1:
+        r = acc.r[flat]
+        return r if r < d else d
+    n = 0
+    if mode == 2:
+        for j in range(d):
+            if np.random.random() < acc.p[flat, j]:
+                n += 1
+            else:
+                break
+        return n
+    # legacy sampled traces (one probability per position): the j-th token uses p[pos + j]
+    for j in range(d):
+        f = req.tstart[i] + (req.gen[i] + j) % req.tlen[i]
+        if np.random.random() < acc.p[f, 0]:
+            n += 1
+        else:
+            break
+    return n
+
+
+@njit(cache=True)
+def itl_record(rep: Rep, gap: float) -> None:
+    rep.rf[RF_ITL_SUM] += gap
+    rep.rf[RF_ITL_N] += 1.0
+    if gap <= ITL_LO:
+        b = 0
+    else:
+        b = int(math.log10(gap / ITL_LO) * ITL_BINS_PER_DECADE) + 1
+        if b >= ITL_NBINS:
+            b = ITL_NBINS - 1
+    rep.itl_hist[b] += 1
+
+
+@njit(cache=True)
+def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int, now: float,
+                basis: int, free_blocks: bool) -> tuple[int, int]:
+    """Apply one step's outcome at time `now`; returns (tokens emitted, K for the new drafts)."""
+    emitted = 0
+    floor_rate = p.pf[PF_FLOORRATE]
+    warm = p.pi[P_FLOORWARM]
+    for j in range(n_rows):
+        if rows.sampled[j] == 0:
+            continue  # a prefill chunk that did not reach the end of the prompt: nothing sampled
+        i = rows.ids[j]
+        d = rows.spec[j]
+        a = 0
+        if d > 0 and rows.pad[j] == 0:
+            a = accepted_tokens(p, acc, req, i, d)
+        rows.acc[j] = a
+        rem = req.out[i] - req.gen[i]
+        emit = a + 1
+        if emit > rem:
+            emit = rem
+        req.computed[i] -= d - a  # rejected drafts are recomputed
+        if req.gen[i] == 0:
+            req.first_token[i] = now
+        else:
+            gap = now - req.last_token[i]
+            itl_record(rep, gap)
+            if gap > req.itl_max[i]:
+                req.itl_max[i] = gap
+            req.decode_steps[i] += 1
+        if d > 0:
+            req.verify_steps[i] += 1
+            req.drafted[i] += d
+            req.accepted[i] += a
+            if floor_rate > 0.0 and req.verify_steps[i] >= warm and req.accepted[i] < floor_rate * req.drafted[i]:
+                req.floor_off[i] = 1
+        req.gen[i] += emit
+        req.last_token[i] = now
+        emitted += emit
+        if req.gen[i] >= req.out[i]:
+            req.finish[i] = now
+            req.state[i] = 3
+            if free_blocks:
+                rep.ri[RI_FREE] += req.held[i]
+                req.held[i] = 0
+            nf = rep.ri[RI_NFIN]
+            rep.fin[nf] = i
+            rep.ri[RI_NFIN] = nf + 1
+    # the drafter proposes for every row that sampled and goes on (EngineCore.post_step)
+    k = 0
+    if p.pi[P_ACCMODE] != 0:
+        k = k_for_basis(p, rep, basis)
+        has_d = p.pi[P_HASDRAFTED] != 0
+        for j in range(n_rows):
+            if rows.sampled[j] == 0:
+                continue
+            i = rows.ids[j]
+            if req.state[i] == 3:
+                continue
+            kk = 0 if req.floor_off[i] else k
+            if has_d and kk > 0:
+                dd = acc.d[req.tstart[i] + req.gen[i] % req.tlen[i]]
+                if dd < kk:
+                    kk = dd
+            req.spec[i] = kk
+    return emitted, k
+
+
+@njit(cache=True)
+def drop_finished(req: Req, rep: Rep) -> None:
+    """Remove finished requests from `running`, keeping the order of the others."""
+    running = rep.running
+    n = rep.ri[RI_NRUN]
+    w = 0
+    for r in range(n):
+        i = running[r]
+        if req.state[i] != 3:
+            running[w] = i
+            w += 1
+    rep.ri[RI_NRUN] = w
+
+
+# =============================================================================================
+# 4. the loop
+# =============================================================================================
+@njit(cache=True)
+def step_features(req: Req, rows: Rows, n_rows: int) -> tuple[int, int, int, int, int, float]:
+    """(decode rows, decode tokens, draft tokens, prefill tokens, prefill rows, decode context)."""
+    n_dec = 0
+    dec_tok = 0
+    spec_tok = 0
+    pre_tok = 0
+    pre_rows = 0
+    ctx = 0.0
+    for j in range(n_rows):
+        if rows.dec[j]:
+            i = rows.ids[j]
+            n_dec += 1
+            dec_tok += rows.new[j]
+            spec_tok += rows.spec[j]
+            ctx += req.inp[i] + req.gen[i]
+        else:
+            pre_tok += rows.new[j]
+            pre_rows += 1
+    return n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx
+
+
+@njit(cache=True)
+def log_step(rep: Rep, log: Log, start: float, dt: float, n_rows: int, n_dec: int, k: int, dec_tok: int,
+             spec_tok: int, pre_tok: int, emitted: int, n_pre: int, basis: int, pre_rows: int,
+             ctx: float) -> None:
+    n = rep.ri[RI_LOGN]
+    li = log.li
+    li[n, L_SCHED] = n_rows
+    li[n, L_DEC] = n_dec
+    li[n, L_K] = k
+    li[n, L_DECTOK] = dec_tok
+    li[n, L_SPECTOK] = spec_tok
+    li[n, L_PRETOK] = pre_tok
+    li[n, L_EMIT] = emitted
+    li[n, L_PREEMPT] = n_pre
+    li[n, L_RUN] = rep.ri[RI_NRUN]
+    li[n, L_BASIS] = basis
+    li[n, L_PREROWS] = pre_rows
+    li[n, L_WAIT] = rep.ri[RI_WLEN]
+    log.lf[n, LF_START] = start
+    log.lf[n, LF_DUR] = dt
+    log.lf[n, LF_CTX] = ctx
+    rep.ri[RI_LOGN] = n + 1
+
+
+@njit(cache=True)
+def log_detail(rep: Rep, log: Log, rows: Rows, n_rows: int) -> None:
+    n = rep.ri[RI_DETN]
+    step = rep.ri[RI_STEPS]
+    for j in range(n_rows):
+        if n + j < log.det.shape[0]:
+            log.det[n + j, 0] = step
+            log.det[n + j, 1] = rows.ids[j]
+            log.det[n + j, 2] = rows.new[j]
+            log.det[n + j, 3] = rows.spec[j]
+            log.det[n + j, 4] = rows.pad[j]
+    rep.ri[RI_DETN] = n + n_rows
+
+
+@njit(cache=True)
+def basis_of(p: Params, rep: Rep, n_rows: int, n_dec: int) -> int:
+    kb = p.pi[P_KBASIS]
+    if kb == 0:
+        return n_rows
+    if kb == 1:
+        return n_dec
+    return rep.ri[RI_NRUN]
+
+
+@njit(cache=True)
+def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows,
+              t_limit: float) -> int:
+    """Run steps from the replica's clock until the clock reaches t_limit (or see RET_*)."""
+    ri = rep.ri
+    rf = rep.rf
+    bmeasured = cost.cf[C_BMEASURED]
+    while True:
+        if ri[RI_NRUN] == 0 and ri[RI_WLEN] == 0:
+            return RET_IDLE
+        if ri[RI_LOGN] >= log.li.shape[0]:
+            return RET_LOGFULL
+        if p.pi[P_DETAIL] and (ri[RI_DETN] + p.pi[P_MAXSEQS] > log.det.shape[0]
+                               or ri[RI_PREN] + p.pi[P_MAXSEQS] > log.pre.shape[0]):
+            return RET_LOGFULL
+        if 0 < ri[RI_MAXSTEP] <= ri[RI_STEPS]:
+            return RET_MAXSTEP
+        n_rows, n_pre = schedule_step(req, rep, p, rows, log)
+        if n_rows == 0:
+            if n_pre == 0:
+                return RET_STUCK
+            # every running request was preempted: vLLM runs an empty step, then admits
+            log_step(rep, log, rf[RF_CLOCK], 0.0, 0, 0, 0, 0, 0, 0, 0, n_pre, 0, 0, 0.0)
+            ri[RI_STEPS] += 1
+            continue
+        if p.pi[P_DETAIL]:
+            log_detail(rep, log, rows, n_rows)
+        n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx = step_features(req, rows, n_rows)
+        dt = step_seconds(cost, n_dec, spec_tok, pre_tok, ctx)
+        if n_dec > bmeasured:
+            rf[RF_EXTRAP] += 1.0
+        start = rf[RF_CLOCK]
+        now = start + dt
+        rf[RF_CLOCK] = now
+        rf[RF_BUSY] += dt
+        basis = basis_of(p, rep, n_rows, n_dec)
+        n_fin_before = ri[RI_NFIN]
+        emitted, k = finish_step(req, rep, p, acc, rows, n_rows, now, basis, True)
+        if ri[RI_NFIN] > n_fin_before:
+            drop_finished(req, rep)
+        log_step(rep, log, start, dt, n_rows, n_dec, k, dec_tok, spec_tok, pre_tok, emitted, n_pre, basis,
+                 pre_rows, ctx)
+        ri[RI_STEPS] += 1
+        if p.pi[P_STOPFIN] and ri[RI_NFIN] > n_fin_before:
+            return RET_FINISH
+        if now >= t_limit:
+            return RET_EVENT
+
+
+@njit(cache=True)
+def seed_rng(seed: int) -> None:
+    np.random.seed(seed)
