@@ -42,6 +42,11 @@ class SimConfig:
     """KV slots reserved past the scheduled tokens for the drafter: 'auto' is vLLM's
     (`num_lookahead_tokens`: the static K for EAGLE, MTP and draft-model drafters, 0 for n-gram and
     suffix), reserved even where the schedule says K = 0; 'none' reserves nothing."""
+    async_scheduling: Literal["auto", "on", "off"] = "auto"
+    """vLLM's async scheduling (step t+1 formed while step t runs, one step of lag on outputs and
+    drafts). 'auto' is vLLM's default: on for GPU profiles without speculation or with EAGLE, MTP or
+    draft-model drafters; off for n-gram and suffix drafters and on CPU (vLLM's CPU platform turns
+    it off)."""
     scheduler: Literal["fast", "vllm"] = "fast"
     """'fast': specsim's compiled reimplementation of vLLM's scheduler. 'vllm': vLLM's own
     Scheduler class (needs vLLM installed; exact for the installed version, slower)."""
@@ -89,6 +94,8 @@ class SimConfig:
             raise SpecsimError("router must be 'round_robin' or 'least_loaded'")
         if self.scheduler not in ("fast", "vllm"):
             raise SpecsimError("scheduler must be 'fast' or 'vllm'")
+        if self.async_scheduling not in ("auto", "on", "off"):
+            raise SpecsimError("async_scheduling must be 'auto', 'on' or 'off'")
         if self.lookahead not in ("auto", "none"):
             raise SpecsimError("lookahead must be 'auto' or 'none'")
         if not 0.0 <= self.watermark < 1.0:

@@ -99,6 +99,7 @@ class ReplicaEngine:
         ri = np.zeros(kernel.RI_SIZE, dtype=np.int64)
         ri[kernel.RI_FREE] = num_blocks
         ri[kernel.RI_HYST] = -1
+        ri[kernel.RI_PENDN] = -1
         self.rep = kernel.Rep(
             running=np.zeros(max_seqs + 1, dtype=np.int64),
             waiting=np.zeros(table.n + 1, dtype=np.int64),
@@ -107,6 +108,7 @@ class ReplicaEngine:
             itl_hist=np.zeros(kernel.ITL_NBINS, dtype=np.int64),
         )
         self.rows = kernel.new_rows(max_seqs + 1)
+        self.rows2 = kernel.new_rows(max_seqs + 1)
         self.log = StepLog(detail, max_seqs + 1)
         self._wake: simpy.Event | None = None
         self.process = env.process(self._run())
@@ -128,14 +130,14 @@ class ReplicaEngine:
         return float(self.rep.rf[kernel.RF_BUSY])
 
     def _has_work(self) -> bool:
-        return self.load > 0
+        return self.load > 0 or self.rep.ri[kernel.RI_PENDN] >= 0
 
     # ---- the step loop ------------------------------------------------------------------------
     def _advance(self, t_limit: float) -> None:
         """Run steps from env.now until t_limit (subclasses replace the scheduler)."""
         while True:
             code = kernel.run_steps(self.req, self.rep, self.params, self.acc, self.cost, self.log.arrays,
-                                    self.rows, t_limit)
+                                    self.rows, self.rows2, t_limit)
             if code == kernel.RET_LOGFULL:
                 self.log.flush(self.rep.ri)
                 continue

@@ -43,14 +43,21 @@ RI_PREN = 7  # preemption-detail rows used
 RI_STEPS = 8  # steps run
 RI_NFIN = 9  # finished requests written to `Rep.fin` since the caller last read them
 RI_MAXSTEP = 10  # debug: stop after this many steps (<= 0: no limit)
-RI_SIZE = 11
+# async scheduling: the step in flight (scheduled, executing, its output not yet processed)
+RI_PENDN = 11  # its rows, -1 when none is in flight
+RI_PENDBUF = 12  # which Rows buffer holds it (0: rows, 1: rows2)
+RI_PM = 13  # 9 ints of its log record: dec, k, dec_tok, spec_tok, pre_tok, n_pre, basis, pre_rows, n_rows
+RI_KLAST = 22  # K set by the last async schedule
+RI_SIZE = 23
 # ---- per-replica float state (Rep.rf) ---------------------------------------------------------
 RF_CLOCK = 0
 RF_BUSY = 1
 RF_ITL_SUM = 2
 RF_ITL_N = 3
 RF_EXTRAP = 4  # steps whose batch lay beyond the cost table's measured range
-RF_SIZE = 5
+RF_PDT = 5  # duration of the step in flight
+RF_PCTX = 6  # its decode context
+RF_SIZE = 7
 
 # ---- integer parameters (Params.pi) -----------------------------------------------------------
 P_MAXSEQS = 0
@@ -73,7 +80,8 @@ P_HASDRAFTED = 16
 P_DETAIL = 17  # record every scheduled row (parity checks)
 P_KMAX = 18
 P_STOPFIN = 19  # return after a step that finished a request (closed loop)
-P_SIZE = 20
+P_ASYNC = 20  # vLLM async scheduling: step t+1 is formed before step t's output is processed
+P_SIZE = 21
 PF_FLOORRATE = 0  # acceptance floor min rate (0 = no floor)
 PF_SIZE = 1
 
@@ -153,6 +161,12 @@ class Req(NamedTuple):
     floor_off: np.ndarray
     pchunk: np.ndarray
     """1 while the last schedule left the request part-way through its (re)prefill (is_prefill_chunk)."""
+    ph: np.ndarray
+    """Async scheduling: num_output_placeholders (tokens scheduled whose output is not yet known)."""
+    inflight: np.ndarray
+    """Async scheduling: tokens of the request in the step in flight (num_in_flight_tokens)."""
+    stale: np.ndarray
+    """Async scheduling: in-flight tokens of a preempted request (num_stale_output_tokens)."""
 
 
 class Rep(NamedTuple):
@@ -278,6 +292,8 @@ def preempt(req: Req, rep: Rep, victim: int, log: Log, p: Params) -> None:
     req.held[victim] = 0
     req.computed[victim] = 0
     req.spec[victim] = 0
+    req.stale[victim] = req.inflight[victim]
+    req.ph[victim] = 0
     req.preemptions[victim] += 1
     req.state[victim] = 1
     waiting_prepend(rep, victim)
@@ -308,13 +324,18 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
     prefill_scheduled = False
 
     # ---- RUNNING requests, in admission order ------------------------------------------------
+    is_async = pi[P_ASYNC] != 0
     idx = 0
     while idx < ri[RI_NRUN] and token_budget > 0:
         if input_budget <= draft_slots:
             break
         i = running[idx]
         num_tokens = req.inp[i] + req.gen[i]
-        new = num_tokens + req.spec[i] - req.computed[i]
+        ph = req.ph[i]
+        if ph > 0 and req.computed[i] + 2 - ph >= req.inp[i] + req.out[i]:
+            idx += 1  # async: the step in flight certainly reaches max_tokens
+            continue
+        new = num_tokens + req.spec[i] + ph - req.computed[i]
         if 0 < thr < new:
             new = thr
         new = min(new, token_budget, input_budget - draft_slots)
@@ -345,7 +366,7 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
             rows.dec[n_rows] = 0
         else:
             rows.dec[n_rows] = 1
-        sched_spec = new + req.computed[i] - num_tokens
+        sched_spec = new + req.computed[i] - num_tokens - ph
         if sched_spec < 0:
             sched_spec = 0
         if sched_spec > req.spec[i]:
@@ -369,6 +390,9 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
             if ri[RI_NRUN] >= pi[P_MAXSEQS]:
                 break
             i = waiting_peek(rep)
+            if req.state[i] == 3:  # async: finished by its stale in-flight output while waiting
+                waiting_pop(rep)
+                continue
             num_tokens = req.inp[i] + req.gen[i]
             computed = 0  # no prefix caching: nothing is cached
             request_budget = min(token_budget, input_budget - draft_slots)
@@ -417,10 +441,32 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
     for j in range(n_rows):
         i = rows.ids[j]
         req.computed[i] += rows.new[j]
-        sampled = 1 if req.computed[i] >= req.inp[i] + req.gen[i] else 0
+        sampled = 1 if req.computed[i] >= req.inp[i] + req.gen[i] + req.ph[i] else 0
         rows.sampled[j] = sampled
         req.pchunk[i] = 1 - sampled
+    if is_async and n_rows > 0:
+        async_after_schedule(req, rep, p, rows, n_rows)
     return n_rows, n_preempted
+
+
+@njit(cache=True)
+def async_after_schedule(req: Req, rep: Rep, p: Params, rows: Rows, n_rows: int) -> None:
+    """AsyncScheduler._update_after_schedule: the output of this step is unknown when the next is
+    formed, so a decoding row holds 1 + drafts output placeholders, and K placeholder drafts
+    (num_spec_tokens_to_schedule of this step) stand for the drafts the worker will propose."""
+    n_dec = 0
+    for j in range(n_rows):
+        n_dec += rows.dec[j]
+    k = 0
+    if p.pi[P_ACCMODE] != 0:
+        k = k_for_basis(p, rep, basis_of(p, rep, n_rows, n_dec))
+    rep.ri[RI_KLAST] = k
+    for j in range(n_rows):
+        i = rows.ids[j]
+        req.inflight[i] += rows.new[j]
+        if req.pchunk[i] == 0:
+            req.ph[i] += 1 + rows.spec[j]
+            req.spec[i] = k
 
 
 # =============================================================================================
@@ -610,6 +656,66 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
 
 
 @njit(cache=True)
+def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int, now: float,
+                      free_blocks: bool) -> int:
+    """update_from_output under async scheduling (AsyncScheduler): like finish_step, plus the
+    placeholders, rows of requests that finished meanwhile are dropped, and the output of a request
+    preempted while this step was in flight is delivered without touching its reset counters. No
+    proposals: the drafts are the K placeholders set when the step was scheduled."""
+    emitted = 0
+    for j in range(n_rows):
+        i = rows.ids[j]
+        req.inflight[i] -= rows.new[j]
+        stale = False
+        if req.stale[i] > 0:
+            stale = True
+            req.stale[i] -= rows.new[j]
+        rows.acc[j] = 0
+        if req.state[i] == 3 or rows.sampled[j] == 0:
+            continue
+        d = rows.spec[j]
+        a = 0
+        if d > 0 and rows.pad[j] == 0:
+            a = accepted_tokens(p, acc, req, i, d)
+        rows.acc[j] = a
+        rem = req.out[i] - req.gen[i]
+        emit = a + 1
+        if emit > rem:
+            emit = rem
+        if not stale:
+            if req.computed[i] > 0:
+                req.computed[i] -= d - a
+            if req.ph[i] > 0:
+                req.ph[i] -= d - a
+            req.ph[i] -= emit
+        if req.gen[i] == 0:
+            req.first_token[i] = now
+        else:
+            gap = now - req.last_token[i]
+            itl_record(rep, gap)
+            if gap > req.itl_max[i]:
+                req.itl_max[i] = gap
+            req.decode_steps[i] += 1
+        if d > 0:
+            req.verify_steps[i] += 1
+            req.drafted[i] += d
+            req.accepted[i] += a
+        req.gen[i] += emit
+        req.last_token[i] = now
+        emitted += emit
+        if req.gen[i] >= req.out[i]:
+            req.finish[i] = now
+            if free_blocks:
+                rep.ri[RI_FREE] += req.held[i]
+                req.held[i] = 0
+            req.state[i] = 3  # (one that was waiting leaves the queue when the waiting loop meets it)
+            nf = rep.ri[RI_NFIN]
+            rep.fin[nf] = i
+            rep.ri[RI_NFIN] = nf + 1
+    return emitted
+
+
+@njit(cache=True)
 def drop_finished(req: Req, rep: Rep) -> None:
     """Remove finished requests from `running`, keeping the order of the others."""
     running = rep.running
@@ -697,9 +803,11 @@ def basis_of(p: Params, rep: Rep, n_rows: int, n_dec: int) -> int:
 
 
 @njit(cache=True)
-def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows,
+def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows, rows2: Rows,
               t_limit: float) -> int:
     """Run steps from the replica's clock until the clock reaches t_limit (or see RET_*)."""
+    if p.pi[P_ASYNC]:
+        return run_steps_async(req, rep, p, acc, cost, log, rows, rows2, t_limit)
     ri = rep.ri
     rf = rep.rf
     bmeasured = cost.cf[C_BMEASURED]
@@ -743,6 +851,89 @@ def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, row
             return RET_FINISH
         if now >= t_limit:
             return RET_EVENT
+
+
+@njit(cache=True)
+def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows, rows2: Rows,
+                    t_limit: float) -> int:
+    """The loop under async scheduling (EngineCore.step_with_batch_queue, batch queue of 2): the
+    next step is scheduled when the one in flight starts, and its output is processed when it ends."""
+    ri = rep.ri
+    rf = rep.rf
+    bmeasured = cost.cf[C_BMEASURED]
+    while True:
+        has_req = ri[RI_NRUN] > 0 or ri[RI_WLEN] > 0
+        pend_n = ri[RI_PENDN]
+        if not has_req and pend_n < 0:
+            return RET_IDLE
+        if ri[RI_LOGN] >= log.li.shape[0]:
+            return RET_LOGFULL
+        if p.pi[P_DETAIL] and (ri[RI_DETN] + p.pi[P_MAXSEQS] > log.det.shape[0]
+                               or ri[RI_PREN] + p.pi[P_MAXSEQS] > log.pre.shape[0]):
+            return RET_LOGFULL
+        if 0 < ri[RI_MAXSTEP] <= ri[RI_STEPS]:
+            return RET_MAXSTEP
+        pend_in_2 = ri[RI_PENDBUF] == 1
+        cur = rows if pend_in_2 else rows2
+        n_new = -1
+        n_pre = 0
+        n_dec = dec_tok = spec_tok = pre_tok = pre_rows = 0
+        ctx = 0.0
+        if has_req:
+            n_new, n_pre = schedule_step(req, rep, p, cur, log)
+            # the step's composition is fixed now: time it before the step in flight completes
+            n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx = step_features(req, cur, n_new)
+        if n_new == 0 and n_pre == 0 and pend_n <= 0:
+            if ri[RI_NRUN] > 0 or ri[RI_WLEN] > 0:
+                return RET_STUCK
+            n_new = -1  # only lazily removed entries were left
+        if pend_n >= 0:
+            pen = rows2 if pend_in_2 else rows
+            now = rf[RF_CLOCK] + rf[RF_PDT]
+            n_fin_before = ri[RI_NFIN]
+            emitted = finish_step_async(req, rep, p, acc, pen, pend_n, now, True)
+            if ri[RI_NFIN] > n_fin_before:
+                drop_finished(req, rep)
+            pm = RI_PM
+            log_step(rep, log, rf[RF_CLOCK], rf[RF_PDT], ri[pm + 8], ri[pm], ri[pm + 1], ri[pm + 2], ri[pm + 3],
+                     ri[pm + 4], emitted, ri[pm + 5], ri[pm + 6], ri[pm + 7], rf[RF_PCTX])
+            rf[RF_BUSY] += rf[RF_PDT]
+            rf[RF_CLOCK] = now
+            ri[RI_PENDN] = -1
+        else:
+            n_fin_before = ri[RI_NFIN]
+        if n_new >= 0:
+            if p.pi[P_DETAIL]:
+                log_detail(rep, log, cur, n_new)
+            dt = step_seconds(cost, n_dec, spec_tok, pre_tok, ctx) if n_new > 0 else 0.0
+            if n_dec > bmeasured:
+                rf[RF_EXTRAP] += 1.0
+            pm = RI_PM
+            ri[pm] = n_dec
+            ri[pm + 1] = k_now(p, rep) if n_new > 0 else 0
+            ri[pm + 2] = dec_tok
+            ri[pm + 3] = spec_tok
+            ri[pm + 4] = pre_tok
+            ri[pm + 5] = n_pre
+            ri[pm + 6] = basis_of(p, rep, n_new, n_dec)
+            ri[pm + 7] = pre_rows
+            ri[pm + 8] = n_new
+            rf[RF_PDT] = dt
+            rf[RF_PCTX] = ctx
+            ri[RI_PENDN] = n_new
+            ri[RI_PENDBUF] = 0 if pend_in_2 else 1
+            ri[RI_STEPS] += 1
+        if pend_n >= 0:
+            if p.pi[P_STOPFIN] and ri[RI_NFIN] > n_fin_before:
+                return RET_FINISH
+            if rf[RF_CLOCK] >= t_limit:
+                return RET_EVENT
+
+
+@njit(cache=True)
+def k_now(p: Params, rep: Rep) -> int:
+    """The K the last async schedule set (stored for its log record)."""
+    return rep.ri[RI_KLAST]
 
 
 @njit(cache=True)

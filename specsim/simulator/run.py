@@ -45,8 +45,22 @@ DRAFT_SLOT_METHODS = {"draft_model": 1}
 """Extra input-budget slots per scheduled request (SpeculativeConfig.max_num_new_slots_for_drafting)."""
 
 
+ASYNC_METHODS = LOOKAHEAD_METHODS
+"""Drafters vLLM runs with async scheduling by default on GPU (VllmConfig.__post_init__)."""
+
+
+def async_scheduling(cfg: SimConfig, policy: Policy, device: str) -> bool:
+    """Whether the engine schedules asynchronously (cfg.async_scheduling, 'auto' = vLLM's default)."""
+    if cfg.async_scheduling != "auto":
+        return cfg.async_scheduling == "on"
+    if device != "cuda":
+        return False  # vLLM's CPU platform turns async scheduling off
+    speculating = policy.drafter is not None and policy.max_k > 0
+    return not speculating or policy.drafter.method in ASYNC_METHODS
+
+
 def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | None, max_model_len: int,
-                  detail: bool = False) -> kernel.Params:
+                  detail: bool = False, is_async: bool = False) -> kernel.Params:
     """The integer/float settings and the K lookup the compiled engine reads."""
     pi = np.zeros(kernel.P_SIZE, dtype=np.int64)
     pf = np.zeros(kernel.PF_SIZE)
@@ -70,6 +84,7 @@ def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | Non
     pi[kernel.P_KMAX] = policy.max_k
     pi[kernel.P_DETAIL] = int(detail)
     pi[kernel.P_STOPFIN] = int(cfg.concurrency is not None)
+    pi[kernel.P_ASYNC] = int(is_async)
     if speculating:
         assert replay is not None
         pi[kernel.P_ACCMODE] = replay.mode
@@ -162,7 +177,11 @@ def simulate(
     if replay is not None:
         table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids)
         kernel.seed_rng(cfg.seed)
-    params = engine_params(cfg, policy, replay, max_model_len, detail)
+    is_async = async_scheduling(cfg, policy, profile.metadata.device)
+    if is_async and policy.static_k and (policy.hysteresis or policy.acceptance_floor is not None):
+        raise SpecsimError("hysteresis and the acceptance floor need specsim's proposer, which vLLM runs only "
+                           "without async scheduling: pass --async-scheduling off")
+    params = engine_params(cfg, policy, replay, max_model_len, detail, is_async)
     params.pi[kernel.P_WATERMARK] = int(cfg.watermark * num_blocks)
     acc = replay.arrays if replay is not None else _NO_TRACES
     env = simpy.Environment()
@@ -205,6 +224,7 @@ def simulate(
     summary["policy_max_k"] = policy.max_k
     summary["drafter"] = drafter
     summary["scheduler"] = cfg.scheduler
+    summary["async_scheduling"] = is_async
     extrap = sum(float(e.rep.rf[kernel.RF_EXTRAP]) for e in engines)
     summary["extrapolated_step_share"] = extrap / max(len(steps["start"]), 1)
     if capped:

@@ -33,6 +33,7 @@ class RequestTable:
             itl_max=np.zeros(n),
             decode_steps=ints(), verify_steps=ints(), drafted=ints(), accepted=ints(), preemptions=ints(),
             tstart=ints(), tlen=np.ones(n, dtype=np.int64), floor_off=ints(), pchunk=ints(),
+            ph=ints(), inflight=ints(), stale=ints(),
         )
         c = self.cols
         self.inp, self.out, self.gen = c.inp, c.out, c.gen

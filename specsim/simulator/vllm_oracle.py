@@ -61,13 +61,15 @@ def vllm_version() -> str:
     return "unknown"
 
 
-def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_len: int) -> Any:
+def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_len: int,
+                    is_async: bool = False) -> Any:
     """vLLM's Scheduler for these engine limits and this policy's speculation settings."""
     vllm_version()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     import torch
     from vllm.config import CacheConfig, ModelConfig, SchedulerConfig, SpeculativeConfig, VllmConfig
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
     from vllm.v1.core.sched.scheduler import Scheduler
     from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec
     from vllm.v1.structured_output import StructuredOutputManager
@@ -99,7 +101,10 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
         KVCacheGroupSpec(["layer"], FullAttentionSpec(block_size=cfg.block_size, num_kv_heads=1, head_size=1,
                                                       dtype=torch.float32))])
     cache.num_gpu_blocks = num_blocks
-    return Scheduler(vllm_config=vcfg, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vcfg),
+    # NOTE: vLLM's CPU platform switches async scheduling off in the config; the scheduler class is
+    # what differs, so the GPU behaviour is checked by building AsyncScheduler directly
+    cls = AsyncScheduler if is_async else Scheduler
+    return cls(vllm_config=vcfg, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vcfg),
                      block_size=cfg.block_size, log_stats=False)
 
 
@@ -115,7 +120,8 @@ class VllmReplicaEngine(ReplicaEngine):
         if num_blocks >= 1 << 30:  # "unlimited": enough that KV never binds, and few enough to allocate
             need = -(-(int(self.req.inp.max() + self.req.out.max()) + 2 * policy.max_k + 2) // cfg.block_size)
             num_blocks = cfg.max_num_seqs * need + 2
-        self.sched = build_scheduler(cfg, policy, num_blocks, max_model_len)
+        self._pending: tuple | None = None
+        self.sched = build_scheduler(cfg, policy, num_blocks, max_model_len, bool(self.params.pi[kernel.P_ASYNC]))
         self.expect_k = policy.static_k == 0 and policy.hysteresis == 0 and policy.acceptance_floor is None \
             and cfg.k_basis == "scheduled"
         from vllm.outputs import CompletionOutput  # noqa: F401  (warm the import)
@@ -142,52 +148,87 @@ class VllmReplicaEngine(ReplicaEngine):
         return int(running + waiting)
 
     def _has_work(self) -> bool:
-        return bool(self.sched.has_unfinished_requests())
+        return bool(self.sched.has_unfinished_requests()) or self._pending is not None
+
+    def _room(self) -> None:
+        ri, log, rows = self.rep.ri, self.log, self.rows
+        if ri[kernel.RI_LOGN] >= log.arrays.li.shape[0] or (self.params.pi[kernel.P_DETAIL] and (
+                ri[kernel.RI_DETN] + 2 * rows.ids.shape[0] > log.arrays.det.shape[0]
+                or ri[kernel.RI_PREN] + 2 * rows.ids.shape[0] > log.arrays.pre.shape[0])):
+            log.flush(ri)
+
+    def _schedule(self, rows: kernel.Rows) -> tuple[Any, int, int]:
+        """vLLM's schedule(); the step's rows in specsim's form; (output, rows, preempted)."""
+        s, req, rep, p, log = self.sched, self.req, self.rep, self.params, self.log
+        ri, rf = rep.ri, rep.rf
+        detail = bool(p.pi[kernel.P_DETAIL])
+        out = s.schedule()
+        for rid in out.preempted_req_ids:
+            i = int(rid)
+            req.preemptions[i] += 1
+            req.spec[i] = 0
+            req.state[i] = 1
+            req.stale[i] = req.inflight[i]
+            req.ph[i] = 0
+            if detail:
+                n = ri[kernel.RI_PREN]
+                log.arrays.pre[n, 0], log.arrays.pre[n, 1] = ri[kernel.RI_STEPS], i
+                ri[kernel.RI_PREN] = n + 1
+        admitted = {r.req_id for r in out.scheduled_new_reqs}
+        n_rows = 0
+        for rid, tokens in out.num_scheduled_tokens.items():
+            i = int(rid)
+            vr = s.requests[rid]
+            drafts = out.scheduled_spec_decode_tokens.get(rid, [])
+            fresh = rid in admitted or req.state[i] != 2
+            pad = 1 if fresh and drafts else 0
+            if rid in admitted and req.first_sched[i] != req.first_sched[i]:
+                req.first_sched[i] = rf[kernel.RF_CLOCK]
+            rows.ids[n_rows] = i
+            rows.new[n_rows] = tokens
+            rows.spec[n_rows] = len(drafts)
+            rows.pad[n_rows] = pad
+            rows.dec[n_rows] = (1 if pad and req.gen[i] > 0 else 0) if fresh else 1 - req.pchunk[i]
+            sampled = 0 if vr.is_prefill_chunk else 1
+            rows.sampled[n_rows] = sampled
+            req.pchunk[i] = 1 - sampled
+            req.state[i] = 2
+            n_rows += 1
+        if detail and n_rows:
+            kernel.log_detail(rep, log.arrays, rows, n_rows)
+        return out, n_rows, len(out.preempted_req_ids)
+
+    def _deliver(self, out: Any, rows: kernel.Rows, n_rows: int) -> None:
+        """Hand vLLM the sampled tokens of a finished step and check both agree on who finished."""
+        s, req = self.sched, self.req
+        ids = [str(x) for x in rows.ids[:n_rows]]
+        sampled_tokens = [[_TOKEN] * (int(rows.acc[j]) + 1) if rows.sampled[j] else [] for j in range(n_rows)]
+        s.update_from_output(out, self._MRO(req_ids=ids, req_id_to_index={r: j for j, r in enumerate(ids)},
+                                            sampled_token_ids=sampled_tokens))
+        for j in range(n_rows):
+            i = int(rows.ids[j])
+            vr = s.requests.get(ids[j])
+            vllm_done = vr is None or vr.is_finished()
+            if vllm_done != (req.state[i] == 3):
+                raise RuntimeError(f"request {i}: vLLM finished={vllm_done} but specsim disagrees")
+
+    def _time(self, rows: kernel.Rows, n_rows: int) -> tuple[float, tuple[int, int, int, int, int, float]]:
+        feats = kernel.step_features(self.req, rows, n_rows)
+        if feats[0] > self.cost.cf[kernel.C_BMEASURED]:
+            self.rep.rf[kernel.RF_EXTRAP] += 1.0
+        return (kernel.step_seconds(self.cost, feats[0], feats[2], feats[3], feats[5]) if n_rows else 0.0), feats
 
     def _advance(self, t_limit: float) -> None:
+        if self.params.pi[kernel.P_ASYNC]:
+            self._advance_async(t_limit)
+            return
         s = self.sched
         req, rep, p, rows, log = self.req, self.rep, self.params, self.rows, self.log
         ri, rf = rep.ri, rep.rf
-        detail = bool(p.pi[kernel.P_DETAIL])
         stop_fin = bool(p.pi[kernel.P_STOPFIN])
         while s.has_unfinished_requests():
-            if ri[kernel.RI_LOGN] >= log.arrays.li.shape[0] or (detail and (
-                    ri[kernel.RI_DETN] + rows.ids.shape[0] > log.arrays.det.shape[0]
-                    or ri[kernel.RI_PREN] + rows.ids.shape[0] > log.arrays.pre.shape[0])):
-                log.flush(ri)
-            out = s.schedule()
-            for rid in out.preempted_req_ids:
-                i = int(rid)
-                req.preemptions[i] += 1
-                req.spec[i] = 0
-                req.state[i] = 1
-                if detail:
-                    n = ri[kernel.RI_PREN]
-                    log.arrays.pre[n, 0], log.arrays.pre[n, 1] = ri[kernel.RI_STEPS], i
-                    ri[kernel.RI_PREN] = n + 1
-            n_pre = len(out.preempted_req_ids)
-            new_ids = {r.req_id for r in out.scheduled_new_reqs}
-            n_rows = 0
-            for rid, tokens in out.num_scheduled_tokens.items():
-                i = int(rid)
-                vr = s.requests[rid]
-                drafts = out.scheduled_spec_decode_tokens.get(rid, [])
-                pad = 1 if drafts and all(t == -1 for t in drafts) else 0
-                fresh = rid in new_ids or req.state[i] != 2
-                if rid in new_ids and req.first_sched[i] != req.first_sched[i]:
-                    req.first_sched[i] = rf[kernel.RF_CLOCK]
-                rows.ids[n_rows] = i
-                rows.new[n_rows] = tokens
-                rows.spec[n_rows] = len(drafts)
-                rows.pad[n_rows] = pad
-                rows.dec[n_rows] = (1 if pad and req.gen[i] > 0 else 0) if fresh else 1 - req.pchunk[i]
-                sampled = 1 if vr.num_computed_tokens >= vr.num_tokens else 0
-                rows.sampled[n_rows] = sampled
-                req.pchunk[i] = 1 - sampled
-                req.state[i] = 2
-                n_rows += 1
-            if detail and n_rows:
-                kernel.log_detail(rep, log.arrays, rows, n_rows)
+            self._room()
+            out, n_rows, n_pre = self._schedule(rows)
             if n_rows == 0:
                 if n_pre == 0:
                     raise SpecsimError(self._stuck_message())
@@ -195,10 +236,7 @@ class VllmReplicaEngine(ReplicaEngine):
                 ri[kernel.RI_STEPS] += 1
                 s.update_from_output(out, self._MRO(req_ids=[], req_id_to_index={}))
                 continue
-            n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx = kernel.step_features(req, rows, n_rows)
-            dt = kernel.step_seconds(self.cost, n_dec, spec_tok, pre_tok, ctx)
-            if n_dec > self.cost.cf[kernel.C_BMEASURED]:
-                rf[kernel.RF_EXTRAP] += 1.0
+            dt, (n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx) = self._time(rows, n_rows)
             start = rf[kernel.RF_CLOCK]
             now = start + dt
             rf[kernel.RF_CLOCK] = now
@@ -208,27 +246,65 @@ class VllmReplicaEngine(ReplicaEngine):
                 basis = len(s.running)
             n_fin_before = int(ri[kernel.RI_NFIN])
             emitted, k = kernel.finish_step(req, rep, p, self.acc, rows, n_rows, now, basis, False)
-            ids = [str(x) for x in rows.ids[:n_rows]]
-            sampled_tokens = [[_TOKEN] * (int(rows.acc[j]) + 1) if rows.sampled[j] else [] for j in range(n_rows)]
-            s.update_from_output(out, self._MRO(req_ids=ids, req_id_to_index={r: j for j, r in enumerate(ids)},
-                                                sampled_token_ids=sampled_tokens))
-            for j in range(n_rows):
-                i = int(rows.ids[j])
-                vr = s.requests.get(ids[j])
-                vllm_done = vr is None or vr.is_finished()
-                if vllm_done != (req.state[i] == 3):
-                    raise RuntimeError(f"request {i}: vLLM finished={vllm_done} but specsim disagrees")
+            self._deliver(out, rows, n_rows)
             if self.expect_k and out.num_spec_tokens_to_schedule != k and p.pi[kernel.P_ACCMODE]:
                 raise RuntimeError(f"K mismatch: vLLM's schedule gives {out.num_spec_tokens_to_schedule} at "
                                    f"{n_rows} scheduled requests, specsim's policy {k}")
             live = [j for j in range(n_rows) if rows.sampled[j] and req.state[int(rows.ids[j])] != 3]
             if live:
                 s.update_draft_token_ids(self._Drafts(
-                    req_ids=[ids[j] for j in live],
+                    req_ids=[str(int(rows.ids[j])) for j in live],
                     draft_token_ids=[[_TOKEN] * int(req.spec[int(rows.ids[j])]) for j in live]))
             kernel.log_step(rep, log.arrays, start, dt, n_rows, n_dec, k, dec_tok, spec_tok, pre_tok, emitted, n_pre,
                             basis, pre_rows, ctx)
             ri[kernel.RI_STEPS] += 1
+            if stop_fin and ri[kernel.RI_NFIN] > n_fin_before:
+                return
+            if now >= t_limit:
+                return
+
+    def _advance_async(self, t_limit: float) -> None:
+        """EngineCore.step_with_batch_queue with a queue of two: schedule the next step, then wait for
+        the one in flight and process its output."""
+        s = self.sched
+        req, rep, p, log = self.req, self.rep, self.params, self.log
+        ri, rf = rep.ri, rep.rf
+        stop_fin = bool(p.pi[kernel.P_STOPFIN])
+        while True:
+            has_req = s.has_unfinished_requests()
+            if not has_req and self._pending is None:
+                return
+            self._room()
+            cur = self.rows2 if self._pending is not None and self._pending[1] is self.rows else self.rows
+            new = None
+            if has_req:
+                out, n_rows, n_pre = self._schedule(cur)
+                if n_rows:
+                    kernel.async_after_schedule(req, rep, p, cur, n_rows)
+                    k = int(ri[kernel.RI_KLAST])
+                    if self.expect_k and out.num_spec_tokens_to_schedule != k and p.pi[kernel.P_ACCMODE]:
+                        raise RuntimeError(f"K mismatch: vLLM gives {out.num_spec_tokens_to_schedule}, specsim {k}")
+                else:
+                    k = 0
+                    if n_pre == 0 and (self._pending is None or self._pending[2] == 0):
+                        raise SpecsimError(self._stuck_message())
+                dt, feats = self._time(cur, n_rows)
+                new = (out, cur, n_rows, n_pre, k, dt, feats)
+                ri[kernel.RI_STEPS] += 1
+            if self._pending is None:
+                self._pending = new
+                continue
+            pout, prows, pn, ppre, pk, pdt, (n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx) = self._pending
+            now = rf[kernel.RF_CLOCK] + pdt
+            n_fin_before = int(ri[kernel.RI_NFIN])
+            emitted = kernel.finish_step_async(req, rep, p, self.acc, prows, pn, now, False)
+            self._deliver(pout, prows, pn)
+            basis = kernel.basis_of(p, rep, pn, n_dec)
+            kernel.log_step(rep, log.arrays, rf[kernel.RF_CLOCK], pdt, pn, n_dec, pk, dec_tok, spec_tok, pre_tok,
+                            emitted, ppre, basis, pre_rows, ctx)
+            rf[kernel.RF_BUSY] += pdt
+            rf[kernel.RF_CLOCK] = now
+            self._pending = new
             if stop_fin and ri[kernel.RI_NFIN] > n_fin_before:
                 return
             if now >= t_limit:
