@@ -48,7 +48,8 @@ RI_PENDN = 11  # its rows, -1 when none is in flight
 RI_PENDBUF = 12  # which Rows buffer holds it (0: rows, 1: rows2)
 RI_PM = 13  # 9 ints of its log record: dec, k, dec_tok, spec_tok, pre_tok, n_pre, basis, pre_rows, n_rows
 RI_KLAST = 22  # K set by the last async schedule
-RI_SIZE = 23
+RI_BLAST = 23  # the batch size that K was looked up at
+RI_SIZE = 24
 # ---- per-replica float state (Rep.rf) ---------------------------------------------------------
 RF_CLOCK = 0
 RF_BUSY = 1
@@ -458,9 +459,11 @@ def async_after_schedule(req: Req, rep: Rep, p: Params, rows: Rows, n_rows: int)
     for j in range(n_rows):
         n_dec += rows.dec[j]
     k = 0
+    basis = basis_of(p, rep, n_rows, n_dec)
     if p.pi[P_ACCMODE] != 0:
-        k = k_for_basis(p, rep, basis_of(p, rep, n_rows, n_dec))
+        k = k_for_basis(p, rep, basis)
     rep.ri[RI_KLAST] = k
+    rep.ri[RI_BLAST] = basis
     for j in range(n_rows):
         i = rows.ids[j]
         req.inflight[i] += rows.new[j]
@@ -915,7 +918,7 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
             ri[pm + 3] = spec_tok
             ri[pm + 4] = pre_tok
             ri[pm + 5] = n_pre
-            ri[pm + 6] = basis_of(p, rep, n_new, n_dec)
+            ri[pm + 6] = ri[RI_BLAST] if n_new > 0 else 0
             ri[pm + 7] = pre_rows
             ri[pm + 8] = n_new
             rf[RF_PDT] = dt

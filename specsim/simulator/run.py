@@ -56,6 +56,8 @@ def async_scheduling(cfg: SimConfig, policy: Policy, device: str) -> bool:
     if device != "cuda":
         return False  # vLLM's CPU platform turns async scheduling off
     speculating = policy.drafter is not None and policy.max_k > 0
+    if speculating and (policy.hysteresis or policy.acceptance_floor is not None):
+        return False  # specsim's custom proposer (method custom_class): vLLM schedules it synchronously
     return not speculating or policy.drafter.method in ASYNC_METHODS
 
 
@@ -178,7 +180,7 @@ def simulate(
         table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids)
         kernel.seed_rng(cfg.seed)
     is_async = async_scheduling(cfg, policy, profile.metadata.device)
-    if is_async and policy.static_k and (policy.hysteresis or policy.acceptance_floor is not None):
+    if is_async and policy.max_k and (policy.hysteresis or policy.acceptance_floor is not None):
         raise SpecsimError("hysteresis and the acceptance floor need specsim's proposer, which vLLM runs only "
                            "without async scheduling: pass --async-scheduling off")
     params = engine_params(cfg, policy, replay, max_model_len, detail, is_async)

@@ -279,9 +279,13 @@ class VllmReplicaEngine(ReplicaEngine):
             new = None
             if has_req:
                 out, n_rows, n_pre = self._schedule(cur)
+                basis = 0
                 if n_rows:
+                    if p.pi[kernel.P_KBASIS] == 2:  # 'running': vLLM's running list, not specsim's
+                        raise SpecsimError("--scheduler vllm supports the 'scheduled' and 'decoding' K bases")
                     kernel.async_after_schedule(req, rep, p, cur, n_rows)
                     k = int(ri[kernel.RI_KLAST])
+                    basis = int(ri[kernel.RI_BLAST])
                     if self.expect_k and out.num_spec_tokens_to_schedule != k and p.pi[kernel.P_ACCMODE]:
                         raise RuntimeError(f"K mismatch: vLLM gives {out.num_spec_tokens_to_schedule}, specsim {k}")
                 else:
@@ -289,19 +293,18 @@ class VllmReplicaEngine(ReplicaEngine):
                     if n_pre == 0 and (self._pending is None or self._pending[2] == 0):
                         raise SpecsimError(self._stuck_message())
                 dt, feats = self._time(cur, n_rows)
-                new = (out, cur, n_rows, n_pre, k, dt, feats)
+                new = (out, cur, n_rows, n_pre, k, basis, dt, feats)
                 ri[kernel.RI_STEPS] += 1
             if self._pending is None:
                 self._pending = new
                 continue
-            pout, prows, pn, ppre, pk, pdt, (n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx) = self._pending
+            pout, prows, pn, ppre, pk, pbasis, pdt, (n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx) = self._pending
             now = rf[kernel.RF_CLOCK] + pdt
             n_fin_before = int(ri[kernel.RI_NFIN])
             emitted = kernel.finish_step_async(req, rep, p, self.acc, prows, pn, now, False)
             self._deliver(pout, prows, pn)
-            basis = kernel.basis_of(p, rep, pn, n_dec)
             kernel.log_step(rep, log.arrays, rf[kernel.RF_CLOCK], pdt, pn, n_dec, pk, dec_tok, spec_tok, pre_tok,
-                            emitted, ppre, basis, pre_rows, ctx)
+                            emitted, ppre, pbasis, pre_rows, ctx)
             rf[kernel.RF_BUSY] += pdt
             rf[kernel.RF_CLOCK] = now
             self._pending = new
