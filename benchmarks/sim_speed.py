@@ -32,7 +32,8 @@ def main() -> int:
         print(f"skipped: {args.trace} not present")
         return 0
     traffic = import_azure(args.trace)
-    profile = analytic_profile(target="llama-70b", drafter_model="llama-1b", gpu="h100")
+    profile = analytic_profile(target="llama-70b", drafter_model="llama-1b", gpu="h100",
+                               calibrated=False)  # the profile of the recorded history
     draft = DrafterRef(name="draft_model", method="draft_model", model="llama-1b")
     cases = {
         "no speculation": Policy(),

@@ -55,7 +55,8 @@ def main() -> int:
         a, b = (float(x) for x in args.window.split(":"))
         traffic = time_window(traffic, a, b)
         where = f"window {a:g}-{b:g} s"
-    profile = analytic_profile(target="llama-70b", drafter_model="llama-1b", gpu="h100")
+    profile = analytic_profile(target="llama-70b", drafter_model="llama-1b", gpu="h100",
+                               calibrated=False)  # the profile of the recorded history
     objective = Objective.parse("goodput", "ttft=2s,tpot=50ms")
     space = SearchSpace.for_profile(profile, max_batch=256)
     print(f"trace {args.trace.name} ({where}): {len(traffic)} requests over {traffic.duration:.0f} s; "

@@ -51,6 +51,7 @@ def _crossover_batch(profile, drafter: str, k: int) -> int:  # noqa: ANN001
 def _cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import DrafterRef, Policy
     from specsim.formats.profile import load_profile
     from specsim.profiler.analytic import analytic_profile
@@ -61,11 +62,13 @@ def _cmd(args: argparse.Namespace) -> int:
     path = args.profile or (REPO_PROFILE if REPO_PROFILE.is_file() else None)
     if path is not None:
         profile = load_profile(path)
-        label = f"measured profile {path.name}"
+        label = f"{profile.metadata.source} profile {path.name}"
     else:
         profile = analytic_profile(target="llama-70b", drafter_model="llama-1b", gpu="h100")
         label = "analytic profile: llama-70b target, llama-1b drafter, H100 (no measured profile found)"
     console.print(f"[bold]specsim demo[/bold]: {label}")
+    if notice := estimated_costs_notice(profile):
+        console.print(notice)
     if not profile.drafters:
         console.print("the profile has no drafters: nothing to compare")
         return 0

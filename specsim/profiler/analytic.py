@@ -1,13 +1,15 @@
-"""Analytic (roofline) profiles, so the simulator runs before anything was measured.
+"""Analytic profiles, so the simulator runs before anything was measured (or on hardware you do not have).
 
-A step's time is the larger of streaming the weights (bytes / memory bandwidth) and its matmul
-FLOPs (2 x params x tokens / peak compute), plus reading the KV cache and a fixed per-step
-overhead. Acceptance traces are synthetic: i.i.d. per-token acceptance alpha per category.
+Step costs come from `specsim.profiler.stepmodel`: by default the roofline with efficiency terms fitted to
+published measurements (`specsim.profiler.calibrate`, error table in docs/analytic-calibration.md); with
+`calibrated=False` the plain roofline (max of weight bytes / bandwidth and FLOPs / peak, plus KV reads and
+a fixed overhead). Acceptance traces are synthetic (i.i.d. per-token acceptance alpha per category) unless
+measured traces are copied in (`acceptance_from`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import numpy as np
@@ -23,93 +25,26 @@ from specsim.formats.profile import (
     ProfileMetadata,
     TargetCost,
 )
+from specsim.profiler.hardware import GPUS, MODEL_ALIASES, MODELS, GpuSpec, ModelSpec, lookup_gpu, lookup_model
+from specsim.profiler.stepmodel import (
+    BW_EFF,
+    FLOP_EFF,
+    STEP_OVERHEAD_S,
+    Deployment,
+    StepModel,
+    committed_calibration,
+    committed_fit,
+)
 
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Transformer size figures that set its roofline costs."""
-
-    params: float
-    layers: int
-    kv_heads: int
-    head_dim: int
-    hidden: int
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    """Accelerator figures: memory bandwidth (B/s), dense bf16 peak (FLOP/s), memory (bytes)."""
-
-    name: str
-    bandwidth: float
-    peak_flops: float
-    memory: float
-
-
-MODELS: dict[str, ModelSpec] = {
-    "llama-70b": ModelSpec(70.6e9, 80, 8, 128, 8192),
-    "llama-8b": ModelSpec(8.03e9, 32, 8, 128, 4096),
-    "llama-3b": ModelSpec(3.21e9, 28, 8, 128, 3072),
-    "llama-1b": ModelSpec(1.24e9, 16, 8, 64, 2048),
-    "qwen-7b": ModelSpec(7.6e9, 28, 4, 128, 3584),
-    "qwen-0.5b": ModelSpec(0.49e9, 24, 2, 64, 896),
-    "smollm2-135m": ModelSpec(0.135e9, 30, 3, 64, 576),
-}
-GPUS: dict[str, GpuSpec] = {
-    "h100": GpuSpec("NVIDIA H100 SXM 80GB", 3.35e12, 989e12, 80e9),
-    "h200": GpuSpec("NVIDIA H200 141GB", 4.8e12, 989e12, 141e9),
-    "a100": GpuSpec("NVIDIA A100 80GB", 2.0e12, 312e12, 80e9),
-    "l4": GpuSpec("NVIDIA L4 24GB", 0.3e12, 121e12, 24e9),
-}
 # Per-token acceptance of a small same-family draft model, by workload (Spec-Bench-like figures).
 DEFAULT_ALPHA = {"code": 0.8, "math": 0.75, "conv": 0.65, "chat": 0.65, "summarization": 0.7, "translation": 0.55}
 NGRAM_ALPHA = {"code": 0.55, "math": 0.35, "conv": 0.3, "chat": 0.3, "summarization": 0.5, "translation": 0.2}
-
-BW_EFF, FLOP_EFF = 0.8, 0.6
-STEP_OVERHEAD_S = 1.5e-3
-PER_SEQ_OVERHEAD_S = 4e-6
-
-
-def _lookup(table: dict, name: str, what: str):  # noqa: ANN202
-    key = name.lower()
-    if key not in table:
-        raise SpecsimError(f"unknown {what} {name!r} (known: {', '.join(sorted(table))})")
-    return table[key]
-
-
-@dataclass
-class Roofline:
-    """Roofline step time of one model on `tp` GPUs."""
-
-    model: ModelSpec
-    gpu: GpuSpec
-    tp: int = 1
-    dtype_bytes: int = 2
-
-    @property
-    def weight_bytes(self) -> float:
-        return self.model.params * self.dtype_bytes
-
-    @property
-    def kv_bytes_per_token(self) -> float:
-        m = self.model
-        return 2 * m.layers * m.kv_heads * m.head_dim * self.dtype_bytes
-
-    @property
-    def bandwidth(self) -> float:
-        return self.gpu.bandwidth * BW_EFF * self.tp
-
-    @property
-    def flops(self) -> float:
-        return self.gpu.peak_flops * FLOP_EFF * self.tp
-
-    def step_s(self, tokens: float, context_tokens: float, seqs: int) -> float:
-        """Forward pass over `tokens` new tokens attending to `context_tokens` cached ones."""
-        weights = self.weight_bytes / self.bandwidth
-        compute = 2 * self.model.params * tokens / self.flops
-        kv = self.kv_bytes_per_token * context_tokens / self.bandwidth
-        comm = 2 * self.model.layers * 8e-6 if self.tp > 1 else 0.0
-        return max(weights, compute) + kv + comm + STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * seqs
+# EAGLE-style head: vLLM issue #20780 reports acceptance length 2.47 at K=7 for EAGLE-1 on MT-Bench (Llama-3.1-8B),
+# i.e. alpha ~0.6 per token on chat; code and math accept more (Spec-Bench).
+EAGLE_ALPHA = {"code": 0.75, "math": 0.7, "conv": 0.6, "chat": 0.6, "summarization": 0.6, "translation": 0.5}
+DRAFTER_KINDS = {"draft_model": "draft_model", "eagle": "eagle", "eagle3": "eagle", "mtp": "eagle", "ngram": "ngram",
+                 "suffix": "ngram"}
+"""Measured drafter method -> the analytic drafter whose costs stand in for it."""
 
 
 def synthetic_traces(
@@ -145,6 +80,20 @@ def synthetic_traces(
     return out
 
 
+def _fit_summary(calibrated: bool) -> dict:
+    """metadata.fit of an analytic profile: which model, and its held-out error against public figures."""
+    rep = committed_fit()
+    which = "calibrated" if calibrated else "uncalibrated"
+    hold = rep.get("holdout", {})
+    return {
+        "cost_model": "calibrated" if calibrated else "uncalibrated roofline",
+        "validation_mean_abs_rel_error": hold.get(f"{which}_mean"),
+        "validation_max_abs_rel_error": hold.get(f"{which}_max"),
+        "validation_points": hold.get("points"),
+        "table": rep.get("table", "docs/analytic-calibration.md"),
+    }
+
+
 def analytic_profile(
     target: str = "llama-70b",
     drafter_model: str | None = "llama-1b",
@@ -156,59 +105,93 @@ def analytic_profile(
     alphas: dict[str | None, float] | None = None,
     ngram: bool = True,
     seed: int = 0,
+    *,
+    calibrated: bool = True,
+    dtype: str = "bf16",
+    eagle: bool = False,
+    acceptance_from: Profile | None = None,
+    acceptance_drafter: str | None = None,
 ) -> Profile:
-    """A roofline profile for a named target (and draft model) on a named GPU."""
-    tm = _lookup(MODELS, target, "model")
-    g = _lookup(GPUS, gpu, "GPU")
+    """An analytic profile for a named target (and draft model) on a named GPU.
+
+    `eagle` adds an EAGLE-style head drafter; `acceptance_from` copies a measured profile's acceptance
+    traces (of `acceptance_drafter`, default: each of its drafters) over the synthetic ones.
+    """
+    tm = lookup_model(target)
+    g = lookup_gpu(gpu)
+    weights = Deployment(tm, g, 1, dtype).weight_bytes()
     if tp is None:
         tp = 1
-        while tm.params * 2 * 1.15 > g.memory * tp:
+        while weights * 1.15 > g.memory * tp:
             tp *= 2
     if tp < 1:
         raise SpecsimError("tp must be >= 1")
-    tr = Roofline(tm, g, tp)
-    if tr.weight_bytes > 0.9 * g.memory * tp:
-        raise SpecsimError(f"{target} does not fit on {tp} x {gpu}; raise --tp")
+    dep = Deployment(tm, g, tp, dtype)
+    if weights > 0.9 * g.memory * tp:
+        raise SpecsimError(f"{target} ({dtype}) does not fit on {tp} x {gpu}; raise --tp")
+    cal = committed_calibration() if calibrated else None
+    sm = StepModel(dep, cal)
     ks = list(range(k_max + 1))
-    step = [[tr.step_s(b * (k + 1), b * reference_context, b) * 1e3 for k in ks] for b in batch_sizes]
-    ctx_ms = tr.kv_bytes_per_token / tr.bandwidth * 1e3
+    ref = reference_context
+    step = [[sm.decode_s(b, k, ref) * 1e3 for k in ks] for b in batch_sizes]
+    kv_shards = min(tp, tm.kv_heads) if calibrated else tp
+    kv_bw = g.bandwidth * (cal.attn_eff if cal is not None else BW_EFF)
+    ctx_ms = dep.kv_bytes_per_token / kv_shards / kv_bw * 1e3
     pre_tokens = [16, 64, 256, 1024, 2048, 4096, 8192, 16384]
-    pre_ms = [tr.step_s(p, p / 2, 1) * 1e3 for p in pre_tokens]
-    kv_tokens = int((0.9 * g.memory * tp - tr.weight_bytes) / tr.kv_bytes_per_token)
+    pre_ms = [sm.prefill_s(p) * 1e3 for p in pre_tokens]
+    kv_tokens = int((0.9 * g.memory * tp - weights) / dep.kv_bytes_per_token)
+
+    def table(fn) -> CostTable:  # noqa: ANN001
+        return CostTable(batch_sizes=list(batch_sizes), ks=ks,
+                         step_ms=[[fn(b, k) * 1e3 for k in ks] for b in batch_sizes])
 
     drafters: dict[str, DrafterSpec] = {}
     traces: list[AcceptanceTrace] = []
     if drafter_model is not None:
-        dm = _lookup(MODELS, drafter_model, "model")
-        dr = Roofline(dm, g, tp)
-        dcost = [
-            [k * dr.step_s(b, b * reference_context, b) * 1e3 for k in ks] for b in batch_sizes
-        ]
+        dm = lookup_model(drafter_model)
         drafters["draft_model"] = DrafterSpec(
             method="draft_model", model=drafter_model, k_max=k_max,
-            cost=CostTable(batch_sizes=list(batch_sizes), ks=ks, step_ms=dcost),
+            cost=table(lambda b, k: sm.draft_model_s(dm, b, k, ref)),
         )
         traces += synthetic_traces("draft_model", alphas or DEFAULT_ALPHA, k_max, seed=seed)
+    if eagle:
+        drafters["eagle"] = DrafterSpec(method="eagle", model=f"{target}-eagle-head", k_max=k_max,
+                                        cost=table(lambda b, k: sm.head_s(b, k, ref)))
+        traces += synthetic_traces("eagle", EAGLE_ALPHA, k_max, seed=seed + 2)
     if ngram:
-        ncost = [[0.0 if k == 0 else 0.05 + 0.002 * b for k in ks] for b in batch_sizes]
         drafters["ngram"] = DrafterSpec(
             method="ngram", params={"prompt_lookup_min": 2, "prompt_lookup_max": 4}, k_max=k_max,
-            cost=CostTable(batch_sizes=list(batch_sizes), ks=ks, step_ms=ncost),
+            cost=table(lambda b, k: sm.ngram_s(b, k)),
         )
         traces += synthetic_traces("ngram", NGRAM_ALPHA, k_max, seed=seed + 1)
+    acceptance_note = "synthetic i.i.d. acceptance"
+    copied: dict = {}
+    if acceptance_from is not None:
+        traces, copied = _measured_acceptance(acceptance_from, acceptance_drafter, drafters, traces)
+        acceptance_note = "acceptance measured (" + ", ".join(
+            f"{c['measured_drafter']} -> {name}" for name, c in copied.items()) + ")"
+    if calibrated:
+        what = "Calibrated analytic estimate (roofline plus efficiency terms fitted to published measurements)"
+    else:
+        what = (f"Roofline estimate (bandwidth efficiency {BW_EFF:.0%}, compute efficiency {FLOP_EFF:.0%}, "
+                f"{STEP_OVERHEAD_S * 1e3:.1f} ms per step)")
     meta = ProfileMetadata(
         source="analytic",
         hardware=f"{tp} x {g.name}",
         device="cuda",
-        engine="roofline",
+        engine="analytic-calibrated" if calibrated else "roofline",
         target_model=target,
-        dtype="bfloat16",
+        dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, dtype),
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        notes=f"Roofline estimate (bandwidth efficiency {BW_EFF:.0%}, compute efficiency {FLOP_EFF:.0%}); "
-        "synthetic i.i.d. acceptance. Replace with a measured profile for decisions.",
+        notes=f"{what}; {acceptance_note}. Costs are estimated: replace with a measured profile for decisions.",
+        fit=_fit_summary(calibrated),
         analytic={
-            "target": asdict(tm), "drafter": drafter_model, "gpu": asdict(g), "tp": tp,
-            "step_overhead_s": STEP_OVERHEAD_S, "alphas": alphas or DEFAULT_ALPHA,
+            "target": asdict(tm), "drafter": drafter_model, "gpu": asdict(g), "tp": tp, "dtype": dtype,
+            "calibrated": calibrated,
+            "calibration": cal.to_dict() if cal is not None else None,
+            "step_overhead_s": cal.overhead_s("vllm") if cal is not None else STEP_OVERHEAD_S,
+            "alphas": alphas or DEFAULT_ALPHA,
+            **({"acceptance_from": copied} if copied else {}),
         },
     )
     return Profile(
@@ -225,6 +208,41 @@ def analytic_profile(
         drafters=drafters,
         acceptance=traces,
     )
+
+
+def _measured_acceptance(
+    measured: Profile, name: str | None, drafters: dict[str, DrafterSpec], traces: list[AcceptanceTrace]
+) -> tuple[list[AcceptanceTrace], dict]:
+    """Replace the synthetic traces of the analytic drafter matching each measured drafter's method."""
+    if name is not None and name not in measured.drafters:
+        known = ", ".join(sorted(measured.drafters)) or "none"
+        raise SpecsimError(f"the measured profile has no drafter {name!r} (it has: {known})")
+    names = [name] if name is not None else [n for n in measured.drafters if measured.traces_for(n)]
+    if not names:
+        raise SpecsimError("the measured profile has no acceptance traces")
+    copied: dict[str, dict] = {}
+    out = list(traces)
+    for n in names:
+        spec = measured.drafters[n]
+        kind = DRAFTER_KINDS.get(spec.method)
+        if kind is None:
+            raise SpecsimError(f"measured drafter {n!r} has method {spec.method!r}, which no analytic drafter models")
+        if kind not in drafters:
+            flag = {"draft_model": "--drafter MODEL", "eagle": "--eagle", "ngram": "(drop --no-ngram)"}[kind]
+            raise SpecsimError(f"measured drafter {n!r} ({spec.method}) needs an analytic {kind} drafter: add {flag}")
+        if kind in copied:
+            raise SpecsimError(f"two measured drafters map to the analytic {kind} drafter; pick one with "
+                               "--acceptance-drafter")
+        src = measured.traces_for(n)
+        if not src:
+            raise SpecsimError(f"the measured profile has no acceptance traces for drafter {n!r}")
+        out = [t for t in out if t.drafter != kind]
+        out += [t.model_copy(update={"drafter": kind}) for t in src]
+        k_cap = min(t.k_max for t in src)
+        drafters[kind] = drafters[kind].model_copy(update={"k_max": min(drafters[kind].k_max, k_cap)})
+        copied[kind] = {"measured_drafter": n, "method": spec.method, "traces": len(src), "k_max": k_cap,
+                        "target_model": measured.metadata.target_model, "hardware": measured.metadata.hardware}
+    return out, copied
 
 
 def constant_profile(
@@ -273,4 +291,5 @@ def best_static_k(alpha: float, c: float, k_max: int) -> int:
     return max(range(k_max + 1), key=lambda k: (speedup(k), -k))
 
 
-__all__ = ["GPUS", "MODELS", "analytic_profile", "best_static_k", "constant_profile", "synthetic_traces"]
+__all__ = ["GPUS", "MODELS", "MODEL_ALIASES", "GpuSpec", "ModelSpec", "analytic_profile", "best_static_k",
+           "constant_profile", "synthetic_traces"]

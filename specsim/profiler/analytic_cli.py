@@ -1,4 +1,4 @@
-"""`specsim profile-analytic`: write a roofline profile for a named model pair and GPU."""
+"""`specsim profile-analytic`: write an analytic profile for a named model pair and GPU."""
 
 from __future__ import annotations
 
@@ -7,20 +7,31 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from specsim.profiler.analytic import GPUS, MODELS
+    from specsim.profiler.hardware import DTYPE_BYTES, GPUS, MODEL_ALIASES, MODELS
 
+    models = ", ".join(sorted([*MODELS, *MODEL_ALIASES]))
     p = sub.add_parser(
         "profile-analytic",
-        help="write a roofline (analytic) profile, no engine needed",
-        description="Estimate step costs from weight bytes / memory bandwidth vs FLOPs / peak compute "
-        "and attach synthetic i.i.d. acceptance traces, so simulation can start before profiling.",
+        help="write an analytic (calibrated roofline) profile, no engine needed",
+        description="Estimate step costs from weight bytes / memory bandwidth and FLOPs / peak compute, with "
+        "efficiency terms fitted to published measurements (docs/analytic-calibration.md), and attach "
+        "synthetic i.i.d. acceptance traces (or a measured profile's), so simulation can start before "
+        "profiling or before the hardware exists.",
     )
-    p.add_argument("--target", default="llama-70b", choices=sorted(MODELS))
-    p.add_argument("--drafter", default="llama-1b", help=f"draft model ({', '.join(sorted(MODELS))}) or none")
-    p.add_argument("--gpu", default="h100", choices=sorted(GPUS))
-    p.add_argument("--tp", type=int, default=None, help="GPUs per replica (default: fewest that fit)")
+    p.add_argument("--target", default="llama-70b", help=f"target model ({models})")
+    p.add_argument("--drafter", default="llama-1b", help="draft model (same names) or none")
+    p.add_argument("--gpu", default="h100", help=f"accelerator ({', '.join(sorted(GPUS))})")
+    p.add_argument("--tp", type=int, default=None, help="tensor-parallel GPUs per replica (default: fewest that fit)")
+    p.add_argument("--dtype", default="bf16", help=f"weight dtype ({', '.join(DTYPE_BYTES)})")
     p.add_argument("--k-max", type=int, default=8)
+    p.add_argument("--eagle", action="store_true", help="also model an EAGLE/MTP-style head drafter named 'eagle'")
     p.add_argument("--no-ngram", action="store_true", help="leave out the n-gram drafter")
+    p.add_argument("--uncalibrated", action="store_true",
+                   help="the plain roofline (80%% of peak bandwidth, 60%% of peak FLOPs, 1.5 ms per step)")
+    p.add_argument("--acceptance-from", type=Path, default=None, metavar="P.json",
+                   help="take acceptance traces from a measured profile instead of i.i.d. alpha")
+    p.add_argument("--acceptance-drafter", default=None, metavar="NAME",
+                   help="with --acceptance-from: the measured drafter to copy (default: each of its drafters)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd)
@@ -28,15 +39,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _cmd(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
-    from specsim.formats.profile import save_profile
+    from specsim.formats.notice import estimated_costs_notice
+    from specsim.formats.profile import load_profile, save_profile
     from specsim.profiler.analytic import analytic_profile
 
     if args.k_max < 1 or args.k_max > 16:
         raise SpecsimError("--k-max must be in 1..16")
+    if args.tp is not None and args.tp < 1:
+        raise SpecsimError("--tp must be >= 1")
+    if args.acceptance_drafter and args.acceptance_from is None:
+        raise SpecsimError("--acceptance-drafter needs --acceptance-from")
+    measured = load_profile(args.acceptance_from) if args.acceptance_from is not None else None
+    if measured is not None and measured.metadata.source != "measured":
+        raise SpecsimError(f"--acceptance-from {args.acceptance_from} is an analytic profile; give a measured one")
     drafter = None if args.drafter.lower() == "none" else args.drafter
     prof = analytic_profile(
         target=args.target, drafter_model=drafter, gpu=args.gpu, tp=args.tp, k_max=args.k_max,
-        ngram=not args.no_ngram, seed=args.seed,
+        ngram=not args.no_ngram, seed=args.seed, calibrated=not args.uncalibrated, dtype=args.dtype.lower(),
+        eagle=args.eagle, acceptance_from=measured, acceptance_drafter=args.acceptance_drafter,
     )
     save_profile(prof, args.out)
     dec = prof.target.decode
@@ -45,4 +65,8 @@ def _cmd(args: argparse.Namespace) -> int:
         f"{', '.join(prof.drafters) or 'none'}; decode step at B=1,K=0: {dec.step_ms[0][0]:.2f} ms, "
         f"KV cache {prof.target.kv_cache_tokens} tokens"
     )
+    for kind, info in prof.metadata.analytic.get("acceptance_from", {}).items():
+        print(f"acceptance of {kind!r}: {info['traces']} measured traces of {info['measured_drafter']!r} "
+              f"({info['target_model']} on {info['hardware']}), K up to {info['k_max']}")
+    print(estimated_costs_notice(prof))
     return 0

@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import Policy, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -132,5 +133,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         plot_run(result, args.out / "run.png", title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
         written.append(args.out / "run.png")
     print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
+    if notice := estimated_costs_notice(profile):
+        print(notice)
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -115,6 +115,7 @@ def _space_from_args(args: argparse.Namespace, profile: Any, max_batch: int) -> 
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
+    from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -162,6 +163,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(line)
     print(f"{len(result.study.trials)} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.out}")
+    if notice := estimated_costs_notice(profile):
+        print(notice)
     return 0
 
 
@@ -301,6 +304,7 @@ def parse_rates(text: str) -> list[float]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -317,6 +321,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     paths = write_sweep(result, args.out)
     print(result.summary_text())
     print("wrote " + ", ".join(str(p) for p in paths))
+    if notice := estimated_costs_notice(profile):
+        print(notice)
     return 0
 
 
