@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.errors import SpecsimError
-from specsim.simulator.cli import add_engine_args, config_from_args
+from specsim.simulator.options import add_engine_args, config_from_args
 
 
 def _ints(text: str | None) -> list[int]:

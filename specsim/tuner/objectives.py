@@ -9,8 +9,8 @@ from typing import Any
 
 from specsim.errors import SpecsimError
 from specsim.formats.profile import Profile
-from specsim.simulator.cli import parse_slo
 from specsim.simulator.costs import StepCostModel
+from specsim.simulator.options import parse_slo
 
 DEFAULT_SLO = {"ttft": 2.0, "tpot": 0.05}
 """SLO used for goodput when none is given (the issue's example: TTFT 2 s, TPOT 50 ms)."""
