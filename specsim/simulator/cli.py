@@ -21,6 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compare-off", action="store_true", help="also simulate with speculation off")
     p.add_argument("--out", type=Path, default=Path("sim-out"), help="folder for summary.json, requests.csv")
     p.add_argument("--no-plot", action="store_true", help="skip run.png (batch size, K, latency CDFs)")
+    p.add_argument("--check-vllm", action="store_true",
+                   help="also run the installed vLLM's own scheduler on the same inputs and report whether every "
+                        "step's batch, every preemption and every finish time agree (exit 1 if not)")
     add_engine_args(p)
     p.set_defaults(func=_cmd_simulate)
 
@@ -37,7 +40,18 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     traffic = load_traffic(args.traffic)
     policy = load_policy(args.policy) if args.policy else Policy()
     cfg = config_from_args(args)
-    result = simulate(profile, traffic, policy, cfg)
+    if args.check_vllm:
+        from specsim.simulator.parity import check_against_vllm
+
+        rep, result, _ = check_against_vllm(profile, traffic, policy, cfg)
+        verdict = "identical" if rep.exact and rep.same_finish_times else "DIFFERENT"
+        print(f"fast engine vs vLLM's scheduler: {verdict}: {rep.identical}/{rep.steps} steps identical, "
+              f"preemptions {rep.preemptions[0]}/{rep.preemptions[1]}, finished {rep.finished[0]}/{rep.finished[1]}"
+              + (f"; first difference at (replica, step) {rep.first_difference}" if rep.first_difference else ""))
+        if verdict != "identical":
+            return 1
+    else:
+        result = simulate(profile, traffic, policy, cfg)
     summaries = {"policy" if args.policy else "no speculation": result.summary}
     if args.compare_off and args.policy:
         off = simulate(profile, traffic, Policy(), config_from_args(args))

@@ -63,6 +63,7 @@ class StepLog:
             "prefill_tokens": li[:, kernel.L_PRETOK], "prefill_rows": li[:, kernel.L_PREROWS],
             "emitted": li[:, kernel.L_EMIT], "preempted": li[:, kernel.L_PREEMPT],
             "running": li[:, kernel.L_RUN], "waiting": li[:, kernel.L_WAIT], "context_tokens": lf[:, kernel.LF_CTX],
+            "free_blocks": li[:, kernel.L_FREE],
         }
 
     def detail_rows(self) -> tuple[np.ndarray, np.ndarray]:

@@ -101,7 +101,8 @@ L_RUN = 8  # requests in `running` after scheduling
 L_BASIS = 9  # batch size the K lookup used
 L_PREROWS = 10  # prefill rows
 L_WAIT = 11  # requests waiting after scheduling
-L_NCOL = 12
+L_FREE = 12  # free KV blocks after scheduling
+L_NCOL = 13
 LF_START = 0
 LF_DUR = 1
 LF_CTX = 2  # context tokens of decode rows
@@ -775,6 +776,7 @@ def log_step(rep: Rep, log: Log, start: float, dt: float, n_rows: int, n_dec: in
     li[n, L_BASIS] = basis
     li[n, L_PREROWS] = pre_rows
     li[n, L_WAIT] = rep.ri[RI_WLEN]
+    li[n, L_FREE] = rep.ri[RI_FREE]
     log.lf[n, LF_START] = start
     log.lf[n, LF_DUR] = dt
     log.lf[n, LF_CTX] = ctx

@@ -90,7 +90,10 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
         if policy.static_k == 0:
             kw["num_speculative_tokens_per_batch_size"] = policy.vllm_schedule()
         if method == "draft_model" and cfg.lookahead == "auto":
-            kw.update(method="draft_model", model=str(_model_dir()))
+            from vllm.config import ParallelConfig
+
+            kw.update(method="draft_model", model=str(_model_dir()), target_model_config=model,
+                      target_parallel_config=ParallelConfig())
         else:
             # n-gram, suffix, specsim's custom proposer: no lookahead slots, no drafting slots
             kw.update(method="ngram", prompt_lookup_min=2, prompt_lookup_max=4)
@@ -174,6 +177,7 @@ class VllmReplicaEngine(ReplicaEngine):
                 n = ri[kernel.RI_PREN]
                 log.arrays.pre[n, 0], log.arrays.pre[n, 1] = ri[kernel.RI_STEPS], i
                 ri[kernel.RI_PREN] = n + 1
+        ri[kernel.RI_FREE] = s.kv_cache_manager.block_pool.get_num_free_blocks()
         admitted = {r.req_id for r in out.scheduled_new_reqs}
         n_rows = 0
         for rid, tokens in out.num_scheduled_tokens.items():
