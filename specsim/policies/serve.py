@@ -121,7 +121,7 @@ def profile_engine_kwargs(profile: Profile) -> dict[str, object]:
     args = profile.metadata.engine_args
     engines = args.get("engines")
     if isinstance(engines, dict) and engines:
-        first = engines.get("k0") or next(iter(engines.values()))
+        first = engines.get("k0") or engines.get(min(engines)) or next(iter(engines.values()))
         kw = first.get("llm_kwargs") if isinstance(first, dict) else None
         if isinstance(kw, dict):
             return kw
@@ -171,6 +171,8 @@ def plan_server(
     extra: list[str] | None = None,
     device: str = "cpu",
     python: str | None = None,
+    eager: bool = False,
+    record_steps: Path | None = None,
 ) -> ServerPlan:
     """Build the `vllm serve` command and environment for a checked policy."""
     extra = list(extra or [])
@@ -184,11 +186,39 @@ def plan_server(
     argv = [python or sys.executable, "-m", "specsim.policies.vllm_launch", "serve", str(model_path),
             "--host", host, "--port", str(port), *args]
     notes = list(exp.notes)
-    if device == "cpu" and "--enforce-eager" not in extra and "--no-enforce-eager" not in extra:
+    env = dict(exp.env)
+    if eager and "--enforce-eager" not in extra:
         argv.append("--enforce-eager")
-        notes.append("--enforce-eager: on CPU start-up drops from 75-170 s to about 25 s")
+        notes.append("--enforce-eager: starts in about 25 s on CPU instead of 75-170 s, but is not how vLLM serves "
+                     "by default")
+    if record_steps is not None:
+        from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
+        from specsim.vllmkit.recorder import SCHEDULER
+
+        argv += ["--scheduler-cls", SCHEDULER]
+        env[STEP_LOG_ENV] = str(record_steps)
+        notes.append(f"recording every engine step to {record_steps} (composition and period)")
     argv += extra
-    return ServerPlan(argv, dict(exp.env), exp, notes)
+    return ServerPlan(argv, env, exp, notes)
+
+
+def check_mode(profile: Profile, extra: list[str], eager: bool) -> None:
+    """Refuse to serve in another dtype or compilation mode than the profile measured: step costs,
+    and so where speculation stops paying, depend on both."""
+    mode = profile.target.mode
+    if mode is None:
+        return
+    want_eager = not mode.compiled
+    got_eager = eager or "--enforce-eager" in extra
+    if want_eager != got_eager:
+        raise SpecsimError(
+            f"the profile was measured {'eagerly' if want_eager else 'compiled (vLLM default)'} but the server would "
+            f"run {'eagerly' if got_eager else 'compiled'}: step costs differ between modes "
+            f"({'drop --eager' if got_eager else 'add --eager'}, or pass --allow-mode-mismatch)")
+    dtype = _flag_value(extra, "--dtype")
+    if dtype is not None and dtype not in ("auto", mode.dtype):
+        raise SpecsimError(f"the profile was measured in {mode.dtype} but --dtype {dtype} was given "
+                           "(or pass --allow-mode-mismatch)")
 
 
 def server_env(plan: ServerPlan, device: str, port: int, workdir: Path | None = None) -> dict[str, str]:

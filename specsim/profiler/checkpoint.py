@@ -71,3 +71,25 @@ class Checkpoint:
     def remove(self) -> None:
         """Delete the checkpoint after the profile is written."""
         self.path.unlink(missing_ok=True)
+
+
+def read_records(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """(config, records by key) of a checkpoint file, read-only (a cut last line is dropped)."""
+    config: dict[str, Any] = {}
+    records: dict[str, dict[str, Any]] = {}
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise SpecsimError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    for i, line in enumerate(lines):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:
+                continue
+            raise SpecsimError(f"checkpoint {path} line {i + 1} is corrupt") from None
+        if rec.get("key") == "__config__":
+            config = rec["config"]
+        else:
+            records[rec["key"]] = rec
+    return config, records

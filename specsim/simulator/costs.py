@@ -79,17 +79,49 @@ class StepCostModel:
         cf[kernel.C_PRESLOPE] = max(pre_slope, 0.0)
         cf[kernel.C_BMAX] = b_max
         cf[kernel.C_BMEASURED] = self.b_measured
+        comp = profile.target.composition
+        self.composition = comp is not None
+        """True when the profile's composition model (version 2) times the steps."""
+        if comp is not None:
+            cf[kernel.C_MODE] = 1.0
+            cf[kernel.C_BASE] = comp.base_ms / 1e3
+            cf[kernel.C_PERREQ] = comp.per_request_ms / 1e3
+            cf[kernel.C_PERKPAIR] = comp.per_kpair_ms / 1e3
+            cf[kernel.C_PERDRAFT] = comp.per_draft_token_ms / 1e3
+            dc = spec.composition if spec is not None else None
+            if dc is not None:
+                for idx, v in ((kernel.C_D_STEP, dc.per_step_ms), (kernel.C_D_ROW, dc.per_row_ms),
+                               (kernel.C_D_TOK, dc.per_token_ms), (kernel.C_D_FWD, dc.per_forward_ms),
+                               (kernel.C_D_FWDROW, dc.per_forward_row_ms)):
+                    cf[idx] = v / 1e3
+            inf = float("inf")
+            cf[kernel.C_MTOKENS] = comp.measured.get("tokens", inf)
+            cf[kernel.C_MREQS] = comp.measured.get("requests", inf)
+            cf[kernel.C_MCTX] = comp.measured.get("context", inf)
+            pre_tokens = np.asarray(comp.token_knots, dtype=np.float64)
+            pre_s = np.asarray(comp.token_ms, dtype=np.float64) / 1e3
         self.arrays = kernel.Cost(np.ascontiguousarray(decode + draft), cf, pre_tokens, pre_s)
         """The tables in the form the compiled engine reads."""
 
     def prefill_s(self, tokens: int) -> float:
         """Time of a prefill-only step that processes `tokens` prompt tokens."""
+        if self.composition:
+            return float(kernel.composition_seconds(self.arrays, float(tokens), 1, tokens * (tokens + 1) / 2e3,
+                                                    0, 0, 0))
         return float(kernel.prefill_seconds(self.arrays, float(tokens)))
 
     def decode_s(self, batch: int, k: float) -> float:
-        """Decode/verify time for `batch` sequences at speculation length `k` (may be fractional)."""
+        """Decode/verify time for `batch` sequences at speculation length `k` (may be fractional),
+        each with the profile's reference context."""
         if batch <= 0:
             return 0.0
+        if self.composition:
+            q = 1.0 + k
+            ctx = float(self.arrays.cf[kernel.C_REFCTX])
+            kpairs = batch * q * (ctx + (q + 1) / 2) / 1e3
+            return float(kernel.composition_seconds(self.arrays, batch * q, int(batch), kpairs,
+                                                    int(round(batch * k)), int(batch) if k > 0 else 0,
+                                                    int(np.ceil(k))))
         return float(kernel.decode_seconds(self.arrays, int(batch), float(k)))
 
     def step_s(self, batch: int, k: float, prefill_tokens: int, context_tokens: float) -> float:

@@ -115,7 +115,21 @@ C_PREINTERCEPT = 2
 C_PRESLOPE = 3  # s per prefill token beyond the last measured point
 C_BMAX = 4  # largest batch in the dense table
 C_BMEASURED = 5  # largest measured batch (beyond it: extrapolated)
-C_SIZE = 6
+# composition model (profile version 2): Cost.pre_tok / pre_s hold F's knots and values (s)
+C_MODE = 6  # 0: decode table + prefill curve; 1: composition model
+C_BASE = 7
+C_PERREQ = 8
+C_PERKPAIR = 9  # s per thousand attention pairs
+C_PERDRAFT = 10
+C_D_STEP = 11  # drafter: per drafting step
+C_D_ROW = 12
+C_D_TOK = 13
+C_D_FWD = 14
+C_D_FWDROW = 15
+C_MTOKENS = 16  # measured range: tokens per step, requests per step, context per request
+C_MREQS = 17
+C_MCTX = 18
+C_SIZE = 19
 MIN_FRACTION = 0.25  # a context shorter than the reference never makes a step cheaper than this
 
 # ---- ITL histogram: log-spaced bins from 1 us to 1e5 s ---------------------------------------
@@ -526,6 +540,58 @@ def step_seconds(cost: Cost, n_dec: int, spec_tokens: int, prefill_tokens: int, 
     return t
 
 
+@njit(cache=True)
+def composition_seconds(cost: Cost, tokens: float, requests: int, kpairs: float, drafts: int,
+                        draft_rows: int, kmax: int) -> float:
+    """A step's period from its composition (profile version 2, formats.profile.CompositionCost)."""
+    cf = cost.cf
+    knots = cost.pre_tok
+    vals = cost.pre_s
+    if tokens <= knots[-1]:
+        f = np.interp(tokens, knots, vals)
+    elif knots.shape[0] >= 2:
+        slope = (vals[-1] - vals[-2]) / (knots[-1] - knots[-2])
+        f = vals[-1] + slope * (tokens - knots[-1])
+    else:
+        f = vals[-1]
+    t = cf[C_BASE] + f + cf[C_PERREQ] * requests + cf[C_PERKPAIR] * kpairs + cf[C_PERDRAFT] * drafts
+    if draft_rows > 0:
+        t += (cf[C_D_STEP] + cf[C_D_ROW] * draft_rows + cf[C_D_TOK] * drafts + cf[C_D_FWD] * kmax
+              + cf[C_D_FWDROW] * kmax * draft_rows)
+    return t
+
+
+@njit(cache=True)
+def step_time(cost: Cost, req: Req, rows: Rows, n_rows: int, n_dec: int, spec_tok: int, pre_tok: int,
+              ctx: float, rf: np.ndarray) -> float:
+    """Duration of a scheduled step (after schedule_step), counting steps outside the measured range."""
+    cf = cost.cf
+    if cf[C_MODE] == 0.0:
+        if n_dec > cf[C_BMEASURED]:
+            rf[RF_EXTRAP] += 1.0
+        return step_seconds(cost, n_dec, spec_tok, pre_tok, ctx)
+    tokens = 0
+    kpairs = 0.0
+    draft_rows = 0
+    kmax = 0
+    maxctx = 0
+    for j in range(n_rows):
+        new = rows.new[j]
+        before = req.computed[rows.ids[j]] - new  # computed tokens before this step
+        tokens += new
+        kpairs += new * (before + (new + 1) * 0.5)
+        d = rows.spec[j]
+        if d > 0:
+            draft_rows += 1
+            if d > kmax:
+                kmax = d
+        if before + new > maxctx:
+            maxctx = before + new
+    if tokens > cf[C_MTOKENS] or n_rows > cf[C_MREQS] or maxctx > cf[C_MCTX]:
+        rf[RF_EXTRAP] += 1.0
+    return composition_seconds(cost, tokens, n_rows, kpairs / 1000.0, spec_tok, draft_rows, kmax)
+
+
 # =============================================================================================
 # 3. outcome of a step (update_from_output) and the drafter's next proposals (post_step)
 # =============================================================================================
@@ -815,7 +881,6 @@ def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, row
         return run_steps_async(req, rep, p, acc, cost, log, rows, rows2, t_limit)
     ri = rep.ri
     rf = rep.rf
-    bmeasured = cost.cf[C_BMEASURED]
     while True:
         if ri[RI_NRUN] == 0 and ri[RI_WLEN] == 0:
             return RET_IDLE
@@ -837,9 +902,7 @@ def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, row
         if p.pi[P_DETAIL]:
             log_detail(rep, log, rows, n_rows)
         n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx = step_features(req, rows, n_rows)
-        dt = step_seconds(cost, n_dec, spec_tok, pre_tok, ctx)
-        if n_dec > bmeasured:
-            rf[RF_EXTRAP] += 1.0
+        dt = step_time(cost, req, rows, n_rows, n_dec, spec_tok, pre_tok, ctx, rf)
         start = rf[RF_CLOCK]
         now = start + dt
         rf[RF_CLOCK] = now
@@ -865,7 +928,6 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
     next step is scheduled when the one in flight starts, and its output is processed when it ends."""
     ri = rep.ri
     rf = rep.rf
-    bmeasured = cost.cf[C_BMEASURED]
     while True:
         has_req = ri[RI_NRUN] > 0 or ri[RI_WLEN] > 0
         pend_n = ri[RI_PENDN]
@@ -884,10 +946,12 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
         n_pre = 0
         n_dec = dec_tok = spec_tok = pre_tok = pre_rows = 0
         ctx = 0.0
+        dt_new = 0.0
         if has_req:
             n_new, n_pre = schedule_step(req, rep, p, cur, log)
             # the step's composition is fixed now: time it before the step in flight completes
             n_dec, dec_tok, spec_tok, pre_tok, pre_rows, ctx = step_features(req, cur, n_new)
+            dt_new = step_time(cost, req, cur, n_new, n_dec, spec_tok, pre_tok, ctx, rf) if n_new > 0 else 0.0
         if n_new == 0 and n_pre == 0 and pend_n <= 0:
             if ri[RI_NRUN] > 0 or ri[RI_WLEN] > 0:
                 return RET_STUCK
@@ -910,9 +974,7 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
         if n_new >= 0:
             if p.pi[P_DETAIL]:
                 log_detail(rep, log, cur, n_new)
-            dt = step_seconds(cost, n_dec, spec_tok, pre_tok, ctx) if n_new > 0 else 0.0
-            if n_dec > bmeasured:
-                rf[RF_EXTRAP] += 1.0
+            dt = dt_new
             pm = RI_PM
             ri[pm] = n_dec
             ri[pm + 1] = k_now(p, rep) if n_new > 0 else 0

@@ -60,6 +60,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="token budget per step, draft tokens included")
     g.add_argument("--kv-blocks", type=int, default=None,
                    help="KV blocks per replica as vLLM counts them (default: the profile's measured capacity)")
+    g.add_argument("--kv-space", type=float, default=None,
+                   help="KV cache per replica in GiB, converted with the profile's bytes per block")
     g.add_argument("--block-size", type=int, default=d["block_size"])
     g.add_argument("--no-chunked-prefill", action="store_true")
     g.add_argument("--max-model-len", type=int, default=None,
@@ -100,6 +102,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         max_num_batched_tokens=args.max_num_batched_tokens,
         block_size=args.block_size,
         num_kv_blocks=args.kv_blocks,
+        kv_space_gib=args.kv_space,
         chunked_prefill=not args.no_chunked_prefill,
         max_model_len=args.max_model_len,
         k_basis=args.k_basis,

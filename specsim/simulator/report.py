@@ -53,5 +53,22 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], title: str = "simu
     return table
 
 
+def caveats(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Lines a reader must see beside the numbers: extrapolated costs and the start-to-start band."""
+    out: list[str] = []
+    share = max((float(s.get("extrapolated_step_share") or 0.0) for s in summaries.values()), default=0.0)
+    if share > 0:
+        out.append(f"warning: {share:.1%} of steps lay outside the batch sizes, tokens or contexts the profile "
+                   "measured; their costs are extrapolated")
+    spread = next((s.get("start_spread") for s in summaries.values() if s.get("start_spread")), None)
+    if spread:
+        out.append(f"note: step costs varied by +-{float(spread):.0%} between engine starts when profiled; a live "
+                   "server's latencies can differ from these by about that much")
+    return out
+
+
 def print_summaries(summaries: Mapping[str, Mapping[str, Any]], title: str = "simulation") -> None:
-    Console().print(summary_table(summaries, title))
+    console = Console()
+    console.print(summary_table(summaries, title))
+    for line in caveats(summaries):
+        console.print(line)

@@ -61,6 +61,24 @@ def async_scheduling(cfg: SimConfig, policy: Policy, device: str) -> bool:
     return not speculating or policy.drafter.method in ASYNC_METHODS
 
 
+def kv_blocks(profile: Profile, cfg: SimConfig) -> int:
+    """KV blocks per replica: --kv-blocks, else --kv-space with the profile's bytes per block, else the
+    capacity the profile measured, else effectively unlimited."""
+    if cfg.num_kv_blocks is not None:
+        return cfg.num_kv_blocks
+    kv = profile.target.kv
+    if cfg.kv_space_gib is not None:
+        if kv is None or not kv.bytes_per_block:
+            raise SpecsimError("--kv-space needs a profile that records its KV bytes per block (profile version 2); "
+                               "give --kv-blocks instead")
+        per_block = kv.bytes_per_block * cfg.block_size / kv.block_size
+        return max(2, int(cfg.kv_space_gib * (1 << 30) // per_block))
+    if kv is not None:
+        return max(2, kv.blocks * kv.block_size // cfg.block_size)
+    tokens = profile.target.kv_cache_tokens
+    return tokens // cfg.block_size if tokens else _UNLIMITED_BLOCKS
+
+
 def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | None, max_model_len: int,
                   detail: bool = False, is_async: bool = False) -> kernel.Params:
     """The integer/float settings and the K lookup the compiled engine reads."""
@@ -137,10 +155,7 @@ def simulate(
     if not speculating:
         replay = None
 
-    num_blocks = cfg.num_kv_blocks
-    if num_blocks is None:
-        kv = profile.target.kv_cache_tokens
-        num_blocks = kv // cfg.block_size if kv else _UNLIMITED_BLOCKS
+    num_blocks = kv_blocks(profile, cfg)
     usable = num_blocks - 1  # vLLM's block pool keeps one block as its null block
     lengths = traffic.input_lengths + traffic.output_lengths
     longest = int(lengths.max())
@@ -229,6 +244,9 @@ def simulate(
     summary["async_scheduling"] = is_async
     extrap = sum(float(e.rep.rf[kernel.RF_EXTRAP]) for e in engines)
     summary["extrapolated_step_share"] = extrap / max(len(steps["start"]), 1)
+    summary["kv_blocks"] = int(num_blocks) if num_blocks < _UNLIMITED_BLOCKS else None
+    if profile.target.start_spread is not None:
+        summary["start_spread"] = profile.target.start_spread
     if capped:
         summary["capped_at_max_model_len"] = capped
     if replay is not None:

@@ -218,9 +218,14 @@ class VllmReplicaEngine(ReplicaEngine):
 
     def _time(self, rows: kernel.Rows, n_rows: int) -> tuple[float, tuple[int, int, int, int, int, float]]:
         feats = kernel.step_features(self.req, rows, n_rows)
-        if feats[0] > self.cost.cf[kernel.C_BMEASURED]:
-            self.rep.rf[kernel.RF_EXTRAP] += 1.0
-        return (kernel.step_seconds(self.cost, feats[0], feats[2], feats[3], feats[5]) if n_rows else 0.0), feats
+        if not n_rows:
+            return 0.0, feats
+        # the fast engine times a step from specsim's mirror of computed tokens: keep it in step
+        for j in range(n_rows):
+            i = int(rows.ids[j])
+            self.req.computed[i] = self.sched.requests[str(i)].num_computed_tokens
+        dt = kernel.step_time(self.cost, self.req, rows, n_rows, feats[0], feats[2], feats[3], feats[5], self.rep.rf)
+        return dt, feats
 
     def _advance(self, t_limit: float) -> None:
         if self.params.pi[kernel.P_ASYNC]:

@@ -74,9 +74,27 @@ def test_plan_server_command(tmp_path: Path) -> None:
     cfg = json.loads(argv[argv.index("--speculative-config") + 1])
     assert cfg["num_speculative_tokens_per_batch_size"] == [[1, 2, 4], [3, 64, 0]]
     assert argv[argv.index("--max-num-seqs") + 1] == "16"
-    assert "--enforce-eager" in argv and argv[-2:] == ["--max-model-len", "512"]
-    gpu = plan_server(p, tmp_path, extra=["--max-num-seqs", "16"], device="cuda")
-    assert "--enforce-eager" not in gpu.argv and gpu.argv.count("--max-num-seqs") == 1
+    # vLLM's default compilation unless asked otherwise (the profile's mode decides in `specsim serve`)
+    assert "--enforce-eager" not in argv and argv[-2:] == ["--max-model-len", "512"]
+    eager = plan_server(p, tmp_path, extra=["--max-num-seqs", "16"], device="cpu", eager=True,
+                        record_steps=tmp_path / "steps.jsonl")
+    assert "--enforce-eager" in eager.argv and eager.argv.count("--max-num-seqs") == 1
+    assert eager.argv[eager.argv.index("--scheduler-cls") + 1].endswith("recorder.RecordingScheduler")
+    assert eager.env["SPECSIM_STEP_LOG"] == str(tmp_path / "steps.jsonl")
+
+
+def test_serving_in_another_mode_than_the_profile_is_refused(profile_doc: dict[str, Any]) -> None:
+    from specsim.policies.serve import check_mode
+
+    profile_doc["version"] = 2
+    profile_doc["target"]["mode"] = {"dtype": "bfloat16", "compiled": True}
+    prof = Profile.model_validate(profile_doc)
+    check_mode(prof, [], eager=False)
+    check_mode(prof, ["--dtype", "auto"], eager=False)
+    with pytest.raises(SpecsimError, match="measured compiled"):
+        check_mode(prof, [], eager=True)
+    with pytest.raises(SpecsimError, match="measured in bfloat16"):
+        check_mode(prof, ["--dtype", "float32"], eager=False)
 
 
 @needs_vllm

@@ -56,7 +56,8 @@ def live_server(policy: dict[str, Any], tmp: Path, env: dict[str, str] | None = 
     pol = write_json(tmp / "policy.json", policy)
     port = free_port()
     log = open(tmp / "server.log", "w")  # noqa: SIM115 - closed below
-    cmd = [sys.executable, "-m", "specsim", "serve", str(pol), "--port", str(port), "--", *ARGS]
+    # --eager: a compiled server takes 75-170 s to start here; enforcement does not depend on the mode
+    cmd = [sys.executable, "-m", "specsim", "serve", str(pol), "--port", str(port), "--eager", "--", *ARGS]
     # One floating OpenMP thread: vLLM's auto binding pins every server's worker to CPU 0, where a
     # concurrent profiler run (shared machine) can starve it for minutes.
     base = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "OMP_NUM_THREADS": "1"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from specsim.errors import SpecsimError
@@ -21,7 +22,6 @@ from specsim.formats.profile import (
 )
 from specsim.profiler.checkpoint import Checkpoint, checkpoint_path
 from specsim.profiler.engine import EngineSettings, parse_drafter
-from specsim.profiler.fit import CostModel, Point, fit_report, fit_slope, median_iqr
 from specsim.profiler.prompts import BUILTIN, load_jsonl_prompts, load_prompts, stratified
 from specsim.profiler.report import acceptance_summary, plot_costs
 from specsim.shared_data import spec_bench_path
@@ -91,29 +91,59 @@ def test_parse_drafter() -> None:
 
 
 def test_engine_settings_keep_cpu_settings_behind_device_check() -> None:
-    cpu = EngineSettings(model="m", device="cpu").llm_kwargs({"method": "ngram"}, detailed_spec=True)
+    cpu = EngineSettings(model="m", device="cpu", enforce_eager=True).llm_kwargs({"method": "ngram"},
+                                                                                detailed_spec=True)
+    compiled = EngineSettings(model="m", device="cpu", enforce_eager=False).llm_kwargs()
     gpu = EngineSettings(model="m", device="cuda").llm_kwargs()
-    assert cpu["enforce_eager"] is True and "enforce_eager" not in gpu
+    assert cpu["enforce_eager"] is True and "enforce_eager" not in gpu and "enforce_eager" not in compiled
     assert cpu["per_request_spec_decode_metrics"] == "detailed"
     assert cpu["disable_log_stats"] is False and cpu["enable_logging_iteration_details"] is True
 
 
-def test_fit_recovers_slope_and_reports_heldout_error() -> None:
-    def true(b: int, k: int, c: float) -> float:
-        return 10 + 3 * b + 2 * k * b + 0.01 * b * (c - 100)
+def _sample(tokens: float, requests: float, kpairs: float, drafts: float = 0, rows: float = 0, kmax: float = 0,
+            drafter: str | None = None, role: str = "decode", held: bool = False, start: int = 0):
+    from specsim.profiler.stepfit import Sample
 
-    ref = {(b, k): Point(b, k, 100.0, true(b, k, 100)) for b in (1, 2, 4) for k in (0, 1)}
-    other = [Point(b, k, 300.0, true(b, k, 300)) for b in (1, 2, 4) for k in (0, 1)]
-    slope = fit_slope(other, ref)
-    assert slope == pytest.approx(0.01)
-    model = CostModel([1, 2, 4], [0, 1], [[ref[(b, k)].ms for k in (0, 1)] for b in (1, 2, 4)], 100.0, slope)
-    held = [Point(3, 1, 200.0, true(3, 1, 200))]
-    rep = fit_report(model, held)
-    assert rep["heldout_points"] == 1 and rep["mean_abs_rel_error"] == pytest.approx(0.0, abs=1e-9)
-    bad = fit_report(model, [Point(3, 1, 200.0, 2 * true(3, 1, 200))])
-    assert bad["mean_abs_rel_error"] == pytest.approx(0.5, abs=1e-6)
-    assert fit_slope([Point(1, 0, 300.0, 1.0)], {(1, 0): Point(1, 0, 100.0, 5.0)}) == 0.0  # never negative
-    assert median_iqr([1, 2, 3, 4, 100]) == (3.0, 2.0)
+    f = np.array([tokens, requests, kpairs, drafts, rows, kmax, 100.0])
+    ms = 20.0 + 0.5 * min(tokens, 64) + 2.0 * max(tokens - 64, 0) + 0.3 * requests + 0.05 * kpairs + 0.2 * drafts
+    if drafter == "ngram" and rows:
+        ms += 0.1 * rows
+    return Sample(feats=f, period_ms=ms, drafter=drafter, role=role, label=f"{role}/{tokens}/{requests}",
+                  heldout=held, start=start)
+
+
+def test_composition_fit_recovers_a_known_model_and_reports_heldout_error() -> None:
+    from specsim.profiler.stepfit import errors, features, fit
+
+    train = [_sample(b * (1 + k), b, b * (1 + k) * (c + 1) / 1000, b * k, b if k else 0, k,
+                     drafter="ngram" if k else None)
+             for b in (1, 2, 4, 8, 16, 32, 64) for k in (0, 2, 4) for c in (64, 512)]
+    train += [_sample(t, 1, t * (t + 1) / 2000, role="prefill") for t in (16, 64, 256, 1024)]
+    held = [_sample(12 * 3, 12, 12 * 3 * 300 / 1000, 24, 12, 2, drafter="ngram", held=True),
+            _sample(512, 1, 512 * 513 / 2000, role="prefill", held=True)]
+    model = fit(train + held)
+    for s in held + train[::7]:
+        assert model.predict(s.feats, s.drafter) == pytest.approx(s.period_ms, rel=0.02)
+    assert model.per_request_ms == pytest.approx(0.3, abs=0.05) and model.drafters["ngram"]["per_row_ms"] > 0.05
+    rep = errors(model, train + held)
+    assert rep["decode/heldout"]["steps"] == 1 and rep["decode/heldout"]["step_mean_abs_rel_error"] < 0.02
+    # the features of recorder rows: [new, computed_before, drafts, prompt_tokens]
+    f = features([[5, 99, 4, 50], [300, 0, 0, 300]])
+    assert list(f[:6]) == [305, 2, pytest.approx((5 * (99 + 3) + 300 * 150.5) / 1000), 4, 1, 4]
+    assert f[6] == 300
+
+
+def test_start_spread_is_half_the_range_of_per_start_ratios() -> None:
+    from specsim.profiler.stepfit import fit, start_spread
+
+    base = [_sample(b, b, b * 0.1, start=0) for b in (1, 2, 4, 8, 16, 32, 64) for _ in range(3)]
+    model = fit(base)
+    slow = []
+    for b in (1, 2, 4, 8, 16, 32):
+        s = _sample(b, b, b * 0.1, start=1)
+        s.period_ms *= 1.2
+        slow.append(s)
+    assert start_spread(model, base + slow) == pytest.approx(0.1 / 1.1, rel=0.05)
 
 
 def _profile(traces: list[AcceptanceTrace]) -> Profile:
@@ -181,22 +211,25 @@ def test_models_resolve_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         check_same_vocabulary(a, b)
 
 
-def test_cli_config_builds_the_grid() -> None:
+def test_cli_config_builds_the_plan() -> None:
     import argparse
 
     from specsim.profiler.cli import config_from_args, register
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
-    args = parser.parse_args(["profile", "--out", "x.json", "--max-batch", "16", "--k-max", "3"])
-    cfg = config_from_args(args)
-    assert cfg.grid.batch_sizes == [1, 2, 4, 8, 16] and cfg.grid.ks == [0, 1, 2, 3]
-    assert cfg.grid.heldout_batches == [3, 6, 12]
+    cfg = config_from_args(parser.parse_args(["profile", "--out", "x.json", "--k-max", "3"]))
+    assert cfg.plan.ks == [0, 1, 2, 3] and cfg.compiled and cfg.dtype == "auto"
+    assert (64, 64) in cfg.plan.decode and cfg.plan.max_context() >= 2000  # B up to 64, contexts up to 2k
+    cfg = config_from_args(parser.parse_args(["profile", "--out", "x.json", "--plan", "quick", "--eager",
+                                              "--decode", "2x16,4x32", "--served-rates", "1,2"]))
+    assert cfg.plan.decode == [(2, 16), (4, 32)] and cfg.plan.served_rates == [1.0, 2.0] and not cfg.compiled
     args = parser.parse_args(["profile", "--out", "x.json", "--temperature", "0.7"])
     assert config_from_args(args).temperature == 0.7
-    args = parser.parse_args(["profile", "--out", "x.json", "--temperature", "-1"])
-    with pytest.raises(SpecsimError, match="temperature"):
-        config_from_args(args)
+    for bad, match in ((["--temperature", "-1"], "temperature"), (["--decode", "8by64"], "BxC"),
+                       (["--served-rates", "0"], "positive"), (["--kv-space", "0"], "kv-space")):
+        with pytest.raises(SpecsimError, match=match):
+            config_from_args(parser.parse_args(["profile", "--out", "x.json", *bad]))
 
 
 def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,53 +247,6 @@ def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("SPECSIM_CACHE", str(tmp_path / "cache"))
     with pytest.raises(SpecsimError, match="model file not found"):
         check_drafter_supported(parse_drafter(f"draft_model:{tmp_path / 'small.gguf'}"), "cpu", target)
-
-
-class _FakeLLM:
-    """Stands in for vllm.LLM: each generate() emits a prefill step, then decode steps whose
-    elapsed time is 10 ms per token, and one mixed step that must be filtered out."""
-
-    def __init__(self, logger) -> None:
-        self.logger = logger
-        self.calls: list[int] = []
-
-    def generate(self, prompts, params, use_tqdm=False):
-        from types import SimpleNamespace as NS
-
-        b = len(prompts)
-        self.calls.append(b)
-        k = self.k
-
-        def step(ctx_r, ctx_t, gen_r, gen_t, acc=0):
-            spec = NS(num_drafts=gen_r if k else 0, num_draft_tokens=gen_r * k, num_accepted_tokens=acc,
-                      num_accepted_tokens_per_pos=[])
-            det = NS(num_ctx_requests=ctx_r, num_ctx_tokens=ctx_t, num_generation_requests=gen_r,
-                     num_generation_tokens=gen_t, elapsed_ms=10.0 * (gen_t or ctx_t), is_dummy=False)
-            self.logger.record(NS(spec_decoding_stats=spec, iteration_details=det), None)
-
-        step(b, b * len(prompts[0]["prompt_token_ids"]), 0, 0)
-        for _ in range(4):
-            step(0, 0, b, b * (k + 1), acc=b)  # every sequence accepts one draft token
-        step(0, 0, b, b)  # a step without drafts: not a B x (K+1) step
-        return []
-
-
-def test_interleaved_measurement_filters_steps_and_round_robins(monkeypatch: pytest.MonkeyPatch) -> None:
-    from specsim.profiler import costs
-    from specsim.profiler.steplogger import StepLogger
-
-    monkeypatch.setattr(costs, "_sampling", lambda n: None)
-    logger = StepLogger()
-    llm = _FakeLLM(logger)
-    llm.k = 2
-    points = {"a": costs.DecodePoint([1] * 10, 1, 2), "b": costs.DecodePoint([1] * 10, 4, 2)}
-    got: dict[str, dict] = {}
-    costs.measure_interleaved(llm, logger, None, points, 8, 8, lambda key, rec: got.setdefault(key, rec))
-    assert llm.calls == [1, 4, 1, 4]  # alternating runs, two each for 8 samples of 4 per run
-    assert got["a"]["ms"] == pytest.approx(30.0) and got["b"]["ms"] == pytest.approx(120.0)
-    assert got["a"]["n"] == 8 and got["a"]["other_steps"] == 4
-    # context: prompt 10 + 1 prefill token, then +2 tokens per step (1 accepted + 1 bonus)
-    assert got["a"]["context"] == pytest.approx(10 + 1 + (0 + 2 + 4 + 6) / 4)
 
 
 def test_sampled_summary() -> None:

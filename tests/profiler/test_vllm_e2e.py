@@ -24,14 +24,18 @@ MAX_TOKENS = 48
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory):
-    from specsim.profiler.costs import CostGrid
+    from specsim.profiler.plan import MeasurePlan
     from specsim.profiler.run import ProfileConfig, Profiler
 
-    grid = CostGrid(batch_sizes=[1, 8], ks=[0, K], contexts=[32, 96], heldout_batches=[4], heldout_contexts=[64],
-                    decode_tokens=12, min_samples=6, prefill_tokens=[16, 64, 128], prefill_repeats=2)
-    # the default model as its own draft model: exercises the teacher-forced draft_model path
+    plan = MeasurePlan(decode=[(1, 32), (8, 32), (2, 96)], decode_heldout=[(4, 32)], ks=[0, K], steps_per_k=5,
+                       prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[], mixed_ks=[0, K],
+                       served_rates=[6.0], served_heldout=[], served_requests=6, served_max_tokens=16,
+                       probe_starts=0, probe=[(1, 32)])
+    # eager keeps the test's engine starts short; the default model as its own draft model exercises
+    # the teacher-forced draft_model path
     cfg = ProfileConfig(model="default", drafters=["ngram", "draft_model:default"], prompts="builtin", num_prompts=6,
-                        crosscheck_prompts=6, max_tokens=MAX_TOKENS, k_max=K, grid=grid)
+                        crosscheck_prompts=6, max_tokens=MAX_TOKENS, k_max=K, plan=plan, compiled=False,
+                        max_num_seqs=16, max_num_batched_tokens=256)
     out = tmp_path_factory.mktemp("profile") / "p.json"
     prof = Profiler(cfg, out)
     profile = prof.run()
@@ -41,24 +45,31 @@ def run(tmp_path_factory: pytest.TempPathFactory):
 def test_greedy_outputs_identical_with_and_without_speculation(run) -> None:
     prof, profile, _ = run
     check = prof.ckpt.get("crosscheck/ngram")
+    from specsim.profiler import keys
     assert len(check["outputs"]) == 6
     for p, spec_out in zip(prof.prompts, check["outputs"], strict=True):
-        ref = prof.ckpt.get(f"ref/{p.prompt_id}")["output_ids"]
+        ref = prof.ckpt.get(keys.reference(p.prompt_id))["output_ids"]
         assert len(spec_out) >= 1
         assert spec_out == ref[: len(spec_out)], p.prompt_id
     assert profile.metadata.acceptance_check["ngram"]["identical_outputs"] == 6
 
 
-def test_step_time_grows_with_batch(run) -> None:
+def test_step_time_grows_with_batch_and_the_fit_reports_every_kind(run) -> None:
     _, profile, _ = run
     dec = profile.target.decode
-    assert dec.batch_sizes == [1, 8] and dec.ks == [0, K]
+    assert dec.ks == list(range(K + 1))
     for j in range(len(dec.ks)):
-        assert dec.step_ms[1][j] > dec.step_ms[0][j]
+        assert dec.step_ms[-1][j] > dec.step_ms[0][j]
     # verifying K+1 tokens per sequence costs more than one token at the larger batch
-    assert dec.step_ms[1][1] > dec.step_ms[1][0]
+    assert dec.step_ms[-1][K] > dec.step_ms[-1][0]
     assert profile.target.prefill.step_ms[-1] > profile.target.prefill.step_ms[0]
-    assert profile.metadata.fit["heldout_points"] >= 1
+    comp = profile.target.composition
+    assert comp is not None and comp.base_ms > 0 and comp.measured["requests"] >= 8
+    errs = profile.metadata.fit["errors"]
+    assert {"decode/fit", "decode/heldout", "prefill/fit", "prefill/heldout", "mixed/fit", "served/fit"} <= set(errs)
+    kv = profile.target.kv
+    assert kv is not None and kv.blocks > 100 and kv.bytes_per_block and kv.space_gib
+    assert profile.target.mode is not None and profile.target.mode.compiled is False
 
 
 def test_replayed_traces_reproduce_vllm_counters(run) -> None:
@@ -79,14 +90,18 @@ def test_profile_is_complete_and_loadable(run, tmp_path: Path) -> None:
     _, profile, _ = run
     md = profile.metadata
     assert md.source == "measured" and md.device == "cpu" and md.engine_version.startswith("vllm")
-    assert md.dtype == "float32" and md.threads
+    assert md.dtype == "bfloat16" and md.threads and profile.version == 2
     engines = md.engine_args["engines"]
-    assert engines["k0"]["llm_kwargs"]["enforce_eager"] is True
-    assert engines[f"k{K}"]["llm_kwargs"]["speculative_config"]["method"] == "ngram"
+    plain = next(v for k, v in engines.items() if k.endswith("plain"))
+    kprobe = next(v for k, v in engines.items() if k.endswith("kprobe"))
+    assert plain["llm_kwargs"]["enforce_eager"] is True
+    assert plain["llm_kwargs"]["scheduler_cls"].endswith("RecordingScheduler")
+    assert kprobe["llm_kwargs"]["speculative_config"]["method"] == "custom_class"
     assert md.engine_args["environment"]["HF_HUB_OFFLINE"] == "1"
     ngram = profile.traces_for("ngram")
     assert len(ngram) == 6 and all(t.source == "replay" for t in ngram)
     assert any(max(t.r) > 0 for t in ngram)
+    assert profile.drafters["ngram"].composition is not None
     save_profile(profile, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == profile
 
@@ -128,11 +143,12 @@ def test_self_draft_model_accepts_everything(run) -> None:
     traces = profile.traces_for("draft_model:default")
     assert len(traces) == 6 and all(t.source == "teacher-forced" for t in traces)
     spec = profile.drafters["draft_model:default"]
-    assert spec.method == "draft_model" and spec.cost is not None
-    # a 30-layer draft proposing K tokens costs real time, more at K=3 than the n-gram lookup
-    assert min(v for row in spec.cost.step_ms for v in row) > 5 * max(
-        v for row in profile.drafters["ngram"].cost.step_ms for v in row)
-    # a model drafting for itself agrees with its own greedy choice (fp32 ties aside)
+    assert spec.method == "draft_model" and spec.composition is not None
+    # a 30-layer draft proposing K tokens costs real time: far more per step than the n-gram lookup
+    d, n = spec.composition, profile.drafters["ngram"].composition
+    per_draft = d.per_step_ms + d.per_row_ms + K * (d.per_token_ms + d.per_forward_ms + d.per_forward_row_ms)
+    assert per_draft > 5 * (n.per_step_ms + n.per_row_ms + K * n.per_token_ms) and per_draft > 5.0
+    # a model drafting for itself agrees with its own greedy choice (ties aside)
     hits = sum(r for t in traces for r in t.r[1:])
     best = sum(min(K, t.output_length + K + 1 - pos - 1) for t in traces for pos in range(1, t.output_length))
     assert hits >= 0.95 * best
