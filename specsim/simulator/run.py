@@ -140,10 +140,12 @@ def simulate(
     if cfg.max_requests is not None:
         traffic = traffic.head(cfg.max_requests)
     knobs = policy.engine  # the policy's engine knobs win, on a copy: the caller's config stays as it was
+    kv = profile.target.kv
     cfg = dataclasses.replace(
         cfg,
         max_num_seqs=knobs.max_num_seqs or cfg.max_num_seqs,
         max_num_batched_tokens=knobs.max_num_batched_tokens or cfg.max_num_batched_tokens,
+        block_size=cfg.block_size or (kv.block_size if kv is not None else 16),
     )
     cfg.validate()
     speculating = policy.drafter is not None and policy.max_k > 0
