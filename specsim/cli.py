@@ -24,6 +24,7 @@ STAGE_MODULES = (
     "specsim.profiler.analytic_cli",
     "specsim.tuner.cli",
     "specsim.policies.cli",
+    "specsim.verify.cli",
     "specsim.demo",
 )
 
@@ -37,13 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"specsim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in STAGE_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # stage not built yet in this checkout
-                continue
-            raise
-        module.register(sub)
+        # NOTE: a stage that fails to import is an error, never a silently missing command
+        importlib.import_module(name).register(sub)
     return parser
 
 

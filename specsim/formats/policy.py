@@ -63,6 +63,12 @@ class Provenance(_Strict):
     predicted: dict[str, Any] = Field(default_factory=dict)
     """Predicted metrics under the tuning traffic (throughput, goodput, percentiles)."""
     baselines: dict[str, Any] = Field(default_factory=dict)
+    runners_up: list[dict[str, Any]] = Field(default_factory=list)
+    """The tuner's next-best distinct policies (provenance excluded), best first: `specsim verify
+    --runners-up N` measures them too."""
+    verification: dict[str, Any] = Field(default_factory=dict)
+    """What `specsim verify` measured on the live server: verdict, per-candidate measured objective with
+    confidence intervals beside the prediction (empty until verified)."""
     notes: str = ""
 
 

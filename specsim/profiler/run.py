@@ -208,14 +208,15 @@ class Profiler:
             pass
 
     def _start(self, label: str, spec: dict[str, Any] | None = None, detailed: bool = False,
-               model: str | None = None) -> tuple[Any, StepReader, StepLogger]:
+               model: str | None = None, eager: bool = False) -> tuple[Any, StepReader, StepLogger]:
         """Start an engine with the recording scheduler; its step log is a fresh file."""
         n = sum(1 for k in self.ckpt.records if k.startswith("engine/"))
         log = self.logdir / f"{n:02d}-{label.replace('/', '_')}.jsonl"
         log.unlink(missing_ok=True)
         os.environ[STEP_LOG_ENV] = str(log)
-        settings = self.settings if model is None else EngineSettings(
-            **{**asdict(self.settings), "model": model, "extra": {}})
+        settings = self.settings if model is None and not eager else EngineSettings(
+            **{**asdict(self.settings), "model": model or self.settings.model, "extra": {},
+               "enforce_eager": True if eager else self.settings.enforce_eager})
         settings.extra = {**settings.extra, "scheduler_cls": SCHEDULER}
         t0 = time.monotonic()
         llm, kwargs = build_llm(settings, spec, detailed_spec=detailed)
@@ -434,7 +435,8 @@ class Profiler:
         cfg = self.cfg
         if not cfg.skip_acceptance and not self.ckpt.done(keys.drafter(d.name)):
             # teacher-forced argmax (or top-k) of the draft model over the target's outputs
-            llm, _, _ = self._start(f"teacher-{d.name}", model=str(d.model))
+            # eager: this engine only reads the draft's argmax, its costs are not measured
+            llm, _, _ = self._start(f"teacher-{d.name}", model=str(d.model), eager=True)
             try:
                 rs: dict[str, Any] = {}
                 for q in self.prompts:

@@ -89,6 +89,19 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--default-k", type=int, default=4, help="K of the untuned default baseline (default 4)")
     b.add_argument("--default-drafter", default=None, help="drafter of the untuned default (default: first)")
     b.add_argument("--no-baselines", action="store_true")
+    b.add_argument("--margin", type=float, default=None,
+                   help="predicted gain over the best baseline a tuned policy needs to be chosen (default: the "
+                        "error the profile's fidelity study recorded, else 0)")
+    b.add_argument("--runners-up", type=int, default=3, help="next-best distinct policies kept in the provenance")
+    v = p.add_argument_group("verify on the live server (specsim verify)")
+    v.add_argument("--verify", action="store_true",
+                   help="after tuning, measure the policy, its runners-up and the baselines on real servers; "
+                        "write the measured winner to --out")
+    v.add_argument("--verify-out", type=Path, default=None, help="verification folder (default OUT.verify)")
+    v.add_argument("--verify-repeats", type=int, default=2)
+    v.add_argument("--verify-max-requests", type=int, default=100)
+    v.add_argument("--verify-time-limit", type=float, default=3600.0)
+    v.add_argument("--verify-eager", action="store_true", help="serve without compilation while verifying")
     add_engine_args(p)
     p.set_defaults(func=_cmd_tune)
 
@@ -135,7 +148,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         traffic = multi_load(traffic, loads)
     cfg = config_from_args(args)
     objective = Objective.parse(args.objective, args.slo, args.pareto)
-    space = _space_from_args(args, profile, args.max_batch or cfg.max_num_seqs)
+    measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
+    top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
+    # NOTE: by default breakpoints stay inside the batch sizes the profile measured
+    space = _space_from_args(args, profile, args.max_batch or top)
     if args.resume and not args.storage:
         raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     settings = StudySettings(
@@ -156,7 +172,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         traffic_path=str(args.traffic.resolve()),
         traffic_window=window,
         traffic_loads=loads,
+        margin=args.margin,
+        runners_up=max(args.runners_up, 0),
     )
+    if result.held_back:
+        print(f"note: {result.held_back}")
+    if args.verify:
+        result = _verify_tuned(args, result, profile, traffic)
     save_policy(result.policy, args.out)
     _print_table(summaries_for_report(result), f"tuned vs baselines ({len(traffic)} requests)")
     for line in describe_result(result):
@@ -166,6 +188,48 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if notice := estimated_costs_notice(profile):
         print(notice)
     return 0
+
+
+def _verify_tuned(args: argparse.Namespace, result: Any, profile: Any, traffic: Any) -> Any:
+    """Measure the tuned policy, its runners-up and the baselines live; keep the measured winner."""
+    import dataclasses
+
+    from specsim.formats.policy import Policy
+    from specsim.profiler.prompts import load_prompts
+    from specsim.verify.cli import sim_config_for
+    from specsim.verify.config import VerifyConfig
+    from specsim.verify.report import markdown, plot, write_json
+    from specsim.verify.run import verify
+
+    out = args.verify_out or args.out.with_name(args.out.name + ".verify")
+    prompts = load_prompts(None)
+    vcfg = VerifyConfig(repeats=args.verify_repeats, max_requests=args.verify_max_requests,
+                        time_limit_s=args.verify_time_limit, runners_up=max(args.runners_up, 0),
+                        eager=args.verify_eager or None, seed=args.seed)
+    res = verify(result.policy, profile, args.profile, traffic, out, vcfg, sim_config_for(profile, result.policy),
+                 prompts=[(q.category, q.text) for q in prompts], prompts_by_id={q.prompt_id: q.text for q in prompts},
+                 progress=lambda s: print(f"verify: {s}", flush=True))
+    write_json(res, out / "verify.json")
+    from specsim.io import atomic_write_text
+
+    atomic_write_text(out / "report.md", markdown(res, f"tune --verify on {args.traffic.name}"))
+    if res.candidates:
+        plot(res, out / "verify.png")
+    # the winner: the best measured candidate when the verdict favours it, else the best baseline
+    winner = "policy"
+    best_val = None
+    for name, c in res.candidates.items():
+        v = c["measured"]["value"]
+        if best_val is None or (v > best_val if res.direction == "maximize" else v < best_val):
+            winner, best_val = name, v
+    if res.verdict != "ship" and res.best_baseline:
+        winner = res.best_baseline
+    pol = result.policy if winner == "policy" else Policy.model_validate(
+        {**res.candidates[winner]["policy"], "provenance": result.policy.provenance.model_dump()})
+    pol.provenance.verification = {k: v for k, v in res.to_dict().items() if k != "schema"}
+    pol.provenance.notes += f"; verified live: {res.verdict} ({res.reason}); shipped {winner}"
+    print(f"verify: {res.verdict}. {res.reason}; writing {winner}")
+    return dataclasses.replace(result, policy=pol, chosen=winner if winner != "policy" else result.chosen)
 
 
 def _print_table(summaries: dict[str, dict[str, Any]], title: str) -> None:

@@ -35,7 +35,12 @@ class TuneResult:
     space: SearchSpace
     gains: dict[str, float | None] = field(default_factory=dict)
     chosen: str = "tuned"
-    """'tuned', or the baseline's name when a baseline beat every trial."""
+    """'tuned', or the baseline's name when a baseline beat every trial or the tuned policy's predicted
+    gain did not exceed the margin."""
+    margin: float = 0.0
+    """Predicted relative gain over the best baseline a tuned policy needed to be chosen."""
+    held_back: str | None = None
+    """One line when a tuned policy was better in simulation but not by more than the margin."""
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -89,6 +94,8 @@ def tune(
     traffic_path: str | None = None,
     traffic_window: list[float] | None = None,
     traffic_loads: list[float] | None = None,
+    margin: float | None = None,
+    runners_up: int = 3,
 ) -> TuneResult:
     """Tune a policy for `traffic` on `profile`; see the module docstring."""
     check_inputs(profile, traffic)
@@ -116,22 +123,48 @@ def tune(
         traffic_loads=traffic_loads,
     )
     study = run_study(ev, space, task, settings)
-    return finish(study, ev, space, base, settings)
+    return finish(study, ev, space, base, settings, validated_margin(profile) if margin is None else margin,
+                  runners_up)
+
+
+def validated_margin(profile: Profile) -> float:
+    """The profile's validated error on the ranking metric (recorded by a fidelity study as
+    metadata.fit['fidelity']['margin']), else 0: the gain a tuned policy must be predicted to
+    exceed before it is preferred to the best baseline."""
+    rec = profile.metadata.fit.get("fidelity") if isinstance(profile.metadata.fit, dict) else None
+    try:
+        return max(0.0, float(rec["margin"])) if isinstance(rec, dict) and "margin" in rec else 0.0
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def finish(
-    study: optuna.Study, ev: Evaluator, space: SearchSpace, base: dict[str, Baseline], settings: StudySettings
+    study: optuna.Study, ev: Evaluator, space: SearchSpace, base: dict[str, Baseline], settings: StudySettings,
+    margin: float = 0.0, runners_up: int = 3,
 ) -> TuneResult:
-    """Pick the best trial, compare it with the baselines and build the policy with provenance."""
+    """Pick the best trial, compare it with the baselines and build the policy with provenance.
+
+    A tuner that does no harm: the tuned policy is chosen over the best baseline only when its
+    predicted gain on the objective exceeds `margin` (the simulator's validated error); otherwise
+    the baseline is emitted, and `held_back` says so."""
     obj = ev.objective
     best = best_trial(study, obj)
     policy = space.policy(best.params, ev.profile)
     values = list(best.values)
     metrics = dict(best.user_attrs.get("metrics") or ev.summary(policy))
     chosen = "tuned"
+    held_back = None
+    others = _runners_up(study, space, ev, obj, best, runners_up)
     if base and not obj.multi:
         top = best_baseline(base, ev)
+        key = obj.primary.key
+        gain = obj.primary.gain(float(metrics.get(key, values[0])), float(top.metrics.get(key, top.values[0])))
         if obj.primary.better(top.values[0], values[0]):
+            policy, values, metrics, chosen = top.policy, list(top.values), dict(top.metrics), top.name
+        elif margin > 0 and gain is not None and gain <= margin:
+            held_back = (f"the tuned policy ({describe(policy)}) is predicted {gain:+.1%} on {obj.primary.name} over "
+                         f"{top.name}, within the simulator's validated error {margin:.1%}: emitting {top.name}")
+            others = [policy.model_dump(mode="json", by_alias=True, exclude={"provenance"}), *others][:runners_up]
             policy, values, metrics, chosen = top.policy, list(top.values), dict(top.metrics), top.name
     key = obj.primary.key  # gains on the metric itself (objective values may carry a tie-break term)
     gains = {name: obj.primary.gain(float(metrics.get(key, values[0])), float(b.metrics.get(key, b.values[0])))
@@ -156,11 +189,34 @@ def finish(
                 slo=dict(obj.slo),
                 predicted={**metrics, "objective_values": values},
                 baselines={n: {**b.to_dict(), "gain": gains[n]} for n, b in base.items()},
-                notes=notes,
+                runners_up=others,
+                notes=notes + (f"; {held_back}" if held_back else ""),
             )
         }
     )
-    return TuneResult(policy, study, best, base, ev, space, gains, chosen)
+    return TuneResult(policy, study, best, base, ev, space, gains, chosen, margin, held_back)
+
+
+def _runners_up(study: optuna.Study, space: SearchSpace, ev: Evaluator, obj: Objective, best: FrozenTrial,
+                n: int) -> list[dict[str, Any]]:
+    """The next-best distinct complete trials' policies (provenance excluded), best first."""
+    if n <= 0 or obj.multi:
+        return []
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    sign = -1.0 if obj.primary.direction == "maximize" else 1.0
+    done.sort(key=lambda t: sign * t.values[0])
+    seen = {space.policy(best.params, ev.profile).model_dump_json(by_alias=True, exclude={"provenance"})}
+    out: list[dict[str, Any]] = []
+    for t in done:
+        pol = space.policy(t.params, ev.profile)
+        key = pol.model_dump_json(by_alias=True, exclude={"provenance"})
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(pol.model_dump(mode="json", by_alias=True, exclude={"provenance"}))
+        if len(out) >= n:
+            break
+    return out
 
 
 def summaries_for_report(result: TuneResult) -> dict[str, dict[str, Any]]:
