@@ -253,7 +253,8 @@ class Profiler:
             steps = p.steps_per_k * len(ks)
             prompts = [filler_ids(tok, c, offset=i) for i in range(b)]
             self._note_load()
-            w = workloads.decode(llm, prompts, steps + 1, key, {"batch": b, "context": c, "ks": ks}, on_step)
+            w = workloads.decode(llm, prompts, (steps + 2) * (1 + max(ks)), key, {"batch": b, "context": c, "ks": ks},
+                                 on_step, max_steps=steps + 1)
             self._save(key, reader, w, drafter, held)
             self.advance(engine, f"decode B={b} C={c}")
 

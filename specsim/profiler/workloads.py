@@ -63,13 +63,23 @@ def drain(engine: Any, on_step: Callable[[int], None] | None = None, timeout: fl
 
 
 def decode(llm: Any, prompts: Sequence[Sequence[int]], max_tokens: int, label: str, params: dict[str, Any],
-           on_step: Callable[[int], None] | None = None) -> Window:
-    """B requests prefilled together, then decoding side by side for max_tokens tokens."""
+           on_step: Callable[[int], None] | None = None, max_steps: int | None = None) -> Window:
+    """B requests prefilled together, then decoding side by side for max_tokens tokens (or until
+    `max_steps` engine steps, when the rest is aborted: drafts that happen to be accepted must not
+    end the run before every K of a cycle was measured)."""
     engine = llm.llm_engine
     t0 = time.perf_counter()
-    for p in prompts:
-        _add(engine, p, max_tokens)
-    drain(engine, on_step)
+    ids = [_add(engine, p, max_tokens) for p in prompts]
+    n = 0
+    while engine.has_unfinished_requests():
+        engine.step()
+        n += 1
+        if on_step is not None:
+            on_step(n)
+        if max_steps is not None and n >= max_steps:
+            engine.abort_request(ids)
+            drain(engine)
+            break
     return Window(label, "decode", t0, time.perf_counter(), params)
 
 
