@@ -42,6 +42,11 @@ class SimConfig:
     """Fraction of KV blocks kept free when admitting waiting requests (vLLM `watermark`)."""
     long_prefill_token_threshold: int = 0
     """Cap on one request's prefill chunk while others wait (vLLM; 0 = no cap)."""
+    prefix_caching: Literal["auto", "on", "off"] = "auto"
+    """vLLM's automatic prefix caching: blocks of shared prefixes computed once, kept after their
+    request ends until evicted (LRU). 'auto': on when the trace says which prompts share content
+    (hash_ids or conversations), else off. 'on' also shares the prompts of requests naming the same
+    prompt_id. The profile's own engines ran without it."""
     lookahead: Literal["auto", "none"] = "auto"
     """KV slots reserved past the scheduled tokens for the drafter: 'auto' is vLLM's
     (`num_lookahead_tokens`: the static K for EAGLE, MTP and draft-model drafters, 0 for n-gram and
@@ -104,6 +109,8 @@ class SimConfig:
             raise SpecsimError("scheduler must be 'fast' or 'vllm'")
         if self.async_scheduling not in ("auto", "on", "off"):
             raise SpecsimError("async_scheduling must be 'auto', 'on' or 'off'")
+        if self.prefix_caching not in ("auto", "on", "off"):
+            raise SpecsimError("prefix_caching must be 'auto', 'on' or 'off'")
         if self.lookahead not in ("auto", "none"):
             raise SpecsimError("lookahead must be 'auto' or 'none'")
         if not 0.0 <= self.watermark < 1.0:

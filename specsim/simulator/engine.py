@@ -73,6 +73,15 @@ class StepLog:
         return det, pre
 
 
+def _block_pool(blocks: int, identities: int) -> dict[str, np.ndarray]:
+    """A replica's block pool with prefix caching: every block free and unhashed, the stack popping
+    the lowest ids first (vLLM's initial free queue is in id order)."""
+    minus = np.full(blocks, -1, dtype=np.int64)
+    return {"blk_ref": np.zeros(blocks, dtype=np.int64), "blk_hash": minus.copy(), "lru_prev": minus.copy(),
+            "lru_next": minus.copy(), "stack": np.arange(blocks - 1, -1, -1, dtype=np.int64),
+            "hmap": np.full(max(identities, 1), -1, dtype=np.int64), "hnext": minus.copy()}
+
+
 class ReplicaEngine:
     """A continuous-batching replica that runs steps while it has requests."""
 
@@ -87,6 +96,7 @@ class ReplicaEngine:
         num_blocks: int,
         on_finish: Callable[[int], None] | None,
         detail: bool = False,
+        identities: int = 0,
     ) -> None:
         self.env = env
         self.index = index
@@ -101,12 +111,20 @@ class ReplicaEngine:
         ri[kernel.RI_FREE] = num_blocks
         ri[kernel.RI_HYST] = -1
         ri[kernel.RI_PENDN] = -1
+        one = np.zeros(1, dtype=np.int64)
+        pool = {"blk_ref": one, "blk_hash": one, "lru_prev": one, "lru_next": one, "stack": one, "hmap": one,
+                "hnext": one}
+        if params.pi[kernel.P_PREFIX]:
+            pool = _block_pool(num_blocks, identities)
+            ri[kernel.RI_STACK] = num_blocks
+            ri[kernel.RI_LRU_HEAD] = ri[kernel.RI_LRU_TAIL] = -1
         self.rep = kernel.Rep(
             running=np.zeros(max_seqs + 1, dtype=np.int64),
             waiting=np.zeros(table.n + 1, dtype=np.int64),
             ri=ri, rf=np.zeros(kernel.RF_SIZE),
             fin=np.zeros(table.n + 1, dtype=np.int64),
             itl_hist=np.zeros(kernel.ITL_NBINS, dtype=np.int64),
+            **pool,
         )
         self.rows = kernel.new_rows(max_seqs + 1)
         self.rows2 = kernel.new_rows(max_seqs + 1)

@@ -49,7 +49,14 @@ RI_PENDBUF = 12  # which Rows buffer holds it (0: rows, 1: rows2)
 RI_PM = 13  # 9 ints of its log record: dec, k, dec_tok, spec_tok, pre_tok, n_pre, basis, pre_rows, n_rows
 RI_KLAST = 22  # K set by the last async schedule
 RI_BLAST = 23  # the batch size that K was looked up at
-RI_SIZE = 24
+# prefix caching: free blocks are a stack of unhashed ids (vLLM prepends them: reused first) followed
+# by an LRU list of cached ones (vLLM appends them: evicted oldest first)
+RI_STACK = 24  # unhashed free blocks on the stack
+RI_LRU_HEAD = 25
+RI_LRU_TAIL = 26
+RI_HIT_TOKENS = 27  # prefix-cache hit tokens at admissions (vLLM's PrefixCacheStats.hits)
+RI_QUERY_TOKENS = 28  # tokens of those admissions (PrefixCacheStats.queries)
+RI_SIZE = 29
 # ---- per-replica float state (Rep.rf) ---------------------------------------------------------
 RF_CLOCK = 0
 RF_BUSY = 1
@@ -82,7 +89,8 @@ P_DETAIL = 17  # record every scheduled row (parity checks)
 P_KMAX = 18
 P_STOPFIN = 19  # return after a step that finished a request (closed loop)
 P_ASYNC = 20  # vLLM async scheduling: step t+1 is formed before step t's output is processed
-P_SIZE = 21
+P_PREFIX = 21  # prefix caching (block identities in Req.arena_id)
+P_SIZE = 22
 PF_FLOORRATE = 0  # acceptance floor min rate (0 = no floor)
 PF_SIZE = 1
 
@@ -183,10 +191,21 @@ class Req(NamedTuple):
     """Async scheduling: tokens of the request in the step in flight (num_in_flight_tokens)."""
     stale: np.ndarray
     """Async scheduling: in-flight tokens of a preempted request (num_stale_output_tokens)."""
+    cached_tokens: np.ndarray
+    """Prefix caching: tokens of the prompt found in the cache at first admission."""
+    arena_off: np.ndarray
+    """Prefix caching: where request i's block ids and block identities start in the arenas."""
+    ncached: np.ndarray
+    """Prefix caching: how many of its held blocks are hashed (vLLM num_cached_block)."""
+    arena_blk: np.ndarray
+    """Prefix caching: block ids each request holds, in order (flat, at arena_off)."""
+    arena_id: np.ndarray
+    """Prefix caching: the identity (dense hash) of each full block of each request (-1: none)."""
 
 
 class Rep(NamedTuple):
-    """One replica: running (admission order), waiting (ring buffer), counters, finished list."""
+    """One replica: running (admission order), waiting (ring buffer), counters, finished list, and
+    with prefix caching its block pool (vllm/v1/core/block_pool.py)."""
 
     running: np.ndarray
     waiting: np.ndarray
@@ -194,6 +213,15 @@ class Rep(NamedTuple):
     rf: np.ndarray
     fin: np.ndarray
     itl_hist: np.ndarray
+    blk_ref: np.ndarray
+    blk_hash: np.ndarray
+    lru_prev: np.ndarray
+    lru_next: np.ndarray
+    stack: np.ndarray
+    hmap: np.ndarray
+    """identity -> a block holding it (-1 none)."""
+    hnext: np.ndarray
+    """Next block with the same identity (vLLM keeps duplicates; the first inserted answers)."""
 
 
 class Params(NamedTuple):
@@ -299,13 +327,164 @@ def submit(req: Req, rep: Rep, i: int) -> None:
 
 
 # =============================================================================================
+# 0. the block pool with prefix caching (vllm/v1/core/block_pool.py, kv_cache_manager.py)
+# =============================================================================================
+@njit(cache=True)
+def lru_remove(rep: Rep, b: int) -> None:
+    prv, nxt = rep.lru_prev[b], rep.lru_next[b]
+    if prv >= 0:
+        rep.lru_next[prv] = nxt
+    else:
+        rep.ri[RI_LRU_HEAD] = nxt
+    if nxt >= 0:
+        rep.lru_prev[nxt] = prv
+    else:
+        rep.ri[RI_LRU_TAIL] = prv
+    rep.lru_prev[b] = rep.lru_next[b] = -1
+
+
+@njit(cache=True)
+def lru_append(rep: Rep, b: int) -> None:
+    tail = rep.ri[RI_LRU_TAIL]
+    rep.lru_prev[b] = tail
+    rep.lru_next[b] = -1
+    if tail >= 0:
+        rep.lru_next[tail] = b
+    else:
+        rep.ri[RI_LRU_HEAD] = b
+    rep.ri[RI_LRU_TAIL] = b
+
+
+@njit(cache=True)
+def unhash(rep: Rep, b: int) -> None:
+    """Evict block b's identity from the cache map (_maybe_evict_cached_block)."""
+    h = rep.blk_hash[b]
+    if h < 0:
+        return
+    cur = rep.hmap[h]
+    if cur == b:
+        rep.hmap[h] = rep.hnext[b]
+    else:
+        while cur >= 0 and rep.hnext[cur] != b:
+            cur = rep.hnext[cur]
+        if cur >= 0:
+            rep.hnext[cur] = rep.hnext[b]
+    rep.hnext[b] = -1
+    rep.blk_hash[b] = -1
+
+
+@njit(cache=True)
+def pc_take(rep: Rep) -> int:
+    """get_new_blocks: the front of vLLM's free queue: unhashed blocks first, then the least
+    recently freed cached one (evicted)."""
+    ri = rep.ri
+    if ri[RI_STACK] > 0:
+        ri[RI_STACK] -= 1
+        b = rep.stack[ri[RI_STACK]]
+    else:
+        b = ri[RI_LRU_HEAD]
+        lru_remove(rep, b)
+        unhash(rep, b)
+    rep.blk_ref[b] = 1
+    ri[RI_FREE] -= 1
+    return b
+
+
+@njit(cache=True)
+def pc_allocate(req: Req, rep: Rep, i: int, n: int) -> None:
+    off = req.arena_off[i]
+    for _ in range(n):
+        req.arena_blk[off + req.held[i]] = pc_take(rep)
+        req.held[i] += 1
+
+
+@njit(cache=True)
+def pc_free(req: Req, rep: Rep, i: int) -> None:
+    """free(): blocks released tail first; unhashed ones go to the front (reused first), cached
+    ones to the back of the free queue (evicted last, LRU)."""
+    off = req.arena_off[i]
+    for j in range(req.held[i] - 1, -1, -1):
+        b = req.arena_blk[off + j]
+        rep.blk_ref[b] -= 1
+        if rep.blk_ref[b] == 0:
+            if rep.blk_hash[b] >= 0:
+                lru_append(rep, b)
+            else:
+                rep.stack[rep.ri[RI_STACK]] = b
+                rep.ri[RI_STACK] += 1
+            rep.ri[RI_FREE] += 1
+    req.held[i] = 0
+    req.ncached[i] = 0
+
+
+@njit(cache=True)
+def pc_cache(req: Req, rep: Rep, i: int, tokens: int, bs: int) -> None:
+    """cache_blocks(request, tokens): the request's full blocks up to `tokens` get their identity."""
+    off = req.arena_off[i]
+    full = tokens // bs
+    if full > req.held[i]:
+        full = req.held[i]
+    for k in range(req.ncached[i], full):
+        b = req.arena_blk[off + k]
+        h = req.arena_id[off + k]
+        if h >= 0 and rep.blk_hash[b] < 0:
+            rep.blk_hash[b] = h
+            rep.hnext[b] = -1
+            cur = rep.hmap[h]
+            if cur < 0:
+                rep.hmap[h] = b
+            else:  # a duplicate: after the blocks already holding this identity
+                while rep.hnext[cur] >= 0:
+                    cur = rep.hnext[cur]
+                rep.hnext[cur] = b
+    if full > req.ncached[i]:
+        req.ncached[i] = full
+
+
+@njit(cache=True)
+def pc_lookup(req: Req, rep: Rep, i: int, bs: int) -> tuple[int, int]:
+    """find_longest_cache_hit: (blocks hit, of which free) along the request's identities, at most
+    num_tokens - 1 tokens (the last token is always computed)."""
+    off = req.arena_off[i]
+    limit = (req.inp[i] + req.gen[i] - 1) // bs
+    hits = 0
+    evictable = 0
+    while hits < limit:
+        h = req.arena_id[off + hits]
+        if h < 0 or rep.hmap[h] < 0:
+            break
+        if rep.blk_ref[rep.hmap[h]] == 0:
+            evictable += 1
+        hits += 1
+    return hits, evictable
+
+
+@njit(cache=True)
+def pc_touch(req: Req, rep: Rep, i: int, hits: int) -> None:
+    """touch() the hit blocks and make them the request's first blocks."""
+    off = req.arena_off[i]
+    for k in range(hits):
+        b = rep.hmap[req.arena_id[off + k]]
+        if rep.blk_ref[b] == 0:
+            lru_remove(rep, b)
+            rep.ri[RI_FREE] -= 1
+        rep.blk_ref[b] += 1
+        req.arena_blk[off + k] = b
+    req.held[i] = hits
+    req.ncached[i] = hits
+
+
+# =============================================================================================
 # 1. scheduling (vLLM V1 Scheduler.schedule)
 # =============================================================================================
 @njit(cache=True)
 def preempt(req: Req, rep: Rep, victim: int, log: Log, p: Params) -> None:
     """vLLM `_preempt_request`: free its blocks, forget its progress and drafts, queue it first."""
-    rep.ri[RI_FREE] += req.held[victim]
-    req.held[victim] = 0
+    if p.pi[P_PREFIX]:
+        pc_free(req, rep, victim)
+    else:
+        rep.ri[RI_FREE] += req.held[victim]
+        req.held[victim] = 0
     req.computed[victim] = 0
     req.spec[victim] = 0
     req.stale[victim] = req.inflight[victim]
@@ -341,6 +520,7 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
 
     # ---- RUNNING requests, in admission order ------------------------------------------------
     is_async = pi[P_ASYNC] != 0
+    prefix = pi[P_PREFIX] != 0
     idx = 0
     while idx < ri[RI_NRUN] and token_budget > 0:
         if input_budget <= draft_slots:
@@ -375,8 +555,12 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
                 break
         if not ok:
             break
-        ri[RI_FREE] -= need
-        req.held[i] += need
+        if prefix:
+            pc_allocate(req, rep, i, need)
+            pc_cache(req, rep, i, min(req.computed[i] + new, num_tokens), bs)
+        else:
+            ri[RI_FREE] -= need
+            req.held[i] += need
         if req.pchunk[i]:
             prefill_scheduled = True  # request.is_prefill_chunk
             rows.dec[n_rows] = 0
@@ -410,7 +594,12 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
                 waiting_pop(rep)
                 continue
             num_tokens = req.inp[i] + req.gen[i]
-            computed = 0  # no prefix caching: nothing is cached
+            computed = 0
+            hits = 0
+            evictable = 0
+            if prefix:  # get_computed_blocks: the longest run of cached full blocks from the start
+                hits, evictable = pc_lookup(req, rep, i, bs)
+                computed = hits * bs
             request_budget = min(token_budget, input_budget - draft_slots)
             new = num_tokens - computed
             pad = 0
@@ -429,11 +618,11 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
             new = min(new, request_budget)
             watermark = pi[P_WATERMARK] if ri[RI_NRUN] > 0 else 0
             if pi[P_FULLISL]:
-                full = cdiv(min(num_tokens, maxlen), bs)
+                full = max(cdiv(min(num_tokens, maxlen), bs) - hits, 0) + evictable
                 if full + watermark > ri[RI_FREE]:
                     break
-            need = cdiv(min(computed + new + lookahead, maxlen), bs)
-            if need + watermark > ri[RI_FREE]:
+            need = max(cdiv(min(computed + new + lookahead, maxlen), bs) - hits, 0)
+            if need + evictable + watermark > ri[RI_FREE]:
                 break
             waiting_pop(rep)
             if req.first_sched[i] != req.first_sched[i]:  # NaN: first admission
@@ -441,8 +630,17 @@ def schedule_step(req: Req, rep: Rep, p: Params, rows: Rows, log: Log) -> tuple[
             running[ri[RI_NRUN]] = i
             ri[RI_NRUN] += 1
             req.state[i] = 2
-            ri[RI_FREE] -= need
-            req.held[i] = need
+            if prefix:
+                if req.preemptions[i] == 0:  # record_prefix_cache_stats (first admissions)
+                    ri[RI_QUERY_TOKENS] += num_tokens
+                    ri[RI_HIT_TOKENS] += computed
+                    req.cached_tokens[i] = computed
+                pc_touch(req, rep, i, hits)
+                pc_allocate(req, rep, i, need)
+                pc_cache(req, rep, i, min(computed + new, num_tokens), bs)
+            else:
+                ri[RI_FREE] -= need
+                req.held[i] = need
             req.computed[i] = computed
             rows.ids[n_rows] = i
             rows.new[n_rows] = new
@@ -700,8 +898,11 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
             req.finish[i] = now
             req.state[i] = 3
             if free_blocks:
-                rep.ri[RI_FREE] += req.held[i]
-                req.held[i] = 0
+                if p.pi[P_PREFIX]:
+                    pc_free(req, rep, i)
+                else:
+                    rep.ri[RI_FREE] += req.held[i]
+                    req.held[i] = 0
             nf = rep.ri[RI_NFIN]
             rep.fin[nf] = i
             rep.ri[RI_NFIN] = nf + 1
@@ -758,6 +959,9 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
             if req.ph[i] > 0:
                 req.ph[i] -= d - a
             req.ph[i] -= emit
+            if p.pi[P_PREFIX] and req.state[i] == 2:
+                # AsyncScheduler._update_request_with_output caches what is now final
+                pc_cache(req, rep, i, req.computed[i] - req.ph[i], p.pi[P_BS])
         if req.gen[i] == 0:
             req.first_token[i] = now
         else:
@@ -776,8 +980,11 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
         if req.gen[i] >= req.out[i]:
             req.finish[i] = now
             if free_blocks:
-                rep.ri[RI_FREE] += req.held[i]
-                req.held[i] = 0
+                if p.pi[P_PREFIX]:
+                    pc_free(req, rep, i)
+                else:
+                    rep.ri[RI_FREE] += req.held[i]
+                    req.held[i] = 0
             req.state[i] = 3  # (one that was waiting leaves the queue when the waiting loop meets it)
             nf = rep.ri[RI_NFIN]
             rep.fin[nf] = i

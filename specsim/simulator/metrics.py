@@ -52,6 +52,7 @@ def request_columns(t: RequestTable) -> dict[str, np.ndarray]:
         "draft_tokens": t.drafted,
         "verify_steps": t.verify_steps,
         "preemptions": t.preemptions,
+        "cached_tokens": t.cached_tokens,
     }
 
 

@@ -61,6 +61,13 @@ def async_scheduling(cfg: SimConfig, policy: Policy, device: str) -> bool:
     return not speculating or policy.drafter.method in ASYNC_METHODS
 
 
+def prefix_caching_on(cfg: SimConfig, traffic: Traffic) -> bool:
+    """cfg.prefix_caching, 'auto' being on when the trace says which requests share content."""
+    if cfg.prefix_caching != "auto":
+        return cfg.prefix_caching == "on"
+    return getattr(traffic, "hash_ids", None) is not None or getattr(traffic, "conversation_ids", None) is not None
+
+
 def kv_blocks(profile: Profile, cfg: SimConfig) -> int:
     """KV blocks per replica: --kv-blocks, else --kv-space with the profile's bytes per block, else the
     capacity the profile measured, else effectively unlimited."""
@@ -193,6 +200,16 @@ def simulate(
     table = RequestTable(traffic)
     if capped:
         table.cols.out[:] = out_lengths
+    prefix = prefix_caching_on(cfg, traffic)
+    identities = None
+    if prefix:
+        from specsim.simulator.prefix import block_identities
+
+        identities = block_identities(traffic, cfg.block_size, policy.max_k + lookahead + 2)
+        table.with_arenas(identities.offsets, identities.ids)
+        if num_blocks >= _UNLIMITED_BLOCKS:  # never binds: room for every request's blocks at once
+            num_blocks = int(len(identities.ids)) + 2
+            usable = num_blocks - 1
     if replay is not None:
         table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids)
         kernel.seed_rng(cfg.seed)
@@ -201,6 +218,7 @@ def simulate(
         raise SpecsimError("hysteresis and the acceptance floor need specsim's proposer, which vLLM runs only "
                            "without async scheduling: pass --async-scheduling off")
     params = engine_params(cfg, policy, replay, max_model_len, detail, is_async)
+    params.pi[kernel.P_PREFIX] = int(prefix)
     params.pi[kernel.P_WATERMARK] = int(cfg.watermark * num_blocks)
     acc = replay.arrays if replay is not None else _NO_TRACES
     env = simpy.Environment()
@@ -216,12 +234,13 @@ def simulate(
 
         engine_cls = VllmReplicaEngine
     engines = [
-        engine_cls(env, r, table, params, acc, cost.arrays, usable, on_finish, detail=detail)
+        engine_cls(env, r, table, params, acc, cost.arrays, usable, on_finish, detail=detail,
+                   identities=identities.count if identities is not None else 0)
         for r in range(cfg.replicas)
     ]
     if cfg.scheduler == "vllm":
         for e in engines:
-            e.configure(cfg, policy, profile, num_blocks, max_model_len)
+            e.configure(cfg, policy, profile, num_blocks, max_model_len, traffic)
     router = Router(engines, table, cfg.router)
     if cfg.concurrency is not None:
         closed = ClosedLoop(env, len(traffic), router, cfg.concurrency, cfg.think_time)
@@ -247,6 +266,13 @@ def simulate(
     extrap = sum(float(e.rep.rf[kernel.RF_EXTRAP]) for e in engines)
     summary["extrapolated_step_share"] = extrap / max(len(steps["start"]), 1)
     summary["kv_blocks"] = int(num_blocks) if num_blocks < _UNLIMITED_BLOCKS else None
+    summary["prefix_caching"] = bool(prefix)
+    if prefix:
+        hits = sum(int(e.rep.ri[kernel.RI_HIT_TOKENS]) for e in engines)
+        queries = sum(int(e.rep.ri[kernel.RI_QUERY_TOKENS]) for e in engines)
+        summary["prefix_cache_hit_rate"] = hits / queries if queries else 0.0
+        summary["prefix_cached_tokens"] = hits
+        summary["prefix_identities_from"] = identities.source if identities is not None else None
     if profile.target.start_spread is not None:
         summary["start_spread"] = profile.target.start_spread
     if capped:

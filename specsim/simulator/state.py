@@ -33,7 +33,9 @@ class RequestTable:
             itl_max=np.zeros(n),
             decode_steps=ints(), verify_steps=ints(), drafted=ints(), accepted=ints(), preemptions=ints(),
             tstart=ints(), tlen=np.ones(n, dtype=np.int64), floor_off=ints(), pchunk=ints(),
-            ph=ints(), inflight=ints(), stale=ints(),
+            ph=ints(), inflight=ints(), stale=ints(), cached_tokens=ints(),
+            arena_off=ints(), ncached=ints(), arena_blk=np.zeros(1, dtype=np.int64),
+            arena_id=np.full(1, -1, dtype=np.int64),
         )
         c = self.cols
         self.inp, self.out, self.gen = c.inp, c.out, c.gen
@@ -43,4 +45,10 @@ class RequestTable:
         self.decode_steps, self.verify_steps = c.decode_steps, c.verify_steps
         self.drafted, self.accepted, self.preemptions = c.drafted, c.accepted, c.preemptions
         self.arrival = nans()
+        self.cached_tokens = c.cached_tokens
         self.replica = np.full(n, -1, dtype=np.int64)
+
+    def with_arenas(self, offsets: np.ndarray, ids: np.ndarray) -> None:
+        """Prefix caching: give every request its block-id and block-identity arenas."""
+        self.cols = self.cols._replace(arena_off=offsets.astype(np.int64), arena_id=ids.astype(np.int64),
+                                       arena_blk=np.zeros(len(ids), dtype=np.int64))

@@ -62,7 +62,7 @@ def vllm_version() -> str:
 
 
 def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_len: int,
-                    is_async: bool = False) -> Any:
+                    is_async: bool = False, prefix: bool = False) -> Any:
     """vLLM's Scheduler for these engine limits and this policy's speculation settings."""
     vllm_version()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -82,7 +82,7 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
         long_prefill_token_threshold=cfg.long_prefill_token_threshold,
         scheduler_reserve_full_isl=cfg.reserve_full_isl, watermark=cfg.watermark, async_scheduling=False,
     )
-    cache = CacheConfig(block_size=cfg.block_size, enable_prefix_caching=False)
+    cache = CacheConfig(block_size=cfg.block_size, enable_prefix_caching=prefix)
     spec = None
     if policy.drafter is not None and policy.max_k > 0:
         method = policy.drafter.method
@@ -115,7 +115,8 @@ class VllmReplicaEngine(ReplicaEngine):
     """A replica whose batches are formed by vLLM's own scheduler."""
 
     def configure(self, cfg: SimConfig, policy: Policy, profile: Profile, num_blocks: int,
-                  max_model_len: int) -> None:
+                  max_model_len: int, traffic: Any = None) -> None:
+        self._traffic = traffic
         if policy.drafter is not None and policy.drafter.method in ("eagle", "eagle3", "mtp") \
                 and cfg.lookahead == "auto":
             raise SpecsimError("--scheduler vllm cannot build an EAGLE/MTP drafter config without its model; "
@@ -124,7 +125,20 @@ class VllmReplicaEngine(ReplicaEngine):
             need = -(-(int(self.req.inp.max() + self.req.out.max()) + 2 * policy.max_k + 2) // cfg.block_size)
             num_blocks = cfg.max_num_seqs * need + 2
         self._pending: tuple | None = None
-        self.sched = build_scheduler(cfg, policy, num_blocks, max_model_len, bool(self.params.pi[kernel.P_ASYNC]))
+        prefix = bool(self.params.pi[kernel.P_PREFIX])
+        self.sched = build_scheduler(cfg, policy, num_blocks, max_model_len, bool(self.params.pi[kernel.P_ASYNC]),
+                                     prefix)
+        self._hasher = None
+        self._tokens: Any = None
+        if prefix:
+            from vllm.utils.hashing import sha256
+            from vllm.v1.core.kv_cache_utils import get_request_block_hasher, init_none_hash
+
+            from specsim.simulator.prefix import TokenModel
+
+            init_none_hash(sha256)
+            self._hasher = get_request_block_hasher(cfg.block_size, sha256)
+            self._tokens = TokenModel(self._traffic)
         self.expect_k = policy.static_k == 0 and policy.hysteresis == 0 and policy.acceptance_floor is None \
             and cfg.k_basis == "scheduled"
         from vllm.outputs import CompletionOutput  # noqa: F401  (warm the import)
@@ -138,9 +152,10 @@ class VllmReplicaEngine(ReplicaEngine):
     def submit(self, i: int) -> None:
         self.req.state[i] = 1
         n = int(self.req.inp[i])
-        r = self._Request(request_id=str(i), prompt_token_ids=[10 + i % 1000] * n,
+        prompt = self._tokens.tokens(i, 0, n) if self._tokens is not None else [10 + i % 1000] * n
+        r = self._Request(request_id=str(i), prompt_token_ids=prompt,
                           sampling_params=self._SamplingParams(max_tokens=int(self.req.out[i]), ignore_eos=True),
-                          pooling_params=None, arrival_time=self.env.now)
+                          pooling_params=None, arrival_time=self.env.now, block_hasher=self._hasher)
         self.sched.add_request(r)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
@@ -188,6 +203,8 @@ class VllmReplicaEngine(ReplicaEngine):
             pad = 1 if fresh and drafts else 0
             if rid in admitted and req.first_sched[i] != req.first_sched[i]:
                 req.first_sched[i] = rf[kernel.RF_CLOCK]
+                if self._tokens is not None:  # tokens found in the prefix cache at first admission
+                    req.cached_tokens[i] = vr.num_computed_tokens - tokens
             rows.ids[n_rows] = i
             rows.new[n_rows] = tokens
             rows.spec[n_rows] = len(drafts)
@@ -206,7 +223,8 @@ class VllmReplicaEngine(ReplicaEngine):
         """Hand vLLM the sampled tokens of a finished step and check both agree on who finished."""
         s, req = self.sched, self.req
         ids = [str(x) for x in rows.ids[:n_rows]]
-        sampled_tokens = [[_TOKEN] * (int(rows.acc[j]) + 1) if rows.sampled[j] else [] for j in range(n_rows)]
+        sampled_tokens = [self._sampled(int(rows.ids[j]), int(rows.acc[j]) + 1) if rows.sampled[j] else []
+                          for j in range(n_rows)]
         s.update_from_output(out, self._MRO(req_ids=ids, req_id_to_index={r: j for j, r in enumerate(ids)},
                                             sampled_token_ids=sampled_tokens))
         for j in range(n_rows):
@@ -215,6 +233,17 @@ class VllmReplicaEngine(ReplicaEngine):
             vllm_done = vr is None or vr.is_finished()
             if vllm_done != (req.state[i] == 3):
                 raise RuntimeError(f"request {i}: vLLM finished={vllm_done} but specsim disagrees")
+
+    def _sampled(self, i: int, n: int) -> list[int]:
+        """The tokens a row samples: with prefix caching, the request's own content at those positions
+        (so later turns of its conversation hash the same); otherwise any token."""
+        if self._tokens is None:
+            return [_TOKEN] * n
+        vr = self.sched.requests.get(str(i))
+        if vr is None:  # finished meanwhile (async): vLLM drops this output
+            return [_TOKEN] * n
+        at = vr.num_tokens
+        return self._tokens.tokens(i, at, at + n)
 
     def _time(self, rows: kernel.Rows, n_rows: int) -> tuple[float, tuple[int, int, int, int, int, float]]:
         feats = kernel.step_features(self.req, rows, n_rows)
