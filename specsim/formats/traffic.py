@@ -43,6 +43,14 @@ class Traffic:
     prompt_ids: tuple[str | None, ...] | None = None
     """Optional prompt per request: the profile's acceptance trace with this `prompt_id` is replayed
     for it (exact per-request acceptance), and a load generator sends that prompt's text."""
+    conversation_ids: tuple[str | None, ...] | None = None
+    """Optional conversation per request: each turn's prompt repeats the conversation so far (the
+    earlier prompts and answers), which prefix caching reuses."""
+    turns: tuple[int | None, ...] | None = None
+    """Optional turn index of each request in its conversation (0-based)."""
+    hash_ids: tuple[tuple[int, ...] | None, ...] | None = None
+    """Optional chained hashes of each prompt's blocks of `metadata["hash_block_size"]` tokens
+    (Mooncake / Bailian traces): equal prefixes have equal leading hashes."""
 
     def __post_init__(self) -> None:
         n = len(self.timestamps)
@@ -50,8 +58,10 @@ class Traffic:
             raise SpecsimError("traffic columns have different lengths")
         if len(self.request_ids) != n:
             raise SpecsimError("traffic request_ids length differs from the trace")
-        if self.prompt_ids is not None and len(self.prompt_ids) != n:
-            raise SpecsimError("traffic prompt_ids length differs from the trace")
+        for name in ("prompt_ids", "conversation_ids", "turns", "hash_ids"):
+            col = getattr(self, name)
+            if col is not None and len(col) != n:
+                raise SpecsimError(f"traffic {name} length differs from the trace")
 
     def __len__(self) -> int:
         return len(self.timestamps)
@@ -66,6 +76,9 @@ class Traffic:
         request_ids: Any = None,
         metadata: dict[str, Any] | None = None,
         prompt_ids: Any = None,
+        conversation_ids: Any = None,
+        turns: Any = None,
+        hash_ids: Any = None,
     ) -> Traffic:
         """Build and validate a trace from array-likes; request ids default to their index."""
         ts = np.asarray(timestamps, dtype=np.float64)
@@ -77,7 +90,16 @@ class Traffic:
         pids = tuple(None if x is None else str(x) for x in prompt_ids) if prompt_ids is not None else None
         if pids is not None and all(x is None for x in pids):
             pids = None
-        tr = cls(ts, inp, out, cats, ids, dict(metadata or {}), pids)
+        convs = None
+        if conversation_ids is not None and any(c is not None for c in conversation_ids):
+            convs = tuple(None if c is None else str(c) for c in conversation_ids)
+        trn = None
+        if turns is not None and any(t is not None for t in turns):
+            trn = tuple(None if t is None else int(t) for t in turns)
+        hsh = None
+        if hash_ids is not None and any(h for h in hash_ids):
+            hsh = tuple(None if not h else tuple(int(x) for x in h) for h in hash_ids)
+        tr = cls(ts, inp, out, cats, ids, dict(metadata or {}), pids, convs, trn, hsh)
         tr.validate()
         return tr
 
@@ -113,6 +135,10 @@ class Traffic:
 
     def select(self, idx: np.ndarray) -> Traffic:
         """The requests at the given (sorted) indices."""
+
+        def pick(col: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+            return tuple(col[i] for i in idx) if col is not None else None
+
         return Traffic(
             self.timestamps[idx],
             self.input_lengths[idx],
@@ -120,7 +146,7 @@ class Traffic:
             tuple(self.categories[i] for i in idx),
             tuple(self.request_ids[i] for i in idx),
             dict(self.metadata),
-            tuple(self.prompt_ids[i] for i in idx) if self.prompt_ids is not None else None,
+            pick(self.prompt_ids), pick(self.conversation_ids), pick(self.turns), pick(self.hash_ids),
         )
 
     def rate_scaled(self, scale: float) -> Traffic:
@@ -131,7 +157,7 @@ class Traffic:
         ts = t0 + (self.timestamps - t0) / scale
         meta = dict(self.metadata, rate_scale=scale * float(self.metadata.get("rate_scale", 1.0)))
         return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta,
-                       self.prompt_ids)
+                       self.prompt_ids, self.conversation_ids, self.turns, self.hash_ids)
 
     def digest(self) -> str:
         """Content hash of the requests (for policy provenance)."""
@@ -141,6 +167,11 @@ class Traffic:
         h.update("\x1f".join(c or "" for c in self.categories).encode())
         if self.prompt_ids is not None:  # traces without prompt ids keep their old digest
             h.update(b"\x1eprompt_ids\x1e" + "\x1f".join(x or "" for x in self.prompt_ids).encode())
+        if self.conversation_ids is not None:
+            h.update(b"\x1econversations\x1e" + "\x1f".join(x or "" for x in self.conversation_ids).encode())
+            h.update("\x1f".join("" if t is None else str(t) for t in self.turns or ()).encode())
+        if self.hash_ids is not None:
+            h.update(b"\x1ehash_ids\x1e" + "\x1f".join(",".join(map(str, x or ())) for x in self.hash_ids).encode())
         return h.hexdigest()
 
 
@@ -155,6 +186,9 @@ def load_traffic(path: str | Path) -> Traffic:
     cats: list[str | None] = []
     ids: list[str] = []
     pids: list[str | None] = []
+    convs: list[str | None] = []
+    turns: list[int | None] = []
+    hashes: list[tuple[int, ...] | None] = []
     meta: dict[str, Any] = {}
     try:
         text = p.read_text(encoding="utf-8")
@@ -184,6 +218,19 @@ def load_traffic(path: str | Path) -> Traffic:
         if pid is not None and not isinstance(pid, str):
             raise SpecsimError(f"traffic {p} line {lineno}: prompt_id must be a string")
         pids.append(pid)
+        conv = obj.get("conversation_id")
+        if conv is not None and (not isinstance(conv, (str, int)) or isinstance(conv, bool)):
+            raise SpecsimError(f"traffic {p} line {lineno}: conversation_id must be a string or integer")
+        convs.append(None if conv is None else str(conv))
+        turn = obj.get("turn")
+        if turn is not None and (not isinstance(turn, int) or isinstance(turn, bool) or turn < 0):
+            raise SpecsimError(f"traffic {p} line {lineno}: turn must be an integer >= 0")
+        turns.append(turn)
+        hid = obj.get("hash_ids")
+        if hid is not None and (not isinstance(hid, list) or any(
+                not isinstance(x, int) or isinstance(x, bool) for x in hid)):
+            raise SpecsimError(f"traffic {p} line {lineno}: hash_ids must be a list of integers")
+        hashes.append(tuple(hid) if hid else None)
         rid = obj.get("request_id", len(ids))
         if not isinstance(rid, (str, int)) or isinstance(rid, bool):
             raise SpecsimError(f"traffic {p} line {lineno}: request_id must be a string or integer")
@@ -195,7 +242,10 @@ def load_traffic(path: str | Path) -> Traffic:
     if not ts:
         raise SpecsimError(f"traffic {p} holds no requests")
     meta.setdefault("source", str(p))
-    return Traffic.from_arrays(ts, inp, out, cats, ids, meta, prompt_ids=pids)
+    if any(hashes) and not meta.get("hash_block_size"):
+        meta["hash_block_size"] = 512  # Mooncake's
+    return Traffic.from_arrays(ts, inp, out, cats, ids, meta, prompt_ids=pids, conversation_ids=convs, turns=turns,
+                               hash_ids=hashes)
 
 
 def _number(obj: dict[str, Any], key: str, p: Path, lineno: int) -> float:
@@ -238,6 +288,12 @@ def save_traffic(traffic: Traffic, path: str | Path) -> None:
             rec["category"] = traffic.categories[i]
         if traffic.prompt_ids is not None and traffic.prompt_ids[i] is not None:
             rec["prompt_id"] = traffic.prompt_ids[i]
+        if traffic.conversation_ids is not None and traffic.conversation_ids[i] is not None:
+            rec["conversation_id"] = traffic.conversation_ids[i]
+        if traffic.turns is not None and traffic.turns[i] is not None:
+            rec["turn"] = traffic.turns[i]
+        if traffic.hash_ids is not None and traffic.hash_ids[i]:
+            rec["hash_ids"] = list(traffic.hash_ids[i])
         lines.append(json.dumps(rec))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
