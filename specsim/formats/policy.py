@@ -1,7 +1,10 @@
-"""The policy contract: which drafter, and the K schedule over batch size, that the server enforces.
+"""The policy contract: which drafter, and how K adapts to load, that the server enforces.
 
-The schedule has vLLM's `num_speculative_tokens_per_batch_size` shape: inclusive, sorted,
+The K schedule has vLLM's `num_speculative_tokens_per_batch_size` shape: inclusive, sorted,
 non-overlapping ranges `[[lo, hi, K], ...]`; batch sizes no range covers get K = 0 (off).
+Version 2 adds the `family` of adaptive rule (vLLM / specsim schedules, SGLang's adaptive
+steps, TensorRT-LLM's draft_len_schedule with its acceptance gate) and specsim's queue and
+context rules; version 1 files read unchanged (family vllm).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.policy"
-VERSIONS = (1,)
+VERSIONS = (1, 2)
 SCHEDULE_TOP = 1 << 16
 """A range reaching this batch size covers every batch size an engine can have."""
 
@@ -72,6 +75,108 @@ class Provenance(_Strict):
     notes: str = ""
 
 
+class SGLangSlot(_Strict):
+    """One batch-size slot of SGLang's adaptive speculation (PR 24055)."""
+
+    lo: int = Field(ge=1)
+    """Smallest (CUDA-graph-padded) decode batch size of the slot; it runs to the next slot's lo."""
+    steps: list[int]
+    """Candidate speculative steps (draft tokens per round), increasing; 0 = off (later SGLang)."""
+    up_hysteresis: float = 0.0
+    """Go up from c_i when EMA > c_i - 0.5 + up."""
+    down_hysteresis: float = 0.0
+    """Go down to c_(i-1) when EMA <= c_(i-1) - 0.5 + down."""
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not v or any(x < 0 for x in v) or any(b <= a for a, b in zip(v, v[1:], strict=False)):
+            raise ValueError("steps must be non-empty, >= 0 and strictly increasing")
+        return v
+
+
+def sglang_default_slots() -> list[SGLangSlot]:
+    """SGLang's defaults (PR 24055, DEFAULT_BS_STEPS / DEFAULT_BS_HYSTERESIS)."""
+    return [SGLangSlot(lo=1, steps=[1, 3, 7], up_hysteresis=0.0, down_hysteresis=-0.25),
+            SGLangSlot(lo=64, steps=[1, 2, 5], up_hysteresis=0.0, down_hysteresis=0.0),
+            SGLangSlot(lo=128, steps=[1, 2, 6], up_hysteresis=-0.1, down_hysteresis=0.25)]
+
+
+class SGLangAdaptive(_Strict):
+    """SGLang `--speculative-adaptive`: per batch-size slot, an EMA of accepted draft tokens per
+    request moves the step count among the slot's candidates (sglang/srt/speculative/
+    adaptive_spec_params.py). Each slot starts at its middle candidate."""
+
+    slots: list[SGLangSlot] = Field(default_factory=sglang_default_slots)
+    ema_alpha: float = Field(default=0.2, gt=0.0, le=1.0)
+    update_interval: int = Field(default=5, ge=1)
+    warmup_batches: int = Field(default=10, ge=0)
+    cuda_graph_batch_sizes: list[int] = Field(default_factory=list)
+    """Batch sizes SGLang captured graphs for; a batch is padded up to one before its slot is chosen."""
+
+    @model_validator(mode="after")
+    def _slots(self) -> SGLangAdaptive:
+        los = [s.lo for s in self.slots]
+        if not los or los[0] != 1 or any(b <= a for a, b in zip(los, los[1:], strict=False)):
+            raise ValueError("slots must start at lo 1 and increase")
+        if len(los) > 60:
+            raise ValueError("at most 60 slots")
+        return self
+
+    @property
+    def max_steps(self) -> int:
+        return max(max(s.steps) for s in self.slots)
+
+
+class TrtllmSchedule(_Strict):
+    """TensorRT-LLM's dynamic draft length (DecodingBaseConfig, tensorrt_llm/llmapi/llm_args.py):
+    `draft_len_schedule` keys are inclusive upper bounds of the scheduled batch size (bisect_left),
+    above the last key the draft length is `min_draft_len`; `max_concurrency` is the same as
+    {max_concurrency: max_draft_len}; once the mean acceptance rate of the last
+    `acceptance_rate_window_size` speculating iterations falls below `acceptance_rate_threshold`,
+    speculation is off for good (speculation_gate.py)."""
+
+    max_draft_len: int = Field(ge=1)
+    draft_len_schedule: dict[int, int] | None = None
+    max_concurrency: int | None = Field(default=None, ge=1)
+    min_draft_len: int = Field(default=0, ge=0)
+    acceptance_rate_window_size: int | None = Field(default=None, ge=0, le=4096)
+    acceptance_rate_threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrtllmSchedule:
+        if self.draft_len_schedule is not None and self.max_concurrency is not None:
+            raise ValueError("draft_len_schedule and max_concurrency are mutually exclusive (as in TensorRT-LLM)")
+        sched = self.draft_len_schedule
+        if sched is not None:
+            if not sched or any(k < 1 or v < 0 or v > self.max_draft_len for k, v in sched.items()):
+                raise ValueError("draft_len_schedule needs keys >= 1 and values in 0..max_draft_len")
+            if sched[min(sched)] != self.max_draft_len:
+                raise ValueError("draft_len_schedule's smallest key must map to max_draft_len")
+        return self
+
+    def schedule(self) -> dict[int, int]:
+        if self.draft_len_schedule is not None:
+            return dict(sorted(self.draft_len_schedule.items()))
+        if self.max_concurrency is not None:
+            return {self.max_concurrency: self.max_draft_len}
+        return {SCHEDULE_TOP: self.max_draft_len}
+
+    def k_for(self, batch_size: int) -> int:
+        for key, k in self.schedule().items():
+            if batch_size <= key:
+                return max(k, self.min_draft_len)
+        return self.min_draft_len
+
+
+class QueueRule(_Strict):
+    """specsim's queue-aware rule: while more than `max_waiting` requests wait, K is at most `k`
+    (vLLM RFC 54749: the K decision as more than a batch-keyed array index)."""
+
+    max_waiting: int = Field(ge=0)
+    k: int = Field(ge=0)
+
+
 class Policy(_Strict):
     """A speculative-decoding policy: drafter, K schedule over batch size, and optional guards."""
 
@@ -84,6 +189,15 @@ class Policy(_Strict):
     hysteresis: int = Field(default=0, ge=0)
     """Batch-size band: keep the current range until the batch size leaves it by more than this."""
     acceptance_floor: AcceptanceFloor | None = None
+    family: Literal["vllm", "specsim", "sglang", "trtllm"] = "vllm"
+    """Which engine's adaptive rule decides K (version 2). vllm: the batch-size schedule (hysteresis and
+    the floor through specsim's proposer); specsim: that plus the queue and context rules; sglang and
+    trtllm: their engines' own rules, with `sglang` / `trtllm` settings."""
+    sglang: SGLangAdaptive | None = None
+    trtllm: TrtllmSchedule | None = None
+    queue: QueueRule | None = None
+    context_schedule: list[tuple[int, int, int]] = Field(default_factory=list)
+    """specsim: inclusive [ctx_lo, ctx_hi, K] ranges capping a request's K by its context length."""
     engine: EngineKnobs = Field(default_factory=EngineKnobs)
     provenance: Provenance = Field(default_factory=Provenance)
 
@@ -107,12 +221,42 @@ class Policy(_Strict):
     def _drafter_needed(self) -> Policy:
         if self.drafter is None and any(k > 0 for _, _, k in self.k_schedule):
             raise ValueError("k_schedule has K > 0 but the policy names no drafter")
+        if self.family == "sglang":
+            if self.sglang is None or self.drafter is None:
+                raise ValueError("family sglang needs a drafter and `sglang` settings")
+        elif self.sglang is not None:
+            raise ValueError("`sglang` settings need family sglang")
+        if self.family == "trtllm":
+            if self.trtllm is None or self.drafter is None:
+                raise ValueError("family trtllm needs a drafter and `trtllm` settings")
+        elif self.trtllm is not None:
+            raise ValueError("`trtllm` settings need family trtllm")
+        if self.family in ("sglang", "trtllm") and (self.k_schedule or self.hysteresis or self.acceptance_floor):
+            raise ValueError(f"family {self.family} takes its K from its own settings, not k_schedule / "
+                             "hysteresis / acceptance_floor")
+        if (self.queue is not None or self.context_schedule) and self.family in ("sglang", "trtllm"):
+            raise ValueError("queue and context rules are specsim's (family vllm or specsim)")
+        prev = 0
+        for lo, hi, k in self.context_schedule:
+            if lo < 0 or hi < lo or k < 0 or lo <= prev and prev:
+                raise ValueError("context_schedule ranges must be sorted, non-overlapping [lo, hi, K >= 0]")
+            prev = hi
         return self
 
     @property
     def max_k(self) -> int:
-        """Largest K the schedule uses (vLLM's num_speculative_tokens)."""
+        """Largest K the policy can use (vLLM's num_speculative_tokens)."""
+        if self.family == "sglang" and self.sglang is not None:
+            return self.sglang.max_steps
+        if self.family == "trtllm" and self.trtllm is not None:
+            return self.trtllm.max_draft_len
         return max((k for _, _, k in self.k_schedule), default=0)
+
+    def k_at(self, batch_size: int) -> int:
+        """K a plain lookup gives at this batch size (schedule families; TensorRT-LLM's schedule)."""
+        if self.family == "trtllm" and self.trtllm is not None:
+            return self.trtllm.k_for(batch_size)
+        return self.k_for(batch_size)
 
     @property
     def static_k(self) -> int:
@@ -123,14 +267,21 @@ class Policy(_Strict):
         to 1 + K tokens (Scheduler.schedule, "Pad new decode requests"), which it skips under a
         dynamic schedule.
         """
-        if self.drafter is None or self.max_k == 0:
+        if self.drafter is None or self.max_k == 0 or self.family in ("sglang", "trtllm"):
             return 0
-        if self.hysteresis > 0 or self.acceptance_floor is not None:
+        if self.hysteresis > 0 or self.acceptance_floor is not None or self.needs_proposer:
             return self.max_k
         sched = self.vllm_schedule()
         if len(sched) == 1 and sched[0][0] == 1 and sched[0][1] >= SCHEDULE_TOP:
             return self.max_k
         return 0
+
+    @property
+    def needs_proposer(self) -> bool:
+        """True when vLLM's own schedule cannot express the policy (specsim's custom proposer)."""
+        return self.drafter is not None and self.max_k > 0 and self.family in ("vllm", "specsim") and (
+            self.hysteresis > 0 or self.acceptance_floor is not None or self.queue is not None
+            or bool(self.context_schedule))
 
     def vllm_schedule(self) -> list[list[int]]:
         """vLLM's `num_speculative_tokens_per_batch_size` for this schedule: from 1, no gaps, an

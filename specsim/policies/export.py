@@ -61,9 +61,7 @@ class Export:
 
 def needs_custom_proposer(policy: Policy) -> bool:
     """True when vLLM's batch-size schedule alone cannot express the policy."""
-    return policy.drafter is not None and policy.max_k > 0 and (
-        policy.hysteresis > 0 or policy.acceptance_floor is not None
-    )
+    return policy.needs_proposer
 
 
 def vllm_schedule(policy: Policy) -> list[list[int]]:

@@ -73,6 +73,19 @@ class StepLog:
         return det, pre
 
 
+def _family_state(params: kernel.Params) -> tuple[np.ndarray, np.ndarray]:
+    """Fresh adaptive-family state: each SGLang slot at its middle candidate, its EMA at that step - 1."""
+    fsi = np.zeros(kernel.FS_SIZE, dtype=np.int64)
+    fsf = np.zeros(kernel.MAX_SLOTS + 4096)
+    fsi[kernel.FS_PSLOT] = -1
+    if params.fam[kernel.F_FAMILY] == kernel.FAM_SGLANG:
+        for s in range(int(params.fam[kernel.F_SLOTS])):
+            n = int(params.ftab[s, 1])
+            fsi[2 * s] = n // 2
+            fsf[s] = float(params.ftab[s, 2 + n // 2]) - 1.0
+    return fsi, fsf
+
+
 def _block_pool(blocks: int, identities: int) -> dict[str, np.ndarray]:
     """A replica's block pool with prefix caching: every block free and unhashed, the stack popping
     the lowest ids first (vLLM's initial free queue is in id order)."""
@@ -125,6 +138,7 @@ class ReplicaEngine:
             fin=np.zeros(table.n + 1, dtype=np.int64),
             itl_hist=np.zeros(kernel.ITL_NBINS, dtype=np.int64),
             **pool,
+            fsi=_family_state(params)[0], fsf=_family_state(params)[1],
         )
         self.rows = kernel.new_rows(max_seqs + 1)
         self.rows2 = kernel.new_rows(max_seqs + 1)

@@ -94,6 +94,28 @@ P_SIZE = 22
 PF_FLOORRATE = 0  # acceptance floor min rate (0 = no floor)
 PF_SIZE = 1
 
+# ---- adaptive families (Params.fam / famf, Rep.fsi / fsf) --------------------------------------
+FAM_SCHEDULE = 0  # vLLM / specsim: K from the batch-size schedule (+ hysteresis band)
+FAM_SGLANG = 1  # SGLang --speculative-adaptive: per-slot EMA of accepted drafts, candidate steps
+FAM_TRTLLM = 2  # TensorRT-LLM: draft_len_schedule (in klookup) + permanent acceptance-rate gate
+F_FAMILY = 0
+F_QMAX = 1  # specsim queue rule: above this many waiting requests K is capped (-1: no rule)
+F_QK = 2
+F_SLOTS = 3  # SGLang slots
+F_INTERVAL = 4
+F_WARMUP = 5
+F_WINDOW = 6  # TensorRT-LLM acceptance_rate_window_size (0: no gate)
+F_SIZE = 8
+FF_ALPHA = 0  # SGLang EMA alpha
+FF_THRESHOLD = 1  # TensorRT-LLM acceptance_rate_threshold
+FF_SIZE = 4
+# Rep.fsi: SGLang per slot [current candidate index, verify batches] at 2 * slot; then scalars
+FS_PSLOT = 120  # slot whose step count proposed the drafts now in flight (-1 none)
+FS_GATE_N = 121  # TensorRT-LLM: samples recorded
+FS_GATE_OFF = 122  # 1 once speculation is off for good
+FS_SIZE = 128
+MAX_SLOTS = 60
+
 K_BASIS = {"scheduled": 0, "decoding": 1, "running": 2}
 
 # ---- step log columns (Log.li, Log.lf) --------------------------------------------------------
@@ -222,6 +244,11 @@ class Rep(NamedTuple):
     """identity -> a block holding it (-1 none)."""
     hnext: np.ndarray
     """Next block with the same identity (vLLM keeps duplicates; the first inserted answers)."""
+    fsi: np.ndarray
+    """Adaptive-family integer state (FS_*)."""
+    fsf: np.ndarray
+    """Adaptive-family float state: SGLang EMA per slot at [slot]; TensorRT-LLM's window of
+    acceptance rates from index MAX_SLOTS on."""
 
 
 class Params(NamedTuple):
@@ -231,6 +258,18 @@ class Params(NamedTuple):
     """K per batch size 0..max_num_seqs (the policy's ranges, 0 where none covers)."""
     kranges: np.ndarray
     """[n, 3] int64 ranges lo, hi, K (hysteresis)."""
+    fam: np.ndarray
+    """Adaptive family (F_* indices): which one, and its integer settings."""
+    famf: np.ndarray
+    """Its float settings (FF_* indices)."""
+    ftab: np.ndarray
+    """SGLang: [slot, 2 + candidates]: slot's lower batch size, number of candidates, candidate steps."""
+    ftabf: np.ndarray
+    """SGLang: [slot, 2]: up and down hysteresis."""
+    cgbs: np.ndarray
+    """SGLang: CUDA-graph batch sizes a batch is padded up to before choosing its slot (empty: none)."""
+    ctxr: np.ndarray
+    """Context-length axis: [n, 3] ranges ctx_lo, ctx_hi, K capping a row's K by its context."""
 
 
 class Acc(NamedTuple):
@@ -674,7 +713,7 @@ def async_after_schedule(req: Req, rep: Rep, p: Params, rows: Rows, n_rows: int)
     k = 0
     basis = basis_of(p, rep, n_rows, n_dec)
     if p.pi[P_ACCMODE] != 0:
-        k = k_for_basis(p, rep, basis)
+        k = k_decide(p, rep, basis, n_dec)
     rep.ri[RI_KLAST] = k
     rep.ri[RI_BLAST] = basis
     for j in range(n_rows):
@@ -682,7 +721,7 @@ def async_after_schedule(req: Req, rep: Rep, p: Params, rows: Rows, n_rows: int)
         req.inflight[i] += rows.new[j]
         if req.pchunk[i] == 0:
             req.ph[i] += 1 + rows.spec[j]
-            req.spec[i] = k
+            req.spec[i] = ctx_cap(p, req.inp[i] + req.gen[i], k) if p.ctxr.shape[0] > 0 and k > 0 else k
 
 
 # =============================================================================================
@@ -817,6 +856,93 @@ def k_for_basis(p: Params, rep: Rep, basis: int) -> int:
 
 
 @njit(cache=True)
+def sglang_slot(p: Params, n_dec: int) -> int:
+    """The slot a decode batch of n_dec requests routes to: padded up to the next CUDA-graph batch
+    size, then the slot with the largest lower bound not above it (sglang adaptive_spec_params.py)."""
+    bs = n_dec
+    g = p.cgbs
+    if g.shape[0] > 0:
+        j = np.searchsorted(g, bs)
+        bs = g[j] if j < g.shape[0] else g[-1]
+    slot = 0
+    for s_ in range(p.fam[F_SLOTS]):
+        if p.ftab[s_, 0] <= bs:
+            slot = s_
+    return slot
+
+
+@njit(cache=True)
+def k_decide(p: Params, rep: Rep, basis: int, n_dec: int) -> int:
+    """K for the drafts proposed after this step, by the policy's family; then the queue rule."""
+    fam = p.fam[F_FAMILY]
+    if fam == FAM_SGLANG:
+        slot = sglang_slot(p, n_dec)
+        rep.fsi[FS_PSLOT] = slot
+        k = p.ftab[slot, 2 + rep.fsi[2 * slot]]
+    else:
+        k = k_for_basis(p, rep, basis)
+        if fam == FAM_TRTLLM and rep.fsi[FS_GATE_OFF]:
+            k = 0
+    if p.fam[F_QMAX] >= 0 and rep.ri[RI_WLEN] > p.fam[F_QMAX] and k > p.fam[F_QK]:
+        k = p.fam[F_QK]
+    return k
+
+
+@njit(cache=True)
+def family_feedback(p: Params, rep: Rep, accepted: int, drafted: int, rows: int) -> None:
+    """What the family learns from a verification step (rows drafted; drafted / accepted tokens)."""
+    fam = p.fam[F_FAMILY]
+    if fam == FAM_SGLANG and rows > 0:
+        slot = rep.fsi[FS_PSLOT]
+        if slot < 0:
+            return
+        a = p.famf[FF_ALPHA]
+        rep.fsf[slot] = (1.0 - a) * rep.fsf[slot] + a * (accepted / rows)
+        rep.fsi[2 * slot + 1] += 1
+        cnt = rep.fsi[2 * slot + 1]
+        warm = p.fam[F_WARMUP]
+        if cnt <= warm or (cnt - warm) % p.fam[F_INTERVAL] != 0:
+            return
+        ema = rep.fsf[slot]
+        idx = rep.fsi[2 * slot]
+        ncand = p.ftab[slot, 1]
+        up_h, dn_h = p.ftabf[slot, 0], p.ftabf[slot, 1]
+        while idx > 0:  # down first (AdaptiveSpeculativeParams._recompute_params)
+            prev = p.ftab[slot, 2 + idx - 1]
+            if ema <= (0.5 if prev == 0 else prev - 0.5) + dn_h:
+                idx -= 1
+            else:
+                break
+        while idx < ncand - 1:  # then up (in the same call, as PR 24055's code does)
+            if ema > p.ftab[slot, 2 + idx] - 0.5 + up_h:
+                idx += 1
+            else:
+                break
+        rep.fsi[2 * slot] = idx
+    elif fam == FAM_TRTLLM and drafted > 0 and p.fam[F_WINDOW] > 0 and not rep.fsi[FS_GATE_OFF]:
+        w = p.fam[F_WINDOW]
+        n = rep.fsi[FS_GATE_N]
+        rep.fsf[MAX_SLOTS + n % w] = accepted / drafted
+        n += 1
+        rep.fsi[FS_GATE_N] = n
+        if n >= w:
+            mean = 0.0
+            for j in range(w):
+                mean += rep.fsf[MAX_SLOTS + j]
+            if mean / w < p.famf[FF_THRESHOLD]:
+                rep.fsi[FS_GATE_OFF] = 1  # speculation_gate: disabled permanently
+
+
+@njit(cache=True)
+def ctx_cap(p: Params, ctx: int, k: int) -> int:
+    """A row's K capped by the context-length axis (uncovered contexts: no cap)."""
+    for r in range(p.ctxr.shape[0]):
+        if p.ctxr[r, 0] <= ctx <= p.ctxr[r, 1]:
+            return min(k, p.ctxr[r, 2])
+    return k
+
+
+@njit(cache=True)
 def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
     """Draft tokens of request i's d-token draft that the target accepts (at output position gen)."""
     pos = req.gen[i] % req.tlen[i]
@@ -863,6 +989,9 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
     emitted = 0
     floor_rate = p.pf[PF_FLOORRATE]
     warm = p.pi[P_FLOORWARM]
+    acc_sum = 0
+    draft_sum = 0
+    draft_rows = 0
     for j in range(n_rows):
         if rows.sampled[j] == 0:
             continue  # a prefill chunk that did not reach the end of the prompt: nothing sampled
@@ -889,6 +1018,9 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
             req.verify_steps[i] += 1
             req.drafted[i] += d
             req.accepted[i] += a
+            acc_sum += a
+            draft_sum += d
+            draft_rows += 1
             if floor_rate > 0.0 and req.verify_steps[i] >= warm and req.accepted[i] < floor_rate * req.drafted[i]:
                 req.floor_off[i] = 1
         req.gen[i] += emit
@@ -909,8 +1041,13 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
     # the drafter proposes for every row that sampled and goes on (EngineCore.post_step)
     k = 0
     if p.pi[P_ACCMODE] != 0:
-        k = k_for_basis(p, rep, basis)
+        family_feedback(p, rep, acc_sum, draft_sum, draft_rows)
+        n_dec = 0
+        for j in range(n_rows):
+            n_dec += rows.dec[j]
+        k = k_decide(p, rep, basis, n_dec)
         has_d = p.pi[P_HASDRAFTED] != 0
+        has_ctx = p.ctxr.shape[0] > 0
         for j in range(n_rows):
             if rows.sampled[j] == 0:
                 continue
@@ -918,6 +1055,8 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
             if req.state[i] == 3:
                 continue
             kk = 0 if req.floor_off[i] else k
+            if has_ctx and kk > 0:
+                kk = ctx_cap(p, req.inp[i] + req.gen[i], kk)
             if has_d and kk > 0:
                 dd = acc.d[req.tstart[i] + req.gen[i] % req.tlen[i]]
                 if dd < kk:
@@ -934,6 +1073,9 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
     preempted while this step was in flight is delivered without touching its reset counters. No
     proposals: the drafts are the K placeholders set when the step was scheduled."""
     emitted = 0
+    acc_sum = 0
+    draft_sum = 0
+    draft_rows = 0
     for j in range(n_rows):
         i = rows.ids[j]
         req.inflight[i] -= rows.new[j]
@@ -974,6 +1116,9 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
             req.verify_steps[i] += 1
             req.drafted[i] += d
             req.accepted[i] += a
+            acc_sum += a
+            draft_sum += d
+            draft_rows += 1
         req.gen[i] += emit
         req.last_token[i] = now
         emitted += emit
@@ -989,6 +1134,8 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
             nf = rep.ri[RI_NFIN]
             rep.fin[nf] = i
             rep.ri[RI_NFIN] = nf + 1
+    if p.pi[P_ACCMODE] != 0:
+        family_feedback(p, rep, acc_sum, draft_sum, draft_rows)
     return emitted
 
 

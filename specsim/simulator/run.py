@@ -120,9 +120,38 @@ def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | Non
         if floor is not None:
             pf[kernel.PF_FLOORRATE] = floor.min_rate
             pi[kernel.P_FLOORWARM] = floor.warmup_steps
-    klookup = np.array([policy.k_for(b) for b in range(cfg.max_num_seqs + 1)], dtype=np.int64)
+    klookup = np.array([policy.k_at(b) for b in range(cfg.max_num_seqs + 1)], dtype=np.int64)
     kranges = np.array(policy.k_schedule, dtype=np.int64).reshape(-1, 3)
-    return kernel.Params(pi, pf, klookup, kranges)
+    fam = np.zeros(kernel.F_SIZE, dtype=np.int64)
+    famf = np.zeros(kernel.FF_SIZE)
+    fam[kernel.F_QMAX] = -1
+    ftab = np.zeros((1, 3), dtype=np.int64)
+    ftabf = np.zeros((1, 2))
+    cgbs = np.zeros(0, dtype=np.int64)
+    if policy.queue is not None:
+        fam[kernel.F_QMAX], fam[kernel.F_QK] = policy.queue.max_waiting, policy.queue.k
+    if policy.family == "sglang" and policy.sglang is not None:
+        sg = policy.sglang
+        fam[kernel.F_FAMILY] = kernel.FAM_SGLANG
+        fam[kernel.F_SLOTS], fam[kernel.F_INTERVAL], fam[kernel.F_WARMUP] = (len(sg.slots), sg.update_interval,
+                                                                             sg.warmup_batches)
+        famf[kernel.FF_ALPHA] = sg.ema_alpha
+        width = max(len(sl.steps) for sl in sg.slots)
+        ftab = np.zeros((len(sg.slots), 2 + width), dtype=np.int64)
+        ftabf = np.zeros((len(sg.slots), 2))
+        for j, sl in enumerate(sg.slots):
+            ftab[j, 0], ftab[j, 1] = sl.lo, len(sl.steps)
+            ftab[j, 2:2 + len(sl.steps)] = sl.steps
+            ftabf[j] = sl.up_hysteresis, sl.down_hysteresis
+        cgbs = np.array(sorted(sg.cuda_graph_batch_sizes), dtype=np.int64)
+    elif policy.family == "trtllm" and policy.trtllm is not None:
+        tr = policy.trtllm
+        fam[kernel.F_FAMILY] = kernel.FAM_TRTLLM
+        if tr.acceptance_rate_window_size and tr.acceptance_rate_threshold is not None:
+            fam[kernel.F_WINDOW] = tr.acceptance_rate_window_size
+            famf[kernel.FF_THRESHOLD] = tr.acceptance_rate_threshold
+    ctxr = np.array(policy.context_schedule, dtype=np.int64).reshape(-1, 3)
+    return kernel.Params(pi, pf, klookup, kranges, fam, famf, ftab, ftabf, cgbs, ctxr)
 
 
 def simulate(

@@ -147,7 +147,7 @@ BAD_PROFILE: dict[str, tuple[str, Any, str]] = {
 }
 
 BAD_POLICY: dict[str, tuple[str, Any, str]] = {
-    "unknown_version": ("version", 2, "version 2"),
+    "unknown_version": ("version", 3, "version 3"),
     "missing_version": ("version", _DELETE, "missing 'version'"),
     "overlapping": ("k_schedule", [[1, 8, 2], [8, 16, 1]], "overlaps"),
     "unsorted": ("k_schedule", [[9, 16, 1], [1, 8, 2]], "overlaps or is out of order"),

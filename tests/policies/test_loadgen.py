@@ -76,8 +76,9 @@ def test_open_loop_arrivals_are_honoured() -> None:
         res = run_loadgen(srv.url, trace(times, out=1), LoadgenConfig(timeout=20))
         sent = np.array([t for t, _ in srv.received])
     rel = sent - sent[0]
-    assert np.allclose(rel, times, atol=0.05)
-    assert res.summary["send_lag_max_s"] < 0.05
+    # NOTE: 0.15 s slack survives a loaded machine; waiting on earlier requests would be 0.5 s late
+    assert np.allclose(rel, times, atol=0.15)
+    assert res.summary["send_lag_max_s"] < 0.15
 
 
 def test_bounded_in_count_and_time() -> None:
