@@ -6,13 +6,19 @@ non-overlapping ranges `[[lo, hi, K], ...]`; batch sizes no range covers get K =
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from specsim.errors import SpecsimError
 from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from specsim.formats.profile import Profile
 
 SCHEMA = "specsim.policy"
 VERSIONS = (1,)
@@ -80,6 +86,24 @@ class Policy(_Strict):
     acceptance_floor: AcceptanceFloor | None = None
     engine: EngineKnobs = Field(default_factory=EngineKnobs)
     provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("k_schedule", mode="before")
+    @classmethod
+    def _strict_ints(cls, v: Any) -> Any:
+        """Entries hold integers only: `true`, `4.0` and `"4"` are refused, not read as 1 and 4."""
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if not isinstance(entry, (list, tuple)):
+                return v  # let the type check name it
+            for x in entry:
+                if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+                    raise ValueError(f"entry {i} {_show(entry)} must hold integers [lo, hi, K], got {_show(x)}")
+                if not -(2**63) <= int(x) < 2**63:
+                    raise ValueError(f"entry {i}: {x} is out of range (|value| < 2^63)")
+            out.append(tuple(int(x) for x in entry))
+        return out
 
     @field_validator("k_schedule")
     @classmethod
@@ -160,6 +184,28 @@ class Policy(_Strict):
         if drafter is None or k == 0:
             return cls(drafter=drafter, k_schedule=[])
         return cls(drafter=drafter, k_schedule=[(1, max_batch, k)])
+
+
+def _show(x: Any) -> str:
+    """A value as JSON spells it (true, not True)."""
+    try:
+        return json.dumps(x)
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def check_drafter_matches(policy: Policy, profile: Profile) -> None:
+    """Refuse a policy whose drafter the profile measured under another method (e.g. name 'ngram',
+    method 'eagle3'): the simulation would use one drafter's costs and traces for another."""
+    d = policy.drafter
+    if d is None:
+        return
+    spec = profile.drafters.get(d.name)
+    if spec is not None and spec.method != d.method:
+        raise SpecsimError(
+            f"policy drafter {d.name!r} says method {d.method!r} but the profile measured {d.name!r} as "
+            f"method {spec.method!r}; fix the policy's drafter.method or name"
+        )
 
 
 class KController:

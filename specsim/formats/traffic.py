@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from specsim.errors import SpecsimError
-from specsim.formats._common import check_version, parse_json
+from specsim.formats._common import check_version, parse_json, read_text, text_lines
 from specsim.io import atomic_path
 
 SCHEMA = "specsim.traffic"
@@ -147,8 +147,7 @@ class Traffic:
 def load_traffic(path: str | Path) -> Traffic:
     """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecsimError(f"traffic file not found: {p}")
+    text = read_text(p, "traffic")
     ts: list[float] = []
     inp: list[int] = []
     out: list[int] = []
@@ -156,15 +155,11 @@ def load_traffic(path: str | Path) -> Traffic:
     ids: list[str] = []
     pids: list[str | None] = []
     meta: dict[str, Any] = {}
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecsimError(f"traffic {p} is not UTF-8 text: {exc.reason}") from None
     first = True
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
-        obj = parse_json(line, f"traffic {p} line {lineno}")
+        obj = parse_json(line, f"traffic {p}", line=lineno)
         if not isinstance(obj, dict):
             raise SpecsimError(f"traffic {p} line {lineno}: expected a JSON object")
         if first and "schema" in obj:
