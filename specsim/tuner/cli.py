@@ -114,16 +114,52 @@ def _space_from_args(args: argparse.Namespace, profile: Any, max_batch: int) -> 
     return SearchSpace.for_profile(profile, max_batch=max_batch, grid_ratio=args.grid_ratio, drafters=drafters, **kw)
 
 
+def _check_study_args(args: argparse.Namespace) -> None:
+    """One-line errors for study options out of range (before any file is read)."""
+    from specsim.formats.policy import SCHEDULE_TOP
+
+    if args.trials < 1:
+        raise SpecsimError(f"--trials must be >= 1, got {args.trials}")
+    if args.jobs < 1:
+        raise SpecsimError(f"--jobs must be >= 1 (worker processes), got {args.jobs}")
+    if args.replications < 1:
+        raise SpecsimError(f"--replications must be >= 1, got {args.replications}")
+    if not 0.0 < args.prune_prefix <= 1.0:
+        raise SpecsimError(f"--prune-prefix must lie in (0, 1], got {args.prune_prefix}")
+    if not 0.0 <= args.prune_percentile <= 100.0:
+        raise SpecsimError(f"--prune-percentile must lie in [0, 100], got {args.prune_percentile}")
+    if args.startup_trials is not None and args.startup_trials < 0:
+        raise SpecsimError(f"--startup-trials must be >= 0, got {args.startup_trials}")
+    if args.default_k < 0:
+        raise SpecsimError(f"--default-k must be >= 0, got {args.default_k}")
+    if args.k_min < 0:
+        raise SpecsimError(f"--k-min must be >= 0, got {args.k_min}")
+    if args.segments < 1:
+        raise SpecsimError(f"--segments must be >= 1, got {args.segments}")
+    if args.hysteresis < 0:
+        raise SpecsimError(f"--hysteresis must be >= 0, got {args.hysteresis}")
+    if not (args.grid_ratio > 1.0 and math.isfinite(args.grid_ratio)):
+        raise SpecsimError(f"--grid-ratio must be a finite number > 1, got {args.grid_ratio}")
+    if args.max_batch is not None and not 1 <= args.max_batch <= SCHEDULE_TOP:
+        raise SpecsimError(f"--max-batch must lie in 1..{SCHEDULE_TOP}, got {args.max_batch}")
+
+
 def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
+    from specsim.io import check_output_file
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
     from specsim.tuner.study import StudySettings
     from specsim.tuner.tune import check_inputs, describe_result, summaries_for_report, time_window, tune
 
+    _check_study_args(args)
+    cfg = config_from_args(args)
+    check_output_file(args.out, "policy")
+    if args.resume and not args.storage:
+        raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic)
     check_inputs(profile, traffic)
@@ -133,11 +169,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     loads = parse_rates(args.loads) if args.loads else None
     if loads is not None:
         traffic = multi_load(traffic, loads)
-    cfg = config_from_args(args)
     objective = Objective.parse(args.objective, args.slo, args.pareto)
     space = _space_from_args(args, profile, args.max_batch or cfg.max_num_seqs)
-    if args.resume and not args.storage:
-        raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     settings = StudySettings(
         n_trials=args.trials, jobs=args.jobs, storage=args.storage, study_name=args.study, resume=args.resume,
         seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,
@@ -305,16 +338,23 @@ def parse_rates(text: str) -> list[float]:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
-    from specsim.formats.policy import load_policy
+    from specsim.formats.policy import check_drafter_matches, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
+    from specsim.io import check_output_dir
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
 
-    profile = load_profile(args.profile)
-    policy = load_policy(args.policy)
-    shape = load_traffic(args.traffic_shape)
+    if args.jobs < 1:
+        raise SpecsimError(f"--jobs must be >= 1 (processes), got {args.jobs}")
+    if args.default_k < 0:
+        raise SpecsimError(f"--default-k must be >= 0, got {args.default_k}")
     cfg = config_from_args(args)
     rates = parse_rates(args.rates)
+    check_output_dir(args.out)
+    profile = load_profile(args.profile)
+    policy = load_policy(args.policy)
+    check_drafter_matches(policy, profile)
+    shape = load_traffic(args.traffic_shape)
     policies = sweep_policies(profile, policy, args.default_k)
     result = run_sweep(profile, shape, policies, rates, cfg, jobs=args.jobs, attainment=args.attainment,
                        target_qps=args.target_qps)
