@@ -161,7 +161,7 @@ def test_values_that_slipped_through(inputs: dict[str, Path], capsys) -> None:  
     refused(capsys, [*SYNTH[:-3], "1e30", "--output-mean", "10", "--out", out], "length mean", "2^62")
     refused(capsys, sim(inputs, "--policy", inputs["kbool"]), "k_schedule", "[1, 4, true]")
     refused(capsys, tune(inputs, "--k-max", "9", "--out", out), "--k-max 9 is above the profile's k_max 4")
-    refused(capsys, tune(inputs, "--jobs", "0", "--out", out), "--jobs must be >= 1")
+    refused(capsys, tune(inputs, "--jobs", "0", "--out", out), "--jobs must lie in 1..256")
     refused(capsys, ["simulate", "--profile", inputs["a"], "--traffic", inputs["t"], "--no-plot",
                      "--policy", inputs["mismatch"], "--out", inputs["dir"] / "sim"],
             "'ngram' says method 'eagle3'", "measured 'ngram' as method 'ngram'")
@@ -253,3 +253,42 @@ def test_signals_are_restored_after_main(inputs: dict[str, Path], capsys) -> Non
     run(capsys, sim(inputs))
     assert signal.getsignal(signal.SIGTERM) is before
     assert os.getpid() > 0
+
+
+# ---- found by tests/test_cli_fuzz.py ----------------------------------------------------------------
+@pytest.mark.parametrize(("argv", "needle"), [
+    (lambda i: sim(i, "--rate-scale", "5e-324"), "rate_scale must lie in [1e-9, 1e9]"),  # inf arrivals: the
+    (lambda i: sim(i, "--max-num-seqs", "4294967296"), "max_num_seqs must be at most 65536"),  # engine wrote
+    (lambda i: sim(i, "--seed", "4294967296"), "seed must be at most 2^32 - 1"),  # out of bounds / ran out of memory
+    (lambda i: sim(i, "--concurrency", "1", "--think-time", "1e300"), "think_time must be at most 1e9"),
+    (lambda i: [*SYNTH, "--arrival", "gamma", "--cv", "1e-300", "--out", i["dir"] / "s.jsonl"], "cv must lie in"),
+    (lambda i: tune(i, "--hysteresis", str(10**30), "--out", i["dir"] / "x.json"), "--hysteresis must lie in"),
+    (lambda i: tune(i, "--jobs", str(2**63), "--out", i["dir"] / "x.json"), "--jobs must lie in 1..256"),  # a hang
+    (lambda i: tune(i, "--trials", str(10**30), "--out", i["dir"] / "x.json"), "--trials must lie in"),
+    (lambda i: tune(i, "--tune-engine", "--tokens-choices", "0", "--out", i["dir"] / "x.json"),
+     "--tokens-choices needs integers in 1.."),
+    (lambda i: ["sweep", "--profile", i["p"], "--policy", i["k3"], "--traffic-shape", i["t"], "--max-requests", "1",
+                "--out", i["dir"] / "sw"], "at least two requests"),
+    (lambda i: ["sweep", "--profile", i["p"], "--policy", i["k3"], "--traffic-shape", i["t"], "--rates", "1e308",
+                "--out", i["dir"] / "sw"], "rates must be numbers in (0, 1e+06]"),
+    (lambda i: loadgen(i, "http://[::1"), "cannot read URL"),
+    (lambda i: loadgen(i, "http://127.0.0.1:9", "--rate-scale", "5e-324"), "past what a float holds"),
+])
+def test_fuzz_findings(inputs: dict[str, Path], capsys, argv, needle: str) -> None:  # noqa: ANN001
+    refused(capsys, argv(inputs), needle)
+
+
+def test_loadgen_with_a_model_name_and_no_server(inputs: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    refused(capsys, loadgen(inputs, f"http://127.0.0.1:{port}", "--model", "m"), "no server", "connection refused")
+
+
+def test_a_policy_with_an_absurd_hysteresis_is_refused_when_loaded(inputs: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    doc = json.loads(inputs["k3"].read_text())
+    bad = inputs["dir"] / "hyst.json"
+    bad.write_text(json.dumps({**doc, "hysteresis": 10**30}))
+    refused(capsys, sim(inputs, "--policy", bad), "hysteresis")

@@ -46,7 +46,7 @@ class AcceptanceFloor(_Strict):
 
     min_rate: float = Field(gt=0.0, le=1.0)
     """Accepted / drafted tokens below which the request decodes without drafts."""
-    warmup_steps: int = Field(default=4, ge=1)
+    warmup_steps: int = Field(default=4, ge=1, le=1 << 40)
     """Verification steps observed before the floor applies."""
 
 
@@ -81,7 +81,7 @@ class Policy(_Strict):
     """None means speculation is off everywhere."""
     k_schedule: list[tuple[int, int, int]] = Field(default_factory=list)
     """Inclusive [lo, hi, K] ranges over batch size; K = 0 turns speculation off."""
-    hysteresis: int = Field(default=0, ge=0)
+    hysteresis: int = Field(default=0, ge=0, le=SCHEDULE_TOP)
     """Batch-size band: keep the current range until the batch size leaves it by more than this."""
     acceptance_floor: AcceptanceFloor | None = None
     engine: EngineKnobs = Field(default_factory=EngineKnobs)

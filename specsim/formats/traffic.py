@@ -128,7 +128,10 @@ class Traffic:
         if not (scale > 0 and math.isfinite(scale)):
             raise SpecsimError(f"rate scale must be a positive number, got {scale}")
         t0 = self.timestamps[0] if len(self) else 0.0
-        ts = t0 + (self.timestamps - t0) / scale
+        with np.errstate(over="ignore"):
+            ts = t0 + (self.timestamps - t0) / scale
+        if len(ts) and not np.isfinite(ts[-1]):
+            raise SpecsimError(f"rate scale {scale:g} stretches the trace's arrival times past what a float holds")
         meta = dict(self.metadata, rate_scale=scale * float(self.metadata.get("rate_scale", 1.0)))
         return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta,
                        self.prompt_ids)

@@ -60,7 +60,10 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         """Accept only http:// URLs on a loopback address."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+            raise SpecsimError(f"cannot read URL {url!r}: {exc}") from None
         if parts.scheme != "http":
             raise SpecsimError(f"loadgen needs an http:// URL, got {url!r}")
         try:
@@ -240,6 +243,8 @@ async def tokenize(ep: Endpoint, model: str, text: str, chat: bool = False,
         status, data = await fetch(ep, "POST", "/tokenize", body, timeout=timeout)
     except TimeoutError:
         raise NoAnswer(f"the server at {ep.url} did not answer POST /tokenize within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise SpecsimError(f"no server at {ep.url} (connection refused)") from None
     except (OSError, HttpError, asyncio.IncompleteReadError, ValueError):
         return None
     if status != 200:

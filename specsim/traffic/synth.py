@@ -142,8 +142,8 @@ def synthesize(
         raise SpecsimError("give either a duration or a number of requests, not both")
     if arrival not in ("poisson", "gamma"):
         raise SpecsimError(f"arrival must be 'poisson' or 'gamma', got {arrival!r}")
-    if not (math.isfinite(cv) and cv > 0):
-        raise SpecsimError(f"cv must be a positive number, got {cv}")
+    if not (math.isfinite(cv) and 1e-3 <= cv <= 1e3):
+        raise SpecsimError(f"cv must lie in [0.001, 1000], got {cv:g}")
     if arrival == "poisson" and cv != 1.0:
         raise SpecsimError("Poisson arrivals have cv = 1; use --arrival gamma for another cv")
     if source is not None and len(source) == 0:

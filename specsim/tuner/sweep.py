@@ -130,6 +130,9 @@ def run_sweep(
 ) -> SweepResult:
     """Simulate every policy at every offered load (requests/s over all replicas)."""
     cfg = dataclasses.replace(cfg or SimConfig())
+    if cfg.max_requests is not None:
+        shape = shape.head(cfg.max_requests)
+        cfg.max_requests = None
     if len(shape) < 2 or shape.rate <= 0:
         raise SpecsimError("the traffic shape needs at least two requests at distinct times")
     if not 0 < attainment <= 1:
@@ -138,9 +141,6 @@ def run_sweep(
         raise SpecsimError(f"--target-qps must be a finite number > 0, got {target_qps}")
     if cfg.concurrency is not None:
         raise SpecsimError("sweep drives open-loop load; drop --concurrency")
-    if cfg.max_requests is not None:
-        shape = shape.head(cfg.max_requests)
-        cfg.max_requests = None
     if cfg.slo_ttft is None and cfg.slo_tpot is None:
         cfg.slo_ttft, cfg.slo_tpot = DEFAULT_SLO["ttft"], DEFAULT_SLO["tpot"]
     cfg.rate_scale = 1.0
