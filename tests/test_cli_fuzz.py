@@ -140,6 +140,15 @@ def commands(e: dict[str, str]) -> dict[str, tuple[list[str], dict[str, list[str
                                                                     f"journal:{d}/random.bin", f"journal:{d}",
                                                                     "sqlite:///" + ins[1], "memory", "x://y"],
                     "--out": outs}),
+        "profile-analytic": (["profile-analytic", "--target", "llama-8b", "--drafter", "llama-1b", "--k-max", "2",
+                              "--out", f"{d}/analytic.json"],
+                             {"--target": ["llama-8b", "", "x"], "--drafter": ["none", "llama-1b", "", "x"],
+                              "--gpu": ["h100", "l4", "", "x"], "--tp": INTS, "--dtype": ["bf16", "fp8", "", "x"],
+                              "--k-max": INTS, "--seed": INTS, "--acceptance-from": ins,
+                              "--acceptance-drafter": TEXT, "--out": outs, "--eagle": [], "--no-ngram": [],
+                              "--uncalibrated": []}),
+        "demo": (["demo", "--profile", f"{d}/p.json", "--requests", "40"],
+                 {"--profile": ins, "--requests": SMALL_INTS, "--seed": INTS}),
         "loadgen": (["loadgen", "--url", e["dead"], "--traffic", f"{d}/t.jsonl", "--out", f"{d}/lg",
                      "--timeout", "5"],
                     {"--url": [e["dead"], "http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://127.0.0.1:0",
@@ -195,7 +204,7 @@ def check(argv: list[str]) -> int:
 SCALE = float(os.environ.get("SPECSIM_FUZZ_SCALE", "1"))
 SEED = int(os.environ["SPECSIM_FUZZ_SEED"]) if os.environ.get("SPECSIM_FUZZ_SEED") else None
 BUDGET = {"simulate": 1000, "traffic synth": 500, "traffic import": 150, "traffic stats": 100, "tune": 250,
-          "sweep": 45, "export": 200, "report": 60, "loadgen": 200}
+          "sweep": 45, "export": 200, "report": 60, "profile-analytic": 80, "demo": 15, "loadgen": 200}
 
 
 @st.composite
