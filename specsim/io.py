@@ -51,23 +51,40 @@ def os_error_message(exc: OSError, action: str = "cannot write") -> str:
     return f"{action} {where}: {reason}" if where else f"{action}: {reason}"
 
 
+_owner: int | None = None
+"""The process whose SIGTERM/SIGHUP raise `Terminated` (set by raise_on_signals)."""
+
+
+def _raising_handler(signum: int, frame: object) -> None:
+    if os.getpid() != _owner:  # a child forked without os.fork's hooks: act as the default action would
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise Terminated(signum)
+
+
+def _default_in_child() -> None:
+    """A forked worker (tune, sweep) dies on SIGTERM at once, as before: its parent's Pool stops it
+    with SIGTERM, and a Python-level handler would wait until the worker runs Python code again."""
+    for s in _SIGNALS:
+        if signal.getsignal(s) is _raising_handler:
+            signal.signal(s, signal.SIG_DFL)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_default_in_child)
+
+
 @contextlib.contextmanager
 def raise_on_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise `Terminated` in this process (not in forked children,
-    which keep the default action). Outside the main thread this does nothing."""
+    """Within the block, SIGTERM and SIGHUP raise `Terminated` in this process (forked children get
+    the default action back). Outside the main thread this does nothing."""
+    global _owner
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    owner = os.getpid()
-
-    def handler(signum: int, frame: object) -> None:
-        if os.getpid() != owner:  # a forked worker: behave as if no handler had been installed
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise Terminated(signum)
-
-    old = {s: signal.signal(s, handler) for s in _SIGNALS}
+    _owner = os.getpid()
+    old = {s: signal.signal(s, _raising_handler) for s in _SIGNALS}
     try:
         yield
     finally:

@@ -111,6 +111,21 @@ def test_sigterm_raises_in_this_process_only() -> None:
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(signal.getsignal(signal.SIGTERM))
 
 
+def _sigterm_action() -> str:
+    return str(signal.getsignal(signal.SIGTERM))
+
+
+def test_forked_workers_keep_the_default_sigterm() -> None:
+    """Pool.terminate() stops idle workers with SIGTERM; a Python-level handler would never run in a
+    worker blocked on its task queue, and the pool (tune/sweep --jobs) would hang."""
+    from specsim.tuner.parallel import fork_context
+
+    with raise_on_signals():
+        with fork_context().Pool(1) as pool:
+            assert pool.apply(_sigterm_action) == str(signal.SIG_DFL)
+        assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # the parent still raises
+
+
 # ---- simulate, interrupted --------------------------------------------------------------------------
 def _trace(n: int, seed: int) -> Traffic:
     rng = np.random.default_rng(seed)
