@@ -80,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # the file system refused: a full disk, a permission, a path that is a file
         print(f"specsim: error: {one_line(os_error_message(exc, 'cannot access'))}", file=sys.stderr)
         return 2
+    except SystemExit as exc:  # a usage error found by a command's own parser, already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except Terminated as exc:
         print(f"specsim: terminated by {exc.name}", file=sys.stderr)
         return 128 + exc.signum

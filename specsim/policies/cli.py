@@ -58,7 +58,9 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
     cut = rest.index("--") if "--" in rest else len(rest)
     own, extra = rest[:cut], rest[cut + 1 :]
     if own:
-        mini = argparse.ArgumentParser(prog="specsim serve", add_help=False)
+        from specsim.cli import ArgumentParser  # usage errors as one line
+
+        mini = ArgumentParser(prog="specsim serve", add_help=False)
         _serve_options(mini)
         ns, unknown = mini.parse_known_args(own)
         if unknown:
