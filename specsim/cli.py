@@ -1,6 +1,8 @@
 """The `specsim` command line: each stage registers its own subcommands here.
 
-Every user-facing failure is a SpecsimError, printed as one line with exit code 2.
+Every user-facing failure is a SpecsimError, printed as one line with exit code 2; so is an OSError
+(a file that cannot be read or written). SIGTERM and SIGHUP unwind like Ctrl-C, so temporary files
+are removed (exit 143 / 129; Ctrl-C exits 130).
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from specsim import __version__
 from specsim.errors import SpecsimError, one_line
+from specsim.io import Terminated, os_error_message, raise_on_signals
 
 # Modules that define `register(subparsers)`; each adds its stage's subcommands. They must import
 # nothing heavy (vLLM, torch) at module level so `specsim --help` stays fast.
@@ -29,9 +33,18 @@ STAGE_MODULES = (
 )
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error printed as one line `specsim: error: ...` (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("specsim").strip()
+        self.exit(2, f"specsim: error: {where + ': ' if where else ''}{one_line(message)} "
+                     f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available stage's subcommands."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="specsim",
         description="Simulate and tune speculative-decoding policy for LLM serving.",
     )
@@ -46,16 +59,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn errors into one line and an exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
-        rc = func(args)
+        with raise_on_signals():
+            rc = func(args)
     except SpecsimError as exc:
         print(f"specsim: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the file system refused: a full disk, a permission, a path that is a file
+        print(f"specsim: error: {one_line(os_error_message(exc, 'cannot access'))}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # a usage error found by a command's own parser, already printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except Terminated as exc:
+        print(f"specsim: terminated by {exc.name}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("specsim: interrupted", file=sys.stderr)
         return 130

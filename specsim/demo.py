@@ -51,6 +51,7 @@ def _crossover_batch(profile, drafter: str, k: int) -> int:  # noqa: ANN001
 def _cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from specsim.errors import SpecsimError
     from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import DrafterRef, Policy
     from specsim.formats.profile import load_profile
@@ -58,6 +59,10 @@ def _cmd(args: argparse.Namespace) -> int:
     from specsim.simulator import SimConfig, simulate
     from specsim.simulator.report import summary_table
 
+    if not 2 <= args.requests <= 1_000_000:
+        raise SpecsimError(f"--requests must lie in 2..1000000, got {args.requests}")
+    if not 0 <= args.seed < 1 << 32:
+        raise SpecsimError(f"--seed must lie in 0..2^32-1, got {args.seed}")
     console = Console()
     path = args.profile or (REPO_PROFILE if REPO_PROFILE.is_file() else None)
     if path is not None:

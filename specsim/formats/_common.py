@@ -11,28 +11,51 @@ from pydantic import BaseModel, ValidationError
 from specsim.errors import SpecsimError
 
 
-def parse_json(text: str, where: str) -> Any:
-    """Parse JSON text; syntax errors, absurd nesting or huge literals become a one-line SpecsimError."""
+def parse_json(text: str, where: str, line: int | None = None) -> Any:
+    """Parse JSON text; syntax errors, absurd nesting or huge literals become a one-line SpecsimError.
+
+    `line`: the text is that one line of a JSONL file; errors then name the file line and the column.
+    """
+    at = f"{where} line {line}" if line is not None else where
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecsimError(f"{where} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        pos = f"column {exc.colno}" if line is not None else f"line {exc.lineno} column {exc.colno}"
+        raise SpecsimError(f"{at} is not valid JSON ({pos}: {exc.msg})") from None
     except RecursionError:
-        raise SpecsimError(f"{where} is not usable JSON: nested too deeply") from None
+        raise SpecsimError(f"{at} is not usable JSON: nested too deeply") from None
     except ValueError as exc:  # e.g. an integer literal longer than Python's digit limit
-        raise SpecsimError(f"{where} is not usable JSON: {exc}") from None
+        raise SpecsimError(f"{at} is not usable JSON: {exc}") from None
+
+
+def read_text(path: str | Path, what: str) -> str:
+    """A UTF-8 text file's content (a leading byte-order mark is dropped); a missing file, a folder,
+    unreadable bytes or a refused read become a one-line SpecsimError."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecsimError(f"{what} {p} is a directory, not a file")
+    if not p.exists():
+        raise SpecsimError(f"{what} file not found: {p}")
+    try:
+        return p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except OSError as exc:
+        raise SpecsimError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines split at newlines only, as editors number them (str.splitlines also splits at form feeds,
+    U+2028 and other separators that may sit inside a JSON string)."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
 
 
 def read_json(path: str | Path, what: str) -> Any:
     """Parse a JSON file, turning every I/O or syntax problem into a one-line SpecsimError."""
-    p = Path(path)
-    if not p.is_file():
-        raise SpecsimError(f"{what} file not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason}") from None
-    return parse_json(text, f"{what} {p}")
+    return parse_json(read_text(path, what), f"{what} {Path(path)}")
 
 
 def validation_message(exc: ValidationError, what: str, where: str) -> str:

@@ -9,13 +9,19 @@ context rules; version 1 files read unchanged (family vllm).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from specsim.errors import SpecsimError
 from specsim.formats._common import load_document
 from specsim.io import atomic_write_text
+
+if TYPE_CHECKING:
+    from specsim.formats.profile import Profile
 
 SCHEMA = "specsim.policy"
 VERSIONS = (1, 2)
@@ -43,7 +49,7 @@ class AcceptanceFloor(_Strict):
 
     min_rate: float = Field(gt=0.0, le=1.0)
     """Accepted / drafted tokens below which the request decodes without drafts."""
-    warmup_steps: int = Field(default=4, ge=1)
+    warmup_steps: int = Field(default=4, ge=1, le=1 << 40)
     """Verification steps observed before the floor applies."""
 
 
@@ -186,7 +192,7 @@ class Policy(_Strict):
     """None means speculation is off everywhere."""
     k_schedule: list[tuple[int, int, int]] = Field(default_factory=list)
     """Inclusive [lo, hi, K] ranges over batch size; K = 0 turns speculation off."""
-    hysteresis: int = Field(default=0, ge=0)
+    hysteresis: int = Field(default=0, ge=0, le=SCHEDULE_TOP)
     """Batch-size band: keep the current range until the batch size leaves it by more than this."""
     acceptance_floor: AcceptanceFloor | None = None
     family: Literal["vllm", "specsim", "sglang", "trtllm"] = "vllm"
@@ -200,6 +206,24 @@ class Policy(_Strict):
     """specsim: inclusive [ctx_lo, ctx_hi, K] ranges capping a request's K by its context length."""
     engine: EngineKnobs = Field(default_factory=EngineKnobs)
     provenance: Provenance = Field(default_factory=Provenance)
+
+    @field_validator("k_schedule", mode="before")
+    @classmethod
+    def _strict_ints(cls, v: Any) -> Any:
+        """Entries hold integers only: `true`, `4.0` and `"4"` are refused, not read as 1 and 4."""
+        if not isinstance(v, (list, tuple)):
+            return v
+        out = []
+        for i, entry in enumerate(v):
+            if not isinstance(entry, (list, tuple)):
+                return v  # let the type check name it
+            for x in entry:
+                if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+                    raise ValueError(f"entry {i} {_show(entry)} must hold integers [lo, hi, K], got {_show(x)}")
+                if not -(2**63) <= int(x) < 2**63:
+                    raise ValueError(f"entry {i}: {x} is out of range (|value| < 2^63)")
+            out.append(tuple(int(x) for x in entry))
+        return out
 
     @field_validator("k_schedule")
     @classmethod
@@ -317,6 +341,28 @@ class Policy(_Strict):
         if drafter is None or k == 0:
             return cls(drafter=drafter, k_schedule=[])
         return cls(drafter=drafter, k_schedule=[(1, max_batch, k)])
+
+
+def _show(x: Any) -> str:
+    """A value as JSON spells it (true, not True)."""
+    try:
+        return json.dumps(x)
+    except (TypeError, ValueError):
+        return repr(x)
+
+
+def check_drafter_matches(policy: Policy, profile: Profile) -> None:
+    """Refuse a policy whose drafter the profile measured under another method (e.g. name 'ngram',
+    method 'eagle3'): the simulation would use one drafter's costs and traces for another."""
+    d = policy.drafter
+    if d is None:
+        return
+    spec = profile.drafters.get(d.name)
+    if spec is not None and spec.method != d.method:
+        raise SpecsimError(
+            f"policy drafter {d.name!r} says method {d.method!r} but the profile measured {d.name!r} as "
+            f"method {spec.method!r}; fix the policy's drafter.method or name"
+        )
 
 
 class KController:

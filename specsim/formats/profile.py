@@ -90,7 +90,7 @@ class CostTable(_Strict):
             if len(grid) != len(self.batch_sizes) or any(len(r) != len(self.ks) for r in grid):
                 raise ValueError(f"{name} must have shape [len(batch_sizes)][len(ks)]")
             if any(not (v >= 0 and v < 1e9) for r in grid for v in r):
-                raise ValueError(f"{name} values must be finite and >= 0")
+                raise ValueError(f"{name} values must be finite, >= 0 and below 1e9 ms (about 11.6 days)")
         return self
 
 
@@ -125,7 +125,7 @@ class PrefillCurve(_Strict):
         if len(self.step_ms) != len(self.tokens):
             raise ValueError("step_ms must have one value per tokens entry")
         if any(not (v >= 0 and v < 1e9) for v in self.step_ms):
-            raise ValueError("step_ms values must be finite and >= 0")
+            raise ValueError("step_ms values must be finite, >= 0 and below 1e9 ms (about 11.6 days)")
         return self
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from specsim.errors import SpecsimError
-from specsim.formats._common import check_version, parse_json
+from specsim.formats._common import check_version, parse_json, read_text, text_lines
 from specsim.io import atomic_path
 
 SCHEMA = "specsim.traffic"
@@ -154,7 +154,10 @@ class Traffic:
         if not (scale > 0 and math.isfinite(scale)):
             raise SpecsimError(f"rate scale must be a positive number, got {scale}")
         t0 = self.timestamps[0] if len(self) else 0.0
-        ts = t0 + (self.timestamps - t0) / scale
+        with np.errstate(over="ignore"):
+            ts = t0 + (self.timestamps - t0) / scale
+        if len(ts) and not np.isfinite(ts[-1]):
+            raise SpecsimError(f"rate scale {scale:g} stretches the trace's arrival times past what a float holds")
         meta = dict(self.metadata, rate_scale=scale * float(self.metadata.get("rate_scale", 1.0)))
         return Traffic(ts, self.input_lengths, self.output_lengths, self.categories, self.request_ids, meta,
                        self.prompt_ids, self.conversation_ids, self.turns, self.hash_ids)
@@ -178,8 +181,7 @@ class Traffic:
 def load_traffic(path: str | Path) -> Traffic:
     """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError."""
     p = Path(path)
-    if not p.is_file():
-        raise SpecsimError(f"traffic file not found: {p}")
+    text = read_text(p, "traffic")
     ts: list[float] = []
     inp: list[int] = []
     out: list[int] = []
@@ -190,15 +192,11 @@ def load_traffic(path: str | Path) -> Traffic:
     turns: list[int | None] = []
     hashes: list[tuple[int, ...] | None] = []
     meta: dict[str, Any] = {}
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise SpecsimError(f"traffic {p} is not UTF-8 text: {exc.reason}") from None
     first = True
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
-        obj = parse_json(line, f"traffic {p} line {lineno}")
+        obj = parse_json(line, f"traffic {p}", line=lineno)
         if not isinstance(obj, dict):
             raise SpecsimError(f"traffic {p} line {lineno}: expected a JSON object")
         if first and "schema" in obj:

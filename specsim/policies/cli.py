@@ -64,7 +64,9 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
     cut = rest.index("--") if "--" in rest else len(rest)
     own, extra = rest[:cut], rest[cut + 1 :]
     if own:
-        mini = argparse.ArgumentParser(prog="specsim serve", add_help=False)
+        from specsim.cli import ArgumentParser  # usage errors as one line
+
+        mini = ArgumentParser(prog="specsim serve", add_help=False)
         _serve_options(mini)
         ns, unknown = mini.parse_known_args(own)
         if unknown:
@@ -78,11 +80,16 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from specsim.errors import SpecsimError
     from specsim.formats.policy import load_policy
-    from specsim.io import atomic_write_text
+    from specsim.io import atomic_write_text, check_output_file
     from specsim.models.prepare import DEFAULT_FOLDER, DEFAULT_NAMES, models_dir
     from specsim.policies.export import export
 
+    if args.max_num_seqs is not None and args.max_num_seqs < 1:
+        raise SpecsimError(f"--max-num-seqs must be >= 1, got {args.max_num_seqs}")
+    if args.out:
+        check_output_file(args.out)
     policy = load_policy(args.policy)
     exp = export(policy, args.to, args.max_num_seqs)
     model = str(models_dir() / DEFAULT_FOLDER) if args.model.lower() in DEFAULT_NAMES else args.model
@@ -149,9 +156,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _loadgen(args: argparse.Namespace) -> int:
     from specsim.formats.traffic import load_traffic
-    from specsim.policies.loadgen import Endpoint, LoadgenConfig, run_loadgen
+    from specsim.io import check_output_dir
+    from specsim.policies.loadgen import Endpoint, LoadgenConfig, check_config, run_loadgen
 
     Endpoint.parse(args.url)
+    check_config(LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, slo_ttft=args.slo_ttft,
+                               slo_tpot=args.slo_tpot))
+    check_output_dir(args.out)
     traffic = load_traffic(args.traffic)
     if args.rate_scale != 1.0:
         traffic = traffic.rate_scaled(args.rate_scale)

@@ -28,6 +28,9 @@ POLICY_ENV = "SPECSIM_POLICY_JSON"
 # Methods whose parameters vLLM takes directly in the speculative config.
 DIRECT_METHODS = ("ngram", "suffix", "draft_model", "eagle", "eagle3", "mtp")
 TARGETS = ("vllm", "sglang", "trtllm")
+# Methods whose drafts come from a separate model the engine must be told about. (MTP is not here:
+# vLLM and SGLang take its layers from the target's own checkpoint when no model is given.)
+MODEL_METHODS = ("draft_model", "eagle", "eagle3")
 
 
 @dataclass
@@ -233,6 +236,12 @@ def to_trtllm(policy: Policy) -> Export:
 
 def export(policy: Policy, target: str, max_num_seqs: int | None = None) -> Export:
     """Settings for one engine ('vllm', 'sglang' or 'trtllm')."""
+    d = policy.drafter
+    if d is not None and policy.max_k > 0 and d.method in MODEL_METHODS and not d.model:
+        raise SpecsimError(
+            f"policy drafter {d.name!r} uses method {d.method!r}, which needs a draft model, but names none "
+            f"(set drafter.model)"
+        )
     if target == "vllm":
         return to_vllm(policy, max_num_seqs)
     if target == "sglang":

@@ -14,6 +14,7 @@ import ipaddress
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats.traffic import Traffic
-from specsim.io import atomic_path, atomic_write_text
+from specsim.io import atomic_path, atomic_write_text, output_set
 from specsim.simulator.metrics import meets_slo, percentile_stats
 
 # Counters read from vLLM's /metrics before and after a run (summed over label sets).
@@ -34,6 +35,8 @@ SPEC_COUNTERS = {
     "vllm:generation_tokens_total": "server_generation_tokens",
 }
 # The simulator's per-request columns (specsim.simulator.metrics.request_columns) a client can measure.
+LOADGEN_FILES = ("summary.json", "requests.csv")
+"""Every file `specsim loadgen --out` writes: one run's set."""
 COLUMNS = ("replica", "arrival", "input_length", "output_length", "ttft", "tpot", "e2e",
            "mean_itl", "max_itl", "decode_steps")
 SEED_TEXT = (
@@ -41,6 +44,10 @@ SEED_TEXT = (
     "single step. To be or not to be, that is the question. "
 )
 FALLBACK_IDS = tuple(range(1000, 1064))
+SETUP_TIMEOUT_S = 10.0
+"""Longest a setup request (/v1/models, /tokenize, /metrics) may take, within the run's --timeout."""
+AFTER_RUN_TIMEOUT_S = 3.0
+"""Longest the /metrics read after the run may take (the counters are then left out)."""
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,18 @@ class Endpoint:
     @classmethod
     def parse(cls, url: str) -> Endpoint:
         """Accept only http:// URLs on a loopback address."""
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # e.g. an unclosed [ of an IPv6 address
+            raise SpecsimError(f"cannot read URL {url!r}: {exc}") from None
         if parts.scheme != "http":
             raise SpecsimError(f"loadgen needs an http:// URL, got {url!r}")
+        try:
+            port = parts.port
+        except ValueError:  # out of range, or not a number
+            raise SpecsimError(f"bad port in URL {url!r}: give a number in 1..65535") from None
+        if port == 0:
+            raise SpecsimError(f"bad port in URL {url!r}: give a number in 1..65535")
         host = parts.hostname or ""
         if host != "localhost":
             try:
@@ -66,7 +82,11 @@ class Endpoint:
                 raise SpecsimError(f"loadgen only talks to loopback servers (127.0.0.1, ::1, localhost), got {host!r}")
         if host == "localhost":
             host = "127.0.0.1"
-        return cls(host, parts.port or 80)
+        return cls(host, port or 80)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
 
 class HttpError(Exception):
@@ -210,42 +230,71 @@ def prompt_ids(seed: list[int], n: int, offset: int) -> list[int]:
     return [seed[(offset + j) % m] for j in range(n)]
 
 
-async def tokenize(ep: Endpoint, model: str, text: str, chat: bool = False) -> list[int] | None:
-    """Token ids of `text` (as a one-turn chat with `chat`) from vLLM's /tokenize (None if it has none)."""
+async def tokenize(ep: Endpoint, model: str, text: str, chat: bool = False,
+                   timeout: float = 10.0) -> list[int] | None:
+    """Token ids of `text` (as a one-turn chat with `chat`) from vLLM's /tokenize (None if it has none).
+    A server that does not answer at all within `timeout` is a NoAnswer error."""
     body: dict[str, Any] = {"model": model}
     if chat:
         body.update(messages=[{"role": "user", "content": text}], add_generation_prompt=True)
     else:
         body.update(prompt=text, add_special_tokens=False)
     try:
-        status, data = await fetch(ep, "POST", "/tokenize", body)
-    except (TimeoutError, OSError, HttpError):
+        status, data = await fetch(ep, "POST", "/tokenize", body, timeout=timeout)
+    except TimeoutError:
+        raise NoAnswer(f"the server at {ep.url} did not answer POST /tokenize within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise SpecsimError(f"no server at {ep.url} (connection refused)") from None
+    except (OSError, HttpError, asyncio.IncompleteReadError, ValueError):
         return None
     if status != 200:
         return None
-    ids = json.loads(data).get("tokens")
-    return [int(x) for x in ids] if ids else None
+    try:
+        ids = json.loads(data).get("tokens")
+        return [int(x) for x in ids] if ids else None
+    except (ValueError, AttributeError, TypeError):  # not the JSON vLLM returns
+        return None
 
 
-async def server_model(ep: Endpoint) -> str:
+class NoAnswer(SpecsimError):
+    """The server accepted the connection but sent nothing back in time."""
+
+
+async def server_model(ep: Endpoint, timeout: float = 10.0) -> str:
     """The first model the server lists at /v1/models."""
     try:
-        status, data = await fetch(ep, "GET", "/v1/models")
-    except (TimeoutError, OSError) as exc:
-        raise SpecsimError(f"no server at http://{ep.host}:{ep.port} ({exc})") from None
+        status, data = await fetch(ep, "GET", "/v1/models", timeout=timeout)
+    except TimeoutError:
+        raise NoAnswer(f"the server at {ep.url} accepted the connection but did not answer GET /v1/models "
+                       f"within {timeout:g} s") from None
+    except ConnectionRefusedError:
+        raise SpecsimError(f"no server at {ep.url} (connection refused)") from None
+    except OSError as exc:
+        raise SpecsimError(f"no server at {ep.url} ({exc.strerror or type(exc).__name__})") from None
+    except (HttpError, asyncio.IncompleteReadError, ValueError) as exc:
+        raise SpecsimError(f"{ep.url} did not answer GET /v1/models as an HTTP server would "
+                           f"({type(exc).__name__}: {exc})") from None
     if status != 200:
         raise SpecsimError(f"GET /v1/models returned HTTP {status}")
-    models = json.loads(data).get("data") or []
-    if not models:
-        raise SpecsimError("the server lists no models")
-    return str(models[0]["id"])
+    try:
+        doc = json.loads(data)
+        models = doc.get("data") or []
+        return str(models[0]["id"])
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise SpecsimError(f"GET /v1/models at {ep.url} did not return JSON ({exc}); is it an OpenAI server?"
+                           ) from None
+    except IndexError:
+        raise SpecsimError("the server lists no models") from None
+    except (AttributeError, KeyError, TypeError):
+        raise SpecsimError(f"GET /v1/models at {ep.url} returned JSON without a model list (data[0].id)"
+                           ) from None
 
 
-async def scrape_metrics(ep: Endpoint) -> dict[str, float] | None:
+async def scrape_metrics(ep: Endpoint, timeout: float = 10.0) -> dict[str, float] | None:
     """Speculative-decoding counters from /metrics (None if the server has no such endpoint)."""
     try:
-        status, data = await fetch(ep, "GET", "/metrics")
-    except (TimeoutError, OSError, HttpError):
+        status, data = await fetch(ep, "GET", "/metrics", timeout=timeout)
+    except (TimeoutError, OSError, HttpError, asyncio.IncompleteReadError, ValueError):
         return None
     if status != 200:
         return None
@@ -274,7 +323,8 @@ class LoadgenConfig:
 
     max_requests: int | None = None
     timeout: float = 600.0
-    """Wall-clock bound for the whole run, seconds; unfinished requests count as failed."""
+    """Wall-clock bound for the whole run, seconds, setup included; unfinished requests count as
+    failed, and a server that answers nothing within it is an error."""
     model: str | None = None
     seed_text: str = SEED_TEXT
     prompts: list[tuple[str | None, str]] = field(default_factory=list)
@@ -300,12 +350,15 @@ class LoadgenResult:
     errors: list[str]
 
     def write(self, out_dir: str | Path) -> None:
-        """requests.csv and summary.json (same names and columns as `specsim simulate --out`)."""
-        d = Path(out_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(d / "summary.json", json.dumps(self.summary, indent=2) + "\n")
+        """requests.csv and summary.json (same names and columns as `specsim simulate --out`), moved
+        into the folder together."""
+        with output_set(out_dir, LOADGEN_FILES) as files:
+            self._write(files.path("summary.json"), files.path("requests.csv"))
+
+    def _write(self, summary: Path, requests: Path) -> None:
+        atomic_write_text(summary, json.dumps(self.summary, indent=2) + "\n")
         names = list(self.requests)
-        with atomic_path(d / "requests.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        with atomic_path(requests) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["request_id", "category", *names])
             for i, rid in enumerate(self.request_ids):
@@ -386,20 +439,30 @@ def summarise(cols: dict[str, np.ndarray], itl: np.ndarray, cfg: LoadgenConfig) 
 async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:
     """Replay the trace open-loop against `url`; bounded by cfg.max_requests and cfg.timeout."""
     ep = Endpoint.parse(url)
+    check_config(cfg)
     if cfg.max_requests is not None:
         traffic = traffic.head(cfg.max_requests)
     if len(traffic) == 0:
         raise SpecsimError("the traffic trace has no requests")
-    model = cfg.model or await server_model(ep)
-    seed = await tokenize(ep, model, cfg.seed_text) or list(FALLBACK_IDS)
-    contents = await _prompt_contents(ep, model, traffic, cfg.prompts, cfg.chat, cfg.prompts_by_id)
-    before = await scrape_metrics(ep)
+    deadline = time.perf_counter() + cfg.timeout
+
+    def left(cap: float = SETUP_TIMEOUT_S) -> float:
+        """Seconds a setup call may take: at most `cap`, never past the run's bound."""
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise NoAnswer(f"the server at {ep.url} did not finish answering setup requests within the "
+                           f"--timeout of {cfg.timeout:g} s")
+        return min(cap, remaining)
+
+    model = cfg.model or await server_model(ep, left())
+    seed = await tokenize(ep, model, cfg.seed_text, timeout=left()) or list(FALLBACK_IDS)
+    contents = await _prompt_contents(ep, model, traffic, cfg.prompts, cfg.chat, cfg.prompts_by_id, left)
+    before = await scrape_metrics(ep, left())
     rel = traffic.timestamps - traffic.timestamps[0]
     outcomes = [Outcome() for _ in range(len(traffic))]
     gate = asyncio.Semaphore(cfg.max_inflight)
     lags: list[float] = []
     t0 = time.perf_counter()
-    deadline = t0 + cfg.timeout
 
     async def one(i: int) -> None:
         o = outcomes[i]
@@ -428,12 +491,13 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
                     o.error = "no tokens received"
             except TimeoutError:
                 o.error = "timed out (run bound reached)"
-            except (OSError, HttpError, json.JSONDecodeError, asyncio.IncompleteReadError, ValueError) as exc:
+            except (OSError, HttpError, asyncio.IncompleteReadError, ValueError, TypeError, AttributeError,
+                    KeyError) as exc:  # a malformed answer fails this request, not the run
                 o.error = f"{type(exc).__name__}: {exc}"[:300]
 
     tasks = [asyncio.create_task(one(i)) for i in range(len(traffic))]
     try:
-        await asyncio.wait_for(asyncio.gather(*tasks), cfg.timeout + 5.0)
+        await asyncio.wait_for(asyncio.gather(*tasks), max(deadline - time.perf_counter(), 0.0) + 5.0)
     except TimeoutError:
         for t in tasks:
             t.cancel()
@@ -441,7 +505,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
             if o.error is None and not math.isfinite(o.finish):
                 o.error = "not sent before the run bound"
     wall = time.perf_counter() - t0
-    after = await scrape_metrics(ep)
+    after = await scrape_metrics(ep, AFTER_RUN_TIMEOUT_S)
     cols, itl = columns(traffic, outcomes)
     summary = summarise(cols, itl, cfg)
     errors = [f"{traffic.request_ids[i]}: {o.error}" for i, o in enumerate(outcomes) if o.error]
@@ -470,7 +534,8 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
 
 async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
                            prompts: list[tuple[str | None, str]], chat: bool = False,
-                           by_id: dict[str, str] | None = None) -> list[list[int]]:
+                           by_id: dict[str, str] | None = None,
+                           left: Callable[[], float] | None = None) -> list[list[int]]:
     """Token ids for each request, tokenized by the server: the text of the prompt the request names
     (`prompt_id` found in `by_id`), else a prompt of its category (round robin)."""
     by_id = by_id or {}
@@ -495,7 +560,7 @@ async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
             seen[cat] = j + 1
             text = pool[j % len(pool)]
         if text not in cache:
-            ids = await tokenize(ep, model, text, chat)
+            ids = await tokenize(ep, model, text, chat, timeout=left() if left is not None else 10.0)
             if not ids:
                 raise SpecsimError("the server has no working /tokenize endpoint; cannot use --prompts")
             cache[text] = ids
@@ -503,7 +568,19 @@ async def _prompt_contents(ep: Endpoint, model: str, traffic: Traffic,
     return out
 
 
+def check_config(cfg: LoadgenConfig) -> None:
+    """One-line errors for bounds that make no sense."""
+    if not (cfg.timeout > 0 and math.isfinite(cfg.timeout)):
+        raise SpecsimError(f"--timeout must be a finite number of seconds > 0, got {cfg.timeout}")
+    if cfg.max_requests is not None and cfg.max_requests < 1:
+        raise SpecsimError(f"--max-requests must be >= 1, got {cfg.max_requests}")
+    for name, v in (("--slo-ttft", cfg.slo_ttft), ("--slo-tpot", cfg.slo_tpot)):
+        if v is not None and not (v > 0 and math.isfinite(v)):
+            raise SpecsimError(f"{name} must be a finite number of seconds > 0, got {v}")
+
+
 def run_loadgen(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:
     """Synchronous wrapper around `replay`."""
     Endpoint.parse(url)
+    check_config(cfg)
     return asyncio.run(replay(url, traffic, cfg))

@@ -47,6 +47,11 @@ def _cmd(args: argparse.Namespace) -> int:
         raise SpecsimError("--k-max must be in 1..16")
     if args.tp is not None and args.tp < 1:
         raise SpecsimError("--tp must be >= 1")
+    if not 0 <= args.seed < 1 << 32:
+        raise SpecsimError(f"--seed must lie in 0..2^32-1, got {args.seed}")
+    from specsim.io import check_output_file
+
+    check_output_file(args.out, "profile")
     if args.acceptance_drafter and args.acceptance_from is None:
         raise SpecsimError("--acceptance-drafter needs --acceptance-from")
     measured = load_profile(args.acceptance_from) if args.acceptance_from is not None else None

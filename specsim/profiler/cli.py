@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -135,11 +136,14 @@ def _cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from specsim.formats.profile import save_profile
-    from specsim.profiler.report import plot_costs, print_summary
+    from specsim.io import check_output_file
+    from specsim.profiler.report import print_summary
     from specsim.profiler.run import Profiler
 
     cfg = config_from_args(args)
+    plot = args.plot or args.out.with_suffix(".png")
+    check_output_file(args.out, "profile")  # before hours of measuring, not after
+    check_output_file(plot, "plot")
     console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
@@ -157,13 +161,27 @@ def _cmd(args: argparse.Namespace) -> int:
                 done = _already_done(prof, phase)
                 tasks[phase] = progress.add_task(labels[phase], total=n, completed=min(done, n), last="")
         profile = prof.run()
-    save_profile(profile, args.out)
-    plot = args.plot or args.out.with_suffix(".png")
-    plot_costs(profile, plot)
+    write_profile_set(profile, args.out, plot)
     print_summary(profile, Console())
     prof.ckpt.remove()
     Console().print(f"wrote {args.out} and {plot}")
     return 0
+
+
+def write_profile_set(profile: Any, out: Path, plot: Path) -> None:
+    """The profile JSON and its plot, moved into place together when they share a folder; otherwise
+    the plot first, so a profile is never newer than its plot."""
+    from specsim.formats.profile import save_profile
+    from specsim.io import output_set
+    from specsim.profiler.report import plot_costs
+
+    if os.path.abspath(out.parent) == os.path.abspath(plot.parent) and out.name != plot.name:
+        with output_set(out.parent, (out.name, plot.name)) as files:
+            save_profile(profile, files.path(out.name))
+            plot_costs(profile, files.path(plot.name))
+    else:
+        plot_costs(profile, plot)
+        save_profile(profile, out)
 
 
 def _already_done(prof: Any, phase: str) -> int:

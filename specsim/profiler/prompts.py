@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,17 +51,14 @@ BUILTIN: tuple[Prompt, ...] = (
 
 def load_jsonl_prompts(path: str | Path) -> list[Prompt]:
     """Read Spec-Bench style JSONL (question_id, category, turns) or {id, category, prompt} lines."""
+    from specsim.formats._common import parse_json, read_text, text_lines
+
     p = Path(path)
-    if not p.is_file():
-        raise SpecsimError(f"prompt file not found: {p}")
     prompts: list[Prompt] = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(read_text(p, "prompt")), start=1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SpecsimError(f"prompt file {p} line {lineno} is not JSON: {exc.msg}") from None
+        row = parse_json(line, f"prompt file {p}", line=lineno)
         if not isinstance(row, dict):
             raise SpecsimError(f"prompt file {p} line {lineno}: expected a JSON object")
         text = row.get("prompt") or row.get("text")

@@ -28,43 +28,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_simulate)
 
 
+SIM_FILES = ("summary.json", "requests.csv", "run.png")
+"""Every file `simulate --out` writes: one run's set (docs/formats.md, "Output sets")."""
+
+
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
-    from specsim.formats.policy import Policy, load_policy
+    from specsim.formats.policy import Policy, check_drafter_matches, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
+    from specsim.io import output_set
     from specsim.simulator.report import print_summaries
     from specsim.simulator.run import simulate
 
+    cfg = config_from_args(args)
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic)
     policy = load_policy(args.policy) if args.policy else Policy()
-    cfg = config_from_args(args)
-    if args.check_vllm:
-        from specsim.simulator.parity import check_against_vllm
+    check_drafter_matches(policy, profile)
+    with output_set(args.out, SIM_FILES) as out:
+        if args.check_vllm:
+            from specsim.simulator.parity import check_against_vllm
 
-        rep, result, _ = check_against_vllm(profile, traffic, policy, cfg)
-        verdict = "identical" if rep.exact and rep.same_finish_times else "DIFFERENT"
-        print(f"fast engine vs vLLM's scheduler: {verdict}: {rep.identical}/{rep.steps} steps identical, "
-              f"preemptions {rep.preemptions[0]}/{rep.preemptions[1]}, finished {rep.finished[0]}/{rep.finished[1]}"
-              + (f"; first difference at (replica, step) {rep.first_difference}" if rep.first_difference else ""))
-        if verdict != "identical":
-            return 1
-    else:
-        result = simulate(profile, traffic, policy, cfg)
-    summaries = {"policy" if args.policy else "no speculation": result.summary}
-    if args.compare_off and args.policy:
-        off = simulate(profile, traffic, Policy(), config_from_args(args))
-        summaries = {"no speculation": off.summary, **summaries}
-    args.out.mkdir(parents=True, exist_ok=True)
-    result.write_json(args.out / "summary.json")
-    result.write_csv(args.out / "requests.csv")
-    written = [args.out / "summary.json", args.out / "requests.csv"]
-    if not args.no_plot:
-        from specsim.simulator.plots import plot_run
+            rep, result, _ = check_against_vllm(profile, traffic, policy, cfg)
+            verdict = "identical" if rep.exact and rep.same_finish_times else "DIFFERENT"
+            print(f"fast engine vs vLLM's scheduler: {verdict}: {rep.identical}/{rep.steps} steps identical, "
+                  f"preemptions {rep.preemptions[0]}/{rep.preemptions[1]}, finished {rep.finished[0]}/"
+                  f"{rep.finished[1]}"
+                  + (f"; first difference at (replica, step) {rep.first_difference}" if rep.first_difference
+                     else ""))
+            if verdict != "identical":
+                return 1
+        else:
+            result = simulate(profile, traffic, policy, cfg)
+        summaries = {"policy" if args.policy else "no speculation": result.summary}
+        if args.compare_off and args.policy:
+            off = simulate(profile, traffic, Policy(), config_from_args(args))
+            summaries = {"no speculation": off.summary, **summaries}
+        result.write_json(out.path("summary.json"))
+        result.write_csv(out.path("requests.csv"))
+        if not args.no_plot:
+            from specsim.simulator.plots import plot_run
 
-        plot_run(result, args.out / "run.png", title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
-        written.append(args.out / "run.png")
+            plot_run(result, out.path("run.png"),
+                     title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
+    written = [out.final(n) for n in SIM_FILES if out.final(n).exists()]
     print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
     if notice := estimated_costs_notice(profile):
         print(notice)

@@ -8,6 +8,20 @@ from typing import Literal
 
 from specsim.errors import SpecsimError
 
+LIMITS = (
+    ("max_num_seqs", 1 << 16, "65536 (the largest batch size a K schedule covers)"),
+    ("max_num_batched_tokens", 1 << 40, "2^40"),
+    ("block_size", 1 << 16, "65536"),
+    ("num_kv_blocks", 1 << 40, "2^40"),
+    ("max_model_len", 1 << 40, "2^40"),
+    ("long_prefill_token_threshold", 1 << 40, "2^40"),
+    ("replicas", 1024, "1024"),
+    ("concurrency", 1 << 40, "2^40"),
+    ("max_requests", 1 << 62, "2^62"),
+    ("seed", (1 << 32) - 1, "2^32 - 1 (the engine's random generator takes 32-bit seeds)"),
+)
+"""Upper bounds: beyond them the engine's arrays or 64-bit arithmetic would not hold the setting."""
+
 
 @dataclass
 class SimConfig:
@@ -85,6 +99,10 @@ class SimConfig:
                 raise SpecsimError(f"{name} must be >= 1")
         if self.block_size is not None and self.block_size < 1:
             raise SpecsimError("block_size must be >= 1")
+        for name, top, text in LIMITS:
+            v = getattr(self, name)
+            if v is not None and v > top:
+                raise SpecsimError(f"{name} must be at most {text}, got {v}")
         if self.max_num_batched_tokens < self.max_num_seqs:
             # NOTE: vLLM refuses this too (SchedulerConfig.verify_max_model_len)
             raise SpecsimError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be >= max_num_seqs "
@@ -99,8 +117,13 @@ class SimConfig:
             raise SpecsimError("concurrency must be >= 1")
         if not (self.think_time >= 0 and math.isfinite(self.think_time)):
             raise SpecsimError("think_time must be a finite number >= 0")
+        if self.think_time > 1e9:
+            raise SpecsimError(f"think_time must be at most 1e9 s, got {self.think_time:g}")
         if not (self.rate_scale > 0 and math.isfinite(self.rate_scale)):
             raise SpecsimError("rate_scale must be a finite number > 0")
+        if not 1e-9 <= self.rate_scale <= 1e9:
+            # arrival times are divided by it: far outside this range they overflow or collapse to one instant
+            raise SpecsimError(f"rate_scale must lie in [1e-9, 1e9], got {self.rate_scale:g}")
         if self.k_basis not in ("scheduled", "decoding", "running"):
             raise SpecsimError("k_basis must be 'scheduled', 'decoding' or 'running'")
         if self.router not in ("round_robin", "least_loaded"):

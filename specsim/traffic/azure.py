@@ -88,15 +88,12 @@ def import_azure(
     `category=""` (the default) derives the category from the file name; None leaves it unset.
     `limit` keeps the first N data rows of the file.
     """
+    from specsim.formats._common import read_text
+
     p = Path(path)
-    if not p.is_file():
-        raise SpecsimError(f"azure trace file not found: {p}")
     if limit is not None and limit < 1:
         raise SpecsimError(f"--limit must be >= 1, got {limit}")
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SpecsimError(f"azure trace {p} is not UTF-8 text: {exc.reason}") from None
+    text = read_text(p, "azure trace")
     lines = text.splitlines()
     if not lines:
         raise SpecsimError(f"azure trace {p} is empty")

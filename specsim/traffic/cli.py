@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
     """Add the `traffic` command group to the top-level parser."""
     p = subparsers.add_parser("traffic", help="import, synthesise and summarise request traces")
     sub = p.add_subparsers(dest="traffic_command", metavar="ACTION")
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=lambda args: p.error("choose an action: import, synth or stats"))
 
     imp = sub.add_parser("import", help="convert an external trace (Azure CSV) to the traffic JSONL contract")
     imp.add_argument("csv", metavar="CSV", help="input trace file")
@@ -67,8 +67,10 @@ def _summary(out: str, tr: Any) -> str:
 
 def _cmd_import(args: argparse.Namespace) -> int:
     from specsim.formats.traffic import save_traffic
+    from specsim.io import check_output_file
     from specsim.traffic.azure import import_azure
 
+    check_output_file(args.out)
     path = Path(args.csv)
     if path.is_file() and path.stat().st_size > _SLOW_BYTES:
         _note(f"reading {path} ({path.stat().st_size / 2**20:.0f} MiB) ...")
@@ -104,8 +106,10 @@ def _dist(mean: float | None, median: float | None, cap: int | None, side: str) 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.traffic import load_traffic, save_traffic
+    from specsim.io import check_output_file
     from specsim.traffic.synth import synthesize
 
+    check_output_file(args.out)
     source = load_traffic(args.lengths_from) if args.lengths_from else None
     inp = _dist(args.input_mean, args.input_median, args.input_max, "input")
     out = _dist(args.output_mean, args.output_median, args.output_max, "output")

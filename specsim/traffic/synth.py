@@ -20,6 +20,8 @@ from specsim.formats.traffic import Traffic
 
 Arrival = Literal["poisson", "gamma"]
 _MAX_REQUESTS = 50_000_000
+MAX_LENGTH = 2**62
+"""Largest token length drawn (the traffic contract allows up to 2^63 - 1; this leaves headroom)."""
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,8 @@ class LengthDist:
     """Optional upper clip applied after rounding."""
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.mean) and self.mean >= 1):
-            raise SpecsimError(f"length mean must be a number >= 1, got {self.mean}")
+        if not (math.isfinite(self.mean) and 1 <= self.mean <= MAX_LENGTH):
+            raise SpecsimError(f"length mean must be a number in [1, 2^62] tokens, got {self.mean:g}")
         if self.median is not None:
             if not (math.isfinite(self.median) and self.median > 0):
                 raise SpecsimError(f"length median must be a positive number, got {self.median}")
@@ -42,8 +44,8 @@ class LengthDist:
                 raise SpecsimError(
                     f"a lognormal needs median <= mean (got median {self.median} > mean {self.mean})"
                 )
-        if self.max is not None and self.max < 1:
-            raise SpecsimError(f"length max must be >= 1, got {self.max}")
+        if self.max is not None and not 1 <= self.max <= MAX_LENGTH:
+            raise SpecsimError(f"length max must lie in [1, 2^62], got {self.max}")
 
     @property
     def kind(self) -> str:
@@ -58,7 +60,7 @@ class LengthDist:
             assert self.median is not None
             mu = math.log(self.median)
             sigma = math.sqrt(2.0 * math.log(self.mean / self.median))  # mean = exp(mu + sigma^2/2)
-            vals = np.maximum(np.rint(rng.lognormal(mu, sigma, n)), 1).astype(np.int64)
+            vals = np.clip(np.rint(rng.lognormal(mu, sigma, n)), 1, MAX_LENGTH).astype(np.int64)
         if self.max is not None:
             vals = np.minimum(vals, self.max)
         return vals
@@ -140,12 +142,14 @@ def synthesize(
         raise SpecsimError("give either a duration or a number of requests, not both")
     if arrival not in ("poisson", "gamma"):
         raise SpecsimError(f"arrival must be 'poisson' or 'gamma', got {arrival!r}")
-    if not (math.isfinite(cv) and cv > 0):
-        raise SpecsimError(f"cv must be a positive number, got {cv}")
+    if not (math.isfinite(cv) and 1e-3 <= cv <= 1e3):
+        raise SpecsimError(f"cv must lie in [0.001, 1000], got {cv:g}")
     if arrival == "poisson" and cv != 1.0:
         raise SpecsimError("Poisson arrivals have cv = 1; use --arrival gamma for another cv")
     if source is not None and len(source) == 0:
         raise SpecsimError("the source trace holds no requests")
+    if seed < 0:
+        raise SpecsimError(f"seed must be >= 0, got {seed}")
 
     if rate is None:
         if source is None:

@@ -11,6 +11,11 @@ from typing import Any
 from specsim.errors import SpecsimError
 from specsim.simulator.options import add_engine_args, config_from_args
 
+MAX_JOBS = 256
+"""Most worker processes tune and sweep start."""
+MAX_RATE = 1e6
+"""Highest offered load (requests/s) sweep and tune --loads accept."""
+
 
 def _ints(text: str | None) -> list[int]:
     if not text:
@@ -121,10 +126,46 @@ def _space_from_args(args: argparse.Namespace, profile: Any, max_batch: int) -> 
     if args.k_max is not None:
         kw["k_max"] = args.k_max
     if args.tune_engine:
-        kw["max_num_seqs"] = _ints(args.seqs_choices)
-        kw["max_num_batched_tokens"] = _ints(args.tokens_choices)
+        from specsim.simulator.config import LIMITS
+
+        top = {name: v for name, v, _ in LIMITS}
+        for flag, key, text in (("--seqs-choices", "max_num_seqs", args.seqs_choices),
+                                ("--tokens-choices", "max_num_batched_tokens", args.tokens_choices)):
+            kw[key] = _ints(text)
+            if not kw[key] or any(not 1 <= v <= top[key] for v in kw[key]):
+                raise SpecsimError(f"{flag} needs integers in 1..{top[key]}, got {text!r}")
     drafters = [d.strip() for d in args.drafters.split(",")] if args.drafters else None
     return SearchSpace.for_profile(profile, max_batch=max_batch, grid_ratio=args.grid_ratio, drafters=drafters, **kw)
+
+
+def _check_study_args(args: argparse.Namespace) -> None:
+    """One-line errors for study options out of range (before any file is read)."""
+    from specsim.formats.policy import SCHEDULE_TOP
+
+    if not 1 <= args.trials <= 1_000_000:
+        raise SpecsimError(f"--trials must lie in 1..1000000, got {args.trials}")
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise SpecsimError(f"--jobs must lie in 1..{MAX_JOBS} (worker processes), got {args.jobs}")
+    if not 1 <= args.replications <= 1000:
+        raise SpecsimError(f"--replications must lie in 1..1000, got {args.replications}")
+    if not 0.0 < args.prune_prefix <= 1.0:
+        raise SpecsimError(f"--prune-prefix must lie in (0, 1], got {args.prune_prefix}")
+    if not 0.0 <= args.prune_percentile <= 100.0:
+        raise SpecsimError(f"--prune-percentile must lie in [0, 100], got {args.prune_percentile}")
+    if args.startup_trials is not None and args.startup_trials < 0:
+        raise SpecsimError(f"--startup-trials must be >= 0, got {args.startup_trials}")
+    if args.default_k < 0:
+        raise SpecsimError(f"--default-k must be >= 0, got {args.default_k}")
+    if args.k_min < 0:
+        raise SpecsimError(f"--k-min must be >= 0, got {args.k_min}")
+    if not 1 <= args.segments <= 64:
+        raise SpecsimError(f"--segments must lie in 1..64, got {args.segments}")
+    if not 0 <= args.hysteresis <= SCHEDULE_TOP:
+        raise SpecsimError(f"--hysteresis must lie in 0..{SCHEDULE_TOP}, got {args.hysteresis}")
+    if not (args.grid_ratio > 1.0 and math.isfinite(args.grid_ratio)):
+        raise SpecsimError(f"--grid-ratio must be a finite number > 1, got {args.grid_ratio}")
+    if args.max_batch is not None and not 1 <= args.max_batch <= SCHEDULE_TOP:
+        raise SpecsimError(f"--max-batch must lie in 1..{SCHEDULE_TOP}, got {args.max_batch}")
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -132,11 +173,17 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
+    from specsim.io import check_output_file
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
     from specsim.tuner.study import StudySettings
     from specsim.tuner.tune import check_inputs, describe_result, summaries_for_report, time_window, tune
 
+    _check_study_args(args)
+    cfg = config_from_args(args)
+    check_output_file(args.out, "policy")
+    if args.resume and not args.storage:
+        raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic)
     check_inputs(profile, traffic)
@@ -146,14 +193,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     loads = parse_rates(args.loads) if args.loads else None
     if loads is not None:
         traffic = multi_load(traffic, loads)
-    cfg = config_from_args(args)
     objective = Objective.parse(args.objective, args.slo, args.pareto)
     measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
     top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
     # NOTE: by default breakpoints stay inside the batch sizes the profile measured
     space = _space_from_args(args, profile, args.max_batch or top)
-    if args.resume and not args.storage:
-        raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     settings = StudySettings(
         n_trials=args.trials, jobs=args.jobs, storage=args.storage, study_name=args.study, resume=args.resume,
         seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,
@@ -356,29 +400,37 @@ def parse_rates(text: str) -> list[float]:
                 raise ValueError
             lo, hi = parts[0], parts[1]
             n = int(parts[2]) if len(parts) == 3 else 8
-            if not (0 < lo < hi) or n < 2:
+            if not (0 < lo < hi) or not 2 <= n <= 1000:
                 raise ValueError
             return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
         rates = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise SpecsimError(f"cannot read rates {text!r} (use LO:HI, LO:HI:N or a comma list)") from None
-    if not rates or any(not (r > 0 and math.isfinite(r)) for r in rates):
-        raise SpecsimError(f"rates must be positive numbers, got {text!r}")
+        raise SpecsimError(f"cannot read rates {text!r} (use LO:HI, LO:HI:N with 2 <= N <= 1000, or a comma list)"
+                           ) from None
+    if not rates or any(not (0 < r <= MAX_RATE) for r in rates):
+        raise SpecsimError(f"rates must be numbers in (0, {MAX_RATE:g}] requests/s, got {text!r}")
     return sorted(rates)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
-    from specsim.formats.policy import load_policy
+    from specsim.formats.policy import check_drafter_matches, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
+    from specsim.io import check_output_dir
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
 
-    profile = load_profile(args.profile)
-    policy = load_policy(args.policy)
-    shape = load_traffic(args.traffic_shape)
+    if not 1 <= args.jobs <= MAX_JOBS:
+        raise SpecsimError(f"--jobs must lie in 1..{MAX_JOBS} (processes), got {args.jobs}")
+    if args.default_k < 0:
+        raise SpecsimError(f"--default-k must be >= 0, got {args.default_k}")
     cfg = config_from_args(args)
     rates = parse_rates(args.rates)
+    check_output_dir(args.out)
+    profile = load_profile(args.profile)
+    policy = load_policy(args.policy)
+    check_drafter_matches(policy, profile)
+    shape = load_traffic(args.traffic_shape)
     policies = sweep_policies(profile, policy, args.default_k)
     result = run_sweep(profile, shape, policies, rates, cfg, jobs=args.jobs, attainment=args.attainment,
                        target_qps=args.target_qps)

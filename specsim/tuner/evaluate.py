@@ -105,11 +105,11 @@ class Evaluator:
         return cm
 
     def summary(self, policy: Policy, prefix: bool = False) -> dict[str, float]:
-        """Mean summary over the replications (seeds cfg.seed, cfg.seed+1, ...)."""
+        """Mean summary over the replications (seeds cfg.seed, cfg.seed+1, ... modulo 2^32)."""
         traffic = self._prefix if prefix and self._prefix is not None else self.traffic
         runs = []
         for r in range(self.replications):
-            cfg = dataclasses.replace(self.cfg, seed=self.cfg.seed + r)
+            cfg = dataclasses.replace(self.cfg, seed=(self.cfg.seed + r) % (1 << 32))  # seeds are 32-bit
             res = simulate(self.profile, traffic, policy, cfg, cost=self._cost(policy, cfg))
             runs.append(slim(with_goodput(res.summary, traffic, cfg)))
         if len(runs) == 1:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from specsim.errors import SpecsimError  # noqa: E402
-from specsim.io import atomic_path  # noqa: E402
+from specsim.io import atomic_path, check_output_dir, output_set  # noqa: E402
 from specsim.tuner.space import TOP  # noqa: E402
 
 if TYPE_CHECKING:
@@ -112,6 +112,10 @@ def plot_k_vs_batch(res: SweepResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+REPORT_FILES = ("optimization_history.png", "param_importances.png", "pareto_front.png")
+"""Every file `specsim report --out` writes: one report's set."""
+
+
 def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances as PNGs (matplotlib backend)."""
     import warnings
@@ -123,7 +127,8 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
-    storage = open_storage(storage_url)
+    check_output_dir(out)
+    storage = open_storage(storage_url, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
@@ -133,24 +138,23 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
         raise SpecsimError(f"study {study_name!r} has no complete trial to plot")
-    out.mkdir(parents=True, exist_ok=True)
     multi = len(study.directions) > 1
     target = (lambda t: t.values[0]) if multi else None
     names = [m for m in (study.user_attrs.get("specsim_task") or {}).get("objective", {}).get("metrics", [])]
     tname = names[0] if names else "objective"
-    paths: list[Path] = []
-    ax = ovm.plot_optimization_history(study, target=target, target_name=tname)
-    paths.append(_save(ax.figure, out / "optimization_history.png"))
-    if len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
-        try:
-            # importance evaluators rank low target values as good: negate maximised objectives
-            sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
-            ax = ovm.plot_param_importances(study, target=lambda t: sign * t.values[0],
-                                            target_name=f"-{tname}" if sign < 0 else tname)
-            paths.append(_save(ax.figure, out / "param_importances.png"))
-        except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. a single distinct param
-            print(f"parameter importance skipped: {exc}")
-    if multi:
-        ax = ovm.plot_pareto_front(study, target_names=names or None)
-        paths.append(_save(ax.figure, out / "pareto_front.png"))
-    return paths
+    with output_set(out, REPORT_FILES) as files:
+        ax = ovm.plot_optimization_history(study, target=target, target_name=tname)
+        _save(ax.figure, files.path("optimization_history.png"))
+        if len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+            try:
+                # importance evaluators rank low target values as good: negate maximised objectives
+                sign = -1.0 if study.directions[0] == optuna.study.StudyDirection.MAXIMIZE else 1.0
+                ax = ovm.plot_param_importances(study, target=lambda t: sign * t.values[0],
+                                                target_name=f"-{tname}" if sign < 0 else tname)
+                _save(ax.figure, files.path("param_importances.png"))
+            except (RuntimeError, ValueError, ZeroDivisionError) as exc:  # e.g. a single distinct param
+                print(f"parameter importance skipped: {exc}")
+        if multi:
+            ax = ovm.plot_pareto_front(study, target_names=names or None)
+            _save(ax.figure, files.path("pareto_front.png"))
+    return [files.final(n) for n in REPORT_FILES if files.final(n).exists()]

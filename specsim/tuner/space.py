@@ -36,7 +36,7 @@ def log_grid(lo: int, hi: int, ratio: float = 2.0) -> list[int]:
         v = int(round(x))
         if not out or v > out[-1]:
             out.append(v)
-        x *= ratio
+        x = max(x * ratio, out[-1] + 0.5)  # a ratio near 1 still reaches hi in at most 2 (hi - lo) steps
     if out[-1] != hi:
         out.append(hi)
     return out
@@ -94,9 +94,14 @@ class SearchSpace:
         if not names:
             raise SpecsimError("no drafters to search")
         k_cap = min([profile.k_max, *(profile.drafters[n].k_max for n in names)])
-        k_max = min(int(kw.pop("k_max", k_cap)), k_cap)
-        if k_max < 1:
+        k_max = int(kw.pop("k_max", k_cap))
+        if k_cap < 1:
             raise SpecsimError("the profile covers no K >= 1: nothing to tune")
+        if k_max > k_cap:
+            raise SpecsimError(f"--k-max {k_max} is above the profile's k_max {k_cap} (the largest K it measured "
+                               f"for {', '.join(names)}); pass --k-max {k_cap} or less")
+        if k_max < 1:
+            raise SpecsimError(f"--k-max must be >= 1, got {k_max}")
         space = cls(drafters=names, k_max=k_max, grid=log_grid(1, max_batch, grid_ratio), **kw)
         space.validate()
         return space

@@ -21,6 +21,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from specsim.errors import SpecsimError
+from specsim.io import check_output_file
 
 HEARTBEAT_S = 10
 GRACE_S = 60
@@ -34,22 +35,24 @@ def is_persistent(url: str | None) -> bool:
     return bool(url) and url != "memory"
 
 
-def open_storage(url: str | None) -> BaseStorage:
-    """Storage for a URL: None/'memory', 'journal:PATH', or an RDB URL (sqlite:///..., postgresql://...)."""
+def open_storage(url: str | None, create: bool = True) -> BaseStorage:
+    """Storage for a URL: None/'memory', 'journal:PATH', or an RDB URL (sqlite:///..., postgresql://...).
+
+    `create=False` (reading a finished study): a journal or SQLite file that does not exist is an
+    error, and nothing is created.
+    """
     if not url or url == "memory":
         return InMemoryStorage()
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):]).expanduser()
-        if not str(path):
-            raise SpecsimError("journal storage needs a path: --storage journal:study.log")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # The open-lock (O_EXCL lock file) is held only while appending a few lines; a process killed
-        # while holding it leaves the file behind, which the next writer removes after the grace period.
-        lock = JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S)
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+        return _open_journal(url[len("journal:"):], create)
     if "://" in url:
         if url.startswith("sqlite:///"):
-            Path(url[len("sqlite:///"):]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            db = Path(url[len("sqlite:///"):]).expanduser()
+            if not create and not db.is_file():
+                raise SpecsimError(f"SQLite storage file not found: {db}")
+            if create:
+                check_output_file(db, "SQLite storage")
+                db.parent.mkdir(parents=True, exist_ok=True)
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         for attempt in range(SCHEMA_RETRIES):
             try:
@@ -71,6 +74,29 @@ def open_storage(url: str | None) -> BaseStorage:
                     continue
                 raise SpecsimError(f"cannot open storage {url!r}: {type(exc).__name__}: {exc}") from None
     raise SpecsimError(f"unknown storage {url!r} (use journal:PATH, sqlite:///PATH or an RDB URL)")
+
+
+def _open_journal(raw: str, create: bool) -> JournalStorage:
+    if not raw.strip():
+        raise SpecsimError("journal storage needs a file path: --storage journal:study.log")
+    path = Path(raw).expanduser()
+    if path.is_dir():
+        raise SpecsimError(f"journal storage {path} is a folder; give a file path, e.g. journal:{path / 'study.log'}")
+    if not create and not path.exists():
+        raise SpecsimError(f"journal storage file not found: {path}")
+    if create:
+        check_output_file(path, "journal storage")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The open-lock (O_EXCL lock file) is held only while appending a few lines; a process killed
+        # while holding it leaves the file behind, which the next writer removes after the grace period.
+        lock = JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
+    except OSError as exc:
+        raise SpecsimError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # not lines of Optuna JSON logs
+        why = "not UTF-8 JSON lines" if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        raise SpecsimError(f"journal storage {path} is not an Optuna journal file ({why})") from None
 
 
 def worker_id() -> str:

@@ -23,7 +23,7 @@ from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
 from specsim.formats.profile import Profile
 from specsim.formats.traffic import Traffic
-from specsim.io import atomic_write_text
+from specsim.io import atomic_write_text, output_set
 from specsim.simulator.config import SimConfig
 from specsim.simulator.run import check_policy, simulate
 from specsim.tuner.evaluate import slim, with_goodput
@@ -130,17 +130,17 @@ def run_sweep(
 ) -> SweepResult:
     """Simulate every policy at every offered load (requests/s over all replicas)."""
     cfg = dataclasses.replace(cfg or SimConfig())
+    if cfg.max_requests is not None:
+        shape = shape.head(cfg.max_requests)
+        cfg.max_requests = None
     if len(shape) < 2 or shape.rate <= 0:
         raise SpecsimError("the traffic shape needs at least two requests at distinct times")
     if not 0 < attainment <= 1:
         raise SpecsimError("attainment must be in (0, 1]")
-    if target_qps is not None and not target_qps > 0:
-        raise SpecsimError("--target-qps must be > 0")
+    if target_qps is not None and not (target_qps > 0 and math.isfinite(target_qps)):
+        raise SpecsimError(f"--target-qps must be a finite number > 0, got {target_qps}")
     if cfg.concurrency is not None:
         raise SpecsimError("sweep drives open-loop load; drop --concurrency")
-    if cfg.max_requests is not None:
-        shape = shape.head(cfg.max_requests)
-        cfg.max_requests = None
     if cfg.slo_ttft is None and cfg.slo_tpot is None:
         cfg.slo_ttft, cfg.slo_tpot = DEFAULT_SLO["ttft"], DEFAULT_SLO["tpot"]
     cfg.rate_scale = 1.0
@@ -204,26 +204,28 @@ def analyse(res: SweepResult) -> dict[str, Any]:
     return out
 
 
+SWEEP_FILES = ("sweep.md", "sweep.json", "latency_vs_load.png", "speedup_vs_load.png", "k_vs_batch.png")
+"""Every file `specsim sweep --out` writes: one sweep's set."""
+
+
 def write_sweep(res: SweepResult, out: Path) -> list[Path]:
-    """sweep.json, sweep.md and three PNG plots in `out`."""
+    """sweep.json, sweep.md and three PNG plots in `out`, moved into place together."""
     from specsim.tuner.plots import plot_k_vs_batch, plot_latency_vs_load, plot_speedup_vs_load
 
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [
-        plot_latency_vs_load(res, out / "latency_vs_load.png"),
-        plot_speedup_vs_load(res, out / "speedup_vs_load.png"),
-        plot_k_vs_batch(res, out / "k_vs_batch.png"),
-    ]
-    data = {
-        "rates": res.rates, "slo": res.slo, "attainment": res.attainment, "replicas": res.replicas,
-        "target_qps": res.target_qps,
-        "policies": {n: {"describe": describe(p), "k_schedule": [list(r) for r in p.k_schedule]}
-                     for n, p in res.policies.items()},
-        "rows": res.rows, "findings": res.findings,
-    }
-    atomic_write_text(out / "sweep.json", json.dumps(_clean(data), indent=1) + "\n")
-    atomic_write_text(out / "sweep.md", markdown(res))
-    return [out / "sweep.md", out / "sweep.json", *paths]
+    with output_set(out, SWEEP_FILES) as files:
+        plot_latency_vs_load(res, files.path("latency_vs_load.png"))
+        plot_speedup_vs_load(res, files.path("speedup_vs_load.png"))
+        plot_k_vs_batch(res, files.path("k_vs_batch.png"))
+        data = {
+            "rates": res.rates, "slo": res.slo, "attainment": res.attainment, "replicas": res.replicas,
+            "target_qps": res.target_qps,
+            "policies": {n: {"describe": describe(p), "k_schedule": [list(r) for r in p.k_schedule]}
+                         for n, p in res.policies.items()},
+            "rows": res.rows, "findings": res.findings,
+        }
+        atomic_write_text(files.path("sweep.json"), json.dumps(_clean(data), indent=1) + "\n")
+        atomic_write_text(files.path("sweep.md"), markdown(res))
+    return [files.final(n) for n in SWEEP_FILES]
 
 
 def _clean(x: Any) -> Any:
