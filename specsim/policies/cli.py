@@ -27,13 +27,18 @@ def register(subparsers: Any) -> None:
     sv.add_argument("rest", nargs=argparse.REMAINDER, help="more options above, then -- and extra `vllm serve` args")
     sv.set_defaults(func=_serve)
 
-    lg = subparsers.add_parser("loadgen", help="replay a traffic trace against a loopback OpenAI server, open loop")
+    lg = subparsers.add_parser("loadgen", help="replay a traffic trace against a loopback OpenAI server, open or closed loop")
     lg.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000 (loopback only)")
     lg.add_argument("--traffic", required=True, help="traffic JSONL")
     lg.add_argument("--out", required=True, help="output folder: requests.csv and summary.json")
     lg.add_argument("--max-requests", type=int, default=200, help="replay at most this many requests (default 200)")
     lg.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound for the run in seconds")
     lg.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's arrival rate")
+    lg.add_argument("--concurrency", type=int, default=None,
+                    help="closed loop: N clients, each sending the next request when its last completes "
+                         "(timestamps ignored; as simulate --concurrency)")
+    lg.add_argument("--think-time", type=float, default=0.0, help="closed loop: seconds between a completion "
+                                                                   "and the client's next request")
     lg.add_argument("--model", default=None, help="model name to request (default: the server's first)")
     lg.add_argument("--prompts", default=None,
                     help="prompt content: a JSONL file (Spec-Bench style), 'builtin', or omit for a repeated text")
@@ -161,7 +166,7 @@ def _loadgen(args: argparse.Namespace) -> int:
 
     Endpoint.parse(args.url)
     check_config(LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, slo_ttft=args.slo_ttft,
-                               slo_tpot=args.slo_tpot))
+                               slo_tpot=args.slo_tpot, concurrency=args.concurrency, think_time=args.think_time))
     check_output_dir(args.out)
     traffic = load_traffic(args.traffic)
     if args.rate_scale != 1.0:
@@ -176,7 +181,8 @@ def _loadgen(args: argparse.Namespace) -> int:
         by_id = {p.prompt_id: p.text for p in loaded}
     cfg = LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, model=args.model,
                         slo_ttft=args.slo_ttft, slo_tpot=args.slo_tpot, prompts=prompts,
-                        prompts_by_id=by_id, chat=args.chat)
+                        prompts_by_id=by_id, chat=args.chat, concurrency=args.concurrency,
+                        think_time=args.think_time)
     res = run_loadgen(args.url, traffic, cfg)
     res.write(args.out)
     s = res.summary

@@ -334,6 +334,13 @@ class LoadgenConfig:
     chat: bool = False
     """Format prompts with the model's chat template (as the profiler does)."""
     max_inflight: int = 512
+    concurrency: int | None = None
+    """Closed loop: this many clients, each sending the trace's next request as soon as its previous
+    one completes (plus `think_time`); timestamps are then ignored and a request's arrival is when
+    it was sent. None = open loop at the trace's timestamps. Same rule as the simulator's
+    `SimConfig.concurrency` (`specsim.simulator.workload.ClosedLoop`)."""
+    think_time: float = 0.0
+    """Closed loop: seconds a client waits between a completion and its next request."""
     slo_ttft: float | None = None
     slo_tpot: float | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
@@ -369,9 +376,12 @@ class LoadgenResult:
                 w.writerow(row)
 
 
-def columns(traffic: Traffic, outcomes: list[Outcome]) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Per-request columns (seconds, relative to each request's scheduled arrival) and all ITL gaps."""
-    arrival = traffic.timestamps - (traffic.timestamps[0] if len(traffic) else 0.0)
+def columns(traffic: Traffic, outcomes: list[Outcome],
+            arrival: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Per-request columns (seconds, relative to each request's arrival: the trace's scheduled time,
+    or `arrival` where given, as in the closed loop) and all ITL gaps."""
+    if arrival is None:
+        arrival = traffic.timestamps - (traffic.timestamps[0] if len(traffic) else 0.0)
     n = len(outcomes)
     ttft, tpot, e2e, mean_itl, max_itl = (np.full(n, np.nan) for _ in range(5))
     steps = np.zeros(n, dtype=np.int64)
@@ -464,8 +474,14 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
     lags: list[float] = []
     t0 = time.perf_counter()
 
+    closed = cfg.concurrency is not None
+    if closed:
+        rel = np.full(len(traffic), np.nan)  # filled with each request's send time
+
     async def one(i: int) -> None:
         o = outcomes[i]
+        if closed:
+            rel[i] = time.perf_counter() - t0
         delay = rel[i] - (time.perf_counter() - t0)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -495,7 +511,22 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
                     KeyError) as exc:  # a malformed answer fails this request, not the run
                 o.error = f"{type(exc).__name__}: {exc}"[:300]
 
-    tasks = [asyncio.create_task(one(i)) for i in range(len(traffic))]
+    next_i = 0
+
+    async def client() -> None:
+        nonlocal next_i
+        while next_i < len(traffic):
+            i = next_i
+            next_i += 1
+            await one(i)
+            if cfg.think_time > 0:
+                await asyncio.sleep(cfg.think_time)
+
+    if closed:
+        assert cfg.concurrency is not None
+        tasks = [asyncio.create_task(client()) for _ in range(min(cfg.concurrency, len(traffic)))]
+    else:
+        tasks = [asyncio.create_task(one(i)) for i in range(len(traffic))]
     try:
         await asyncio.wait_for(asyncio.gather(*tasks), max(deadline - time.perf_counter(), 0.0) + 5.0)
     except TimeoutError:
@@ -506,7 +537,9 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
                 o.error = "not sent before the run bound"
     wall = time.perf_counter() - t0
     after = await scrape_metrics(ep, AFTER_RUN_TIMEOUT_S)
-    cols, itl = columns(traffic, outcomes)
+    if closed:  # never sent: count from the run's end so they read as failed, not as instant
+        rel = np.where(np.isfinite(rel), rel, wall)
+    cols, itl = columns(traffic, outcomes, rel if closed else None)
     summary = summarise(cols, itl, cfg)
     errors = [f"{traffic.request_ids[i]}: {o.error}" for i, o in enumerate(outcomes) if o.error]
     summary.update({
@@ -514,7 +547,9 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
         "url": url,
         "model": model,
         "wall_s": wall,
-        "trace_duration_s": float(rel[-1]),
+        "trace_duration_s": float(np.max(rel)),
+        "mode": "closed" if closed else "open",
+        "concurrency": cfg.concurrency,
         "send_lag_mean_s": float(np.mean(lags)) if lags else math.nan,
         "send_lag_max_s": float(np.max(lags)) if lags else math.nan,
         "errors": errors[:20],
@@ -574,6 +609,10 @@ def check_config(cfg: LoadgenConfig) -> None:
         raise SpecsimError(f"--timeout must be a finite number of seconds > 0, got {cfg.timeout}")
     if cfg.max_requests is not None and cfg.max_requests < 1:
         raise SpecsimError(f"--max-requests must be >= 1, got {cfg.max_requests}")
+    if cfg.concurrency is not None and not 1 <= cfg.concurrency <= 1 << 20:
+        raise SpecsimError(f"--concurrency must lie in 1..{1 << 20}, got {cfg.concurrency}")
+    if not (0.0 <= cfg.think_time <= 1e6):
+        raise SpecsimError(f"--think-time must be a number of seconds in [0, 1e6], got {cfg.think_time}")
     for name, v in (("--slo-ttft", cfg.slo_ttft), ("--slo-tpot", cfg.slo_tpot)):
         if v is not None and not (v > 0 and math.isfinite(v)):
             raise SpecsimError(f"{name} must be a finite number of seconds > 0, got {v}")

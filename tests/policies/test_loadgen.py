@@ -81,6 +81,27 @@ def test_open_loop_arrivals_are_honoured() -> None:
     assert res.summary["send_lag_max_s"] < 0.15
 
 
+def test_closed_loop_keeps_n_requests_in_flight() -> None:
+    # 6 requests of ~0.3 s each, 2 clients: sent in pairs at ~0, ~0.3, ~0.6 s whatever the timestamps say
+    with FakeServer(ttft=0.3, itl=0.0) as srv:
+        res = run_loadgen(srv.url, trace([0.0, 50.0, 100.0, 150.0, 200.0, 250.0], out=1),
+                          LoadgenConfig(timeout=20, concurrency=2))
+        sent = np.sort(np.array([t for t, _ in srv.received]))
+    rel = sent - sent[0]
+    assert np.allclose(rel, [0.0, 0.0, 0.3, 0.3, 0.6, 0.6], atol=0.15), rel
+    assert res.summary["mode"] == "closed" and res.summary["completed"] == 6
+    # arrival is the send time, so TTFT is the server's 0.3 s, not the distance from a trace timestamp
+    assert np.allclose(res.requests["ttft"], 0.3, atol=0.15)
+    assert res.requests["arrival"].max() < 2.0
+
+
+def test_closed_loop_think_time_spaces_a_clients_requests() -> None:
+    with FakeServer(ttft=0.0, itl=0.0) as srv:
+        run_loadgen(srv.url, trace([0.0] * 3, out=1), LoadgenConfig(timeout=20, concurrency=1, think_time=0.3))
+        sent = np.array([t for t, _ in srv.received])
+    assert np.all(np.diff(sent) >= 0.3 - 0.01)
+
+
 def test_bounded_in_count_and_time() -> None:
     with FakeServer(ttft=0.0, itl=0.2) as srv:
         res = run_loadgen(srv.url, trace([0.0] * 5 + [30.0], out=50), LoadgenConfig(max_requests=3, timeout=1.0))
