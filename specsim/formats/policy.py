@@ -91,7 +91,9 @@ class SGLangSlot(_Strict):
     up_hysteresis: float = 0.0
     """Go up from c_i when EMA > c_i - 0.5 + up."""
     down_hysteresis: float = 0.0
-    """Go down to c_(i-1) when EMA <= c_(i-1) - 0.5 + down."""
+    """Go down to c_(i-1) when EMA <= c_(i-1) - 0.5 + down (0.5 + down when c_(i-1) is 0)."""
+    ceiling_coeff: float = Field(default=0.0, ge=0.0)
+    """Caps a move that does not rise at ceil(EMA * coeff) steps (0: off; SGLang 0.5.23)."""
 
     @field_validator("steps")
     @classmethod
@@ -102,18 +104,32 @@ class SGLangSlot(_Strict):
 
 
 def sglang_default_slots() -> list[SGLangSlot]:
-    """SGLang's defaults (PR 24055, DEFAULT_BS_STEPS / DEFAULT_BS_HYSTERESIS)."""
+    """SGLang's defaults as PR 24055 introduced them (DEFAULT_BS_STEPS / DEFAULT_BS_HYSTERESIS)."""
     return [SGLangSlot(lo=1, steps=[1, 3, 7], up_hysteresis=0.0, down_hysteresis=-0.25),
             SGLangSlot(lo=64, steps=[1, 2, 5], up_hysteresis=0.0, down_hysteresis=0.0),
             SGLangSlot(lo=128, steps=[1, 2, 6], up_hysteresis=-0.1, down_hysteresis=0.25)]
 
 
+def sglang_release_slots() -> list[SGLangSlot]:
+    """What SGLang 0.5.23 runs with `--speculative-adaptive` and no config file
+    (DEFAULT_ADAPTIVE_CONFIG in sglang/srt/speculative/adaptive_spec_params.py; step 0 = off)."""
+    return [SGLangSlot(lo=1, steps=[1, 3, 5, 7], up_hysteresis=0.0, down_hysteresis=-0.25),
+            SGLangSlot(lo=8, steps=[0, 1, 3]),
+            SGLangSlot(lo=32, steps=[0, 1]),
+            SGLangSlot(lo=64, steps=[0])]
+
+
 class SGLangAdaptive(_Strict):
     """SGLang `--speculative-adaptive`: per batch-size slot, an EMA of accepted draft tokens per
     request moves the step count among the slot's candidates (sglang/srt/speculative/
-    adaptive_spec_params.py). Each slot starts at its middle candidate."""
+    adaptive_spec_params.py, SGLang 0.5.23). The default slots are PR 24055's; `release()` gives
+    what SGLang 0.5.23 runs without a config file."""
 
     slots: list[SGLangSlot] = Field(default_factory=sglang_default_slots)
+    initial_steps: int | None = Field(default=None, ge=0)
+    """`--speculative-num-steps`: each slot starts there when it is one of its candidates, else at
+    its middle candidate. It must be a candidate of some slot (SGLang refuses it otherwise). None:
+    SGLang's own default, the middle of all slots' candidates together (`start_steps`)."""
     ema_alpha: float = Field(default=0.2, gt=0.0, le=1.0)
     update_interval: int = Field(default=5, ge=1)
     warmup_batches: int = Field(default=10, ge=0)
@@ -127,11 +143,33 @@ class SGLangAdaptive(_Strict):
             raise ValueError("slots must start at lo 1 and increase")
         if len(los) > 60:
             raise ValueError("at most 60 slots")
+        if self.initial_steps is not None and self.initial_steps not in self.candidate_steps:
+            raise ValueError(f"initial_steps {self.initial_steps} is not a candidate of any slot "
+                             f"{self.candidate_steps} (SGLang refuses such --speculative-num-steps)")
         return self
 
     @property
     def max_steps(self) -> int:
         return max(max(s.steps) for s in self.slots)
+
+    @property
+    def candidate_steps(self) -> list[int]:
+        """Every slot's candidates together (SGLang's resolve_candidate_steps_from_config)."""
+        return sorted({x for s in self.slots for x in s.steps})
+
+    @property
+    def start_steps(self) -> int:
+        """`--speculative-num-steps` as SGLang resolves it: initial_steps, else the middle of all
+        candidates (arg_groups/speculative_hook.py, _init_adaptive_speculative_params, 0.5.23)."""
+        if self.initial_steps is not None:
+            return self.initial_steps
+        union = self.candidate_steps
+        return union[len(union) // 2]
+
+    @classmethod
+    def release(cls) -> SGLangAdaptive:
+        """SGLang 0.5.23's built-in configuration."""
+        return cls(slots=sglang_release_slots())
 
 
 class TrtllmSchedule(_Strict):
@@ -293,8 +331,10 @@ class Policy(_Strict):
         """
         if self.drafter is None or self.max_k == 0 or self.family in ("sglang", "trtllm"):
             return 0
-        if self.hysteresis > 0 or self.acceptance_floor is not None or self.needs_proposer:
+        if self.needs_proposer:
             return self.max_k
+        if self.queue is not None:  # served with vLLM's dynamic schedule and specsim's scheduler
+            return 0
         sched = self.vllm_schedule()
         if len(sched) == 1 and sched[0][0] == 1 and sched[0][1] >= SCHEDULE_TOP:
             return self.max_k
@@ -304,8 +344,7 @@ class Policy(_Strict):
     def needs_proposer(self) -> bool:
         """True when vLLM's own schedule cannot express the policy (specsim's custom proposer)."""
         return self.drafter is not None and self.max_k > 0 and self.family in ("vllm", "specsim") and (
-            self.hysteresis > 0 or self.acceptance_floor is not None or self.queue is not None
-            or bool(self.context_schedule))
+            self.hysteresis > 0 or self.acceptance_floor is not None or bool(self.context_schedule))
 
     def vllm_schedule(self) -> list[list[int]]:
         """vLLM's `num_speculative_tokens_per_batch_size` for this schedule: from 1, no gaps, an
@@ -327,6 +366,13 @@ class Policy(_Strict):
             else:
                 merged.append(list(r))
         return merged
+
+    def context_cap(self, context: int, k: int) -> int:
+        """A row's K capped by the context-length axis (contexts no range covers: no cap)."""
+        for lo, hi, cap in self.context_schedule:
+            if lo <= context <= hi:
+                return min(k, cap)
+        return k
 
     def k_for(self, batch_size: int) -> int:
         """K for a batch size, ignoring hysteresis."""

@@ -16,6 +16,12 @@ def register(subparsers: Any) -> None:
     ex.add_argument("--model", default="default", help="target model name or folder for the command line")
     ex.add_argument("--max-num-seqs", type=int, default=None, help="override the policy's engine.max_num_seqs")
     ex.add_argument("--out", default=None, help="also write the settings as JSON here")
+    ex.add_argument("--out-dir", default=None,
+                    help="write the files the command names (SGLang's adaptive config, TensorRT-LLM's options) "
+                         "and command.sh into this folder")
+    ex.add_argument("--lossy", action="store_true",
+                    help="export the closest settings where the engine cannot express the policy, listing what "
+                         "is lost (default: refuse)")
     ex.set_defaults(func=_export)
 
     sv = subparsers.add_parser(
@@ -27,7 +33,8 @@ def register(subparsers: Any) -> None:
     sv.add_argument("rest", nargs=argparse.REMAINDER, help="more options above, then -- and extra `vllm serve` args")
     sv.set_defaults(func=_serve)
 
-    lg = subparsers.add_parser("loadgen", help="replay a traffic trace against a loopback OpenAI server, open or closed loop")
+    lg = subparsers.add_parser("loadgen",
+                               help="replay a traffic trace against a loopback OpenAI server, open or closed loop")
     lg.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000 (loopback only)")
     lg.add_argument("--traffic", required=True, help="traffic JSONL")
     lg.add_argument("--out", required=True, help="output folder: requests.csv and summary.json")
@@ -96,15 +103,30 @@ def _export(args: argparse.Namespace) -> int:
     if args.out:
         check_output_file(args.out)
     policy = load_policy(args.policy)
-    exp = export(policy, args.to, args.max_num_seqs)
+    exp = export(policy, args.to, args.max_num_seqs, lossy=args.lossy)
     model = str(models_dir() / DEFAULT_FOLDER) if args.model.lower() in DEFAULT_NAMES else args.model
+    print(f"# {exp.engine_version}")
     if exp.config is not None:
         print(json.dumps(exp.config, indent=2))
+    for name, text in exp.files.items():
+        print(f"# file {name}:\n{text}", end="")
     print(f"# command:\n{exp.command(model)}")
     for note in exp.notes:
         print(f"# note: {note}")
     for item in exp.unsupported:
         print(f"# NOT EXPRESSIBLE on {args.to}: {item}")
+    if args.out_dir:
+        from pathlib import Path
+
+        folder = Path(args.out_dir)
+        if folder.exists() and not folder.is_dir():
+            raise SpecsimError(f"--out-dir {folder} exists and is not a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, text in exp.files.items():
+            atomic_write_text(folder / name, text)
+        atomic_write_text(folder / "command.sh", f"#!/bin/sh\n# {exp.engine_version}\ncd \"$(dirname \"$0\")\"\n"
+                                                 f"{exp.command(model)}\n")
+        print(f"# wrote {', '.join([*exp.files, 'command.sh'])} to {folder}")
     if args.out:
         atomic_write_text(args.out, json.dumps(exp.to_json(), indent=2) + "\n")
     return 0

@@ -1,8 +1,9 @@
 """A vLLM `custom_class` proposer that enforces a whole specsim policy on a live server.
 
 vLLM's own `num_speculative_tokens_per_batch_size` is a plain lookup; this proposer adds the
-policy's hysteresis band (`KController`) and per-request acceptance floor. It wraps vLLM's n-gram
-proposer and is loaded through vLLM's supported extension point:
+policy's hysteresis band (`KController`), per-request acceptance floor and context-length axis
+(vLLM 0.32 has none; PRs 48944 / 54801 are not in it). It wraps vLLM's n-gram proposer and
+is loaded through vLLM's supported extension point:
 `--speculative-config '{"method": "custom_class", "model": "specsim.policies.proposer.PolicyProposer",
 "num_speculative_tokens": K_MAX}'`, with the policy JSON in $SPECSIM_POLICY_JSON.
 
@@ -77,13 +78,18 @@ class PolicyLogic:
                 st.off = True
                 self.switched_off += 1
 
-    def ks(self, req_ids: Sequence[str] | None, sampled: Sequence[Sequence[int]]) -> list[int]:
-        """K for each row of this step (0 for rows still prefilling or switched off by the floor)."""
+    def ks(self, req_ids: Sequence[str] | None, sampled: Sequence[Sequence[int]],
+           contexts: Sequence[int] | None = None) -> list[int]:
+        """K for each row of this step (0 for rows still prefilling or switched off by the floor),
+        capped by the policy's context-length axis when `contexts` (tokens per row) are given."""
         k = self.kc.k(len(sampled))
         self.last_batch_k = k
         self.steps += 1
         self.k_steps[k] = self.k_steps.get(k, 0) + 1
         out = [k if toks else 0 for toks in sampled]
+        if self.policy.context_schedule and contexts is not None:
+            out = [self.policy.context_cap(int(c), kk) if kk else 0
+                   for kk, c in zip(out, contexts, strict=False)] + out[len(contexts):]
         if req_ids is not None and self.floor is not None:
             for i, rid in enumerate(req_ids[: len(out)]):
                 st = self.states.get(rid)
@@ -109,10 +115,11 @@ class PolicyLogic:
         req_ids: Sequence[str] | None,
         sampled: Sequence[Sequence[int]],
         propose: Any,
+        contexts: Sequence[int] | None = None,
     ) -> list[list[int]]:
         """One engine step: credit, choose K per row, call `propose(k_max)`, trim, record."""
         self.observe(req_ids, sampled)
-        ks = self.ks(req_ids, sampled)
+        ks = self.ks(req_ids, sampled, contexts)
         kmax = max(ks, default=0)
         if kmax == 0:
             drafts: list[list[int]] = [[] for _ in sampled]
@@ -187,7 +194,11 @@ class PolicyProposer:
         def propose_k(k: int) -> list[list[int]]:
             return self.ngram.propose(k, sampled_token_ids, num_tokens_no_spec, token_ids_cpu)
 
-        drafts = self.logic.step(req_ids, sampled_token_ids, propose_k)
+        # NOTE: num_tokens_no_spec is each row's token count (prompt + output so far), the context
+        # the policy's context-length axis is keyed on (vLLM 0.32 has no such axis of its own)
+        n = len(sampled_token_ids)
+        contexts = None if num_tokens_no_spec is None else [int(x) for x in num_tokens_no_spec[:n]]
+        drafts = self.logic.step(req_ids, sampled_token_ids, propose_k, contexts)
         if self.stats_path and self.logic.steps % STATS_EVERY == 0:
             self.write_stats()
         return drafts

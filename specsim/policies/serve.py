@@ -192,10 +192,11 @@ def plan_server(
         notes.append("--enforce-eager: starts in about 25 s on CPU instead of 75-170 s, but is not how vLLM serves "
                      "by default")
     if record_steps is not None:
+        from specsim.vllmkit.policy_scheduler import SCHEDULER
         from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
-        from specsim.vllmkit.recorder import SCHEDULER
 
-        argv += ["--scheduler-cls", SCHEDULER]
+        if "--scheduler-cls" not in argv:  # specsim's scheduler (a queue rule) records steps too
+            argv += ["--scheduler-cls", SCHEDULER]
         env[STEP_LOG_ENV] = str(record_steps)
         notes.append(f"recording every engine step to {record_steps} (composition and period)")
     argv += extra

@@ -63,7 +63,8 @@ class StepLog:
             "prefill_tokens": li[:, kernel.L_PRETOK], "prefill_rows": li[:, kernel.L_PREROWS],
             "emitted": li[:, kernel.L_EMIT], "preempted": li[:, kernel.L_PREEMPT],
             "running": li[:, kernel.L_RUN], "waiting": li[:, kernel.L_WAIT], "context_tokens": lf[:, kernel.LF_CTX],
-            "free_blocks": li[:, kernel.L_FREE],
+            "free_blocks": li[:, kernel.L_FREE], "accepted": li[:, kernel.L_ACC],
+            "draft_rows": li[:, kernel.L_DROWS],
         }
 
     def detail_rows(self) -> tuple[np.ndarray, np.ndarray]:
@@ -74,15 +75,19 @@ class StepLog:
 
 
 def _family_state(params: kernel.Params) -> tuple[np.ndarray, np.ndarray]:
-    """Fresh adaptive-family state: each SGLang slot at its middle candidate, its EMA at that step - 1."""
+    """Fresh adaptive-family state: each SGLang slot at --speculative-num-steps where that is a
+    candidate, else at its middle candidate; its EMA at that step - 1 (AdaptiveStepSlot.__init__)."""
     fsi = np.zeros(kernel.FS_SIZE, dtype=np.int64)
     fsf = np.zeros(kernel.MAX_SLOTS + 4096)
     fsi[kernel.FS_PSLOT] = -1
     if params.fam[kernel.F_FAMILY] == kernel.FAM_SGLANG:
+        init = int(params.fam[kernel.F_INIT])
         for s in range(int(params.fam[kernel.F_SLOTS])):
             n = int(params.ftab[s, 1])
-            fsi[2 * s] = n // 2
-            fsf[s] = float(params.ftab[s, 2 + n // 2]) - 1.0
+            cands = [int(x) for x in params.ftab[s, 2:2 + n]]
+            idx = cands.index(init) if init in cands else n // 2
+            fsi[2 * s] = idx
+            fsf[s] = float(cands[idx]) - 1.0
     return fsi, fsf
 
 

@@ -56,7 +56,9 @@ RI_LRU_HEAD = 25
 RI_LRU_TAIL = 26
 RI_HIT_TOKENS = 27  # prefix-cache hit tokens at admissions (vLLM's PrefixCacheStats.hits)
 RI_QUERY_TOKENS = 28  # tokens of those admissions (PrefixCacheStats.queries)
-RI_SIZE = 29
+RI_STEPACC = 29  # accepted draft tokens of the step last verified (for the log)
+RI_STEPDROWS = 30  # rows that verified drafts in it
+RI_SIZE = 31
 # ---- per-replica float state (Rep.rf) ---------------------------------------------------------
 RF_CLOCK = 0
 RF_BUSY = 1
@@ -105,6 +107,7 @@ F_SLOTS = 3  # SGLang slots
 F_INTERVAL = 4
 F_WARMUP = 5
 F_WINDOW = 6  # TensorRT-LLM acceptance_rate_window_size (0: no gate)
+F_INIT = 7  # SGLang --speculative-num-steps (SGLangAdaptive.start_steps): a slot starts there when a candidate
 F_SIZE = 8
 FF_ALPHA = 0  # SGLang EMA alpha
 FF_THRESHOLD = 1  # TensorRT-LLM acceptance_rate_threshold
@@ -132,7 +135,9 @@ L_BASIS = 9  # batch size the K lookup used
 L_PREROWS = 10  # prefill rows
 L_WAIT = 11  # requests waiting after scheduling
 L_FREE = 12  # free KV blocks after scheduling
-L_NCOL = 13
+L_ACC = 13  # draft tokens accepted in this step
+L_DROWS = 14  # rows that verified drafts in this step
+L_NCOL = 15
 LF_START = 0
 LF_DUR = 1
 LF_CTX = 2  # context tokens of decode rows
@@ -861,9 +866,9 @@ def sglang_slot(p: Params, n_dec: int) -> int:
     size, then the slot with the largest lower bound not above it (sglang adaptive_spec_params.py)."""
     bs = n_dec
     g = p.cgbs
-    if g.shape[0] > 0:
+    if g.shape[0] > 0:  # above the largest captured size: the raw size (SGLang 0.5.23)
         j = np.searchsorted(g, bs)
-        bs = g[j] if j < g.shape[0] else g[-1]
+        bs = g[j] if j < g.shape[0] else bs
     slot = 0
     for s_ in range(p.fam[F_SLOTS]):
         if p.ftab[s_, 0] <= bs:
@@ -889,36 +894,14 @@ def k_decide(p: Params, rep: Rep, basis: int, n_dec: int) -> int:
 
 
 @njit(cache=True)
-def family_feedback(p: Params, rep: Rep, accepted: int, drafted: int, rows: int) -> None:
-    """What the family learns from a verification step (rows drafted; drafted / accepted tokens)."""
+def family_feedback(p: Params, rep: Rep, accepted: int, drafted: int, rows: int, dec_rows: int) -> None:
+    """What the family learns from a verification step (rows drafted, dec_rows decoding; drafted /
+    accepted tokens)."""
+    rep.ri[RI_STEPACC] = accepted
+    rep.ri[RI_STEPDROWS] = rows
     fam = p.fam[F_FAMILY]
-    if fam == FAM_SGLANG and rows > 0:
-        slot = rep.fsi[FS_PSLOT]
-        if slot < 0:
-            return
-        a = p.famf[FF_ALPHA]
-        rep.fsf[slot] = (1.0 - a) * rep.fsf[slot] + a * (accepted / rows)
-        rep.fsi[2 * slot + 1] += 1
-        cnt = rep.fsi[2 * slot + 1]
-        warm = p.fam[F_WARMUP]
-        if cnt <= warm or (cnt - warm) % p.fam[F_INTERVAL] != 0:
-            return
-        ema = rep.fsf[slot]
-        idx = rep.fsi[2 * slot]
-        ncand = p.ftab[slot, 1]
-        up_h, dn_h = p.ftabf[slot, 0], p.ftabf[slot, 1]
-        while idx > 0:  # down first (AdaptiveSpeculativeParams._recompute_params)
-            prev = p.ftab[slot, 2 + idx - 1]
-            if ema <= (0.5 if prev == 0 else prev - 0.5) + dn_h:
-                idx -= 1
-            else:
-                break
-        while idx < ncand - 1:  # then up (in the same call, as PR 24055's code does)
-            if ema > p.ftab[slot, 2 + idx] - 0.5 + up_h:
-                idx += 1
-            else:
-                break
-        rep.fsi[2 * slot] = idx
+    if fam == FAM_SGLANG and dec_rows > 0:
+        sglang_feedback(p, rep, accepted, rows)
     elif fam == FAM_TRTLLM and drafted > 0 and p.fam[F_WINDOW] > 0 and not rep.fsi[FS_GATE_OFF]:
         w = p.fam[F_WINDOW]
         n = rep.fsi[FS_GATE_N]
@@ -931,6 +914,60 @@ def family_feedback(p: Params, rep: Rep, accepted: int, drafted: int, rows: int)
                 mean += rep.fsf[MAX_SLOTS + j]
             if mean / w < p.famf[FF_THRESHOLD]:
                 rep.fsi[FS_GATE_OFF] = 1  # speculation_gate: disabled permanently
+
+
+@njit(cache=True)
+def sglang_feedback(p: Params, rep: Rep, accepted: int, rows: int) -> None:
+    """AdaptiveStepSlot.update and _recompute_params, SGLang 0.5.23
+    (sglang/srt/speculative/adaptive_spec_params.py): every decode batch counts, even at step 0
+    (a trivial verify runs); the EMA of accepted drafts per request moves only while drafting;
+    decisions after the warm-up, every update_interval batches; down first, up only when it did not
+    move down; a slot at step 0 probes the next candidate up; ceiling_coeff caps moves that do not
+    rise."""
+    slot = rep.fsi[FS_PSLOT]
+    if slot < 0:
+        return
+    idx = rep.fsi[2 * slot]
+    cur = p.ftab[slot, 2 + idx]
+    if cur > 0:
+        if rows == 0:
+            return  # NOTE: no draft was verified (truncated, or a first decode): not a verify batch
+        a = p.famf[FF_ALPHA]
+        rep.fsf[slot] = (1.0 - a) * rep.fsf[slot] + a * (accepted / rows)
+    rep.fsi[2 * slot + 1] += 1
+    cnt = rep.fsi[2 * slot + 1]
+    warm = p.fam[F_WARMUP]
+    if cnt <= warm or (cnt - warm) % p.fam[F_INTERVAL] != 0:
+        return
+    ema = rep.fsf[slot]
+    ncand = p.ftab[slot, 1]
+    if cur == 0:  # probe the smallest positive step after a zero-step interval
+        idx = min(idx + 1, ncand - 1)
+        if p.ftab[slot, 2 + idx] > 0 and ema < 0.0:
+            rep.fsf[slot] = float(p.ftab[slot, 2 + idx] - 1)
+        rep.fsi[2 * slot] = idx
+        return
+    up_h, dn_h, ceil_c = p.ftabf[slot, 0], p.ftabf[slot, 1], p.ftabf[slot, 2]
+    old = idx
+    while idx > 0:
+        prev = p.ftab[slot, 2 + idx - 1]
+        if ema <= (0.5 if prev == 0 else prev - 0.5) + dn_h:
+            idx -= 1
+        else:
+            break
+    if idx == old:
+        while idx < ncand - 1:
+            if ema > p.ftab[slot, 2 + idx] - 0.5 + up_h:
+                idx += 1
+            else:
+                break
+    if ceil_c > 0.0:
+        ceiling = max(1, int(math.ceil(ema * ceil_c)))
+        tgt = p.ftab[slot, 2 + idx]
+        if tgt > ceiling and tgt <= cur:
+            while idx > 0 and p.ftab[slot, 2 + idx] > ceiling:
+                idx -= 1
+    rep.fsi[2 * slot] = idx
 
 
 @njit(cache=True)
@@ -1041,10 +1078,10 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
     # the drafter proposes for every row that sampled and goes on (EngineCore.post_step)
     k = 0
     if p.pi[P_ACCMODE] != 0:
-        family_feedback(p, rep, acc_sum, draft_sum, draft_rows)
         n_dec = 0
         for j in range(n_rows):
             n_dec += rows.dec[j]
+        family_feedback(p, rep, acc_sum, draft_sum, draft_rows, n_dec)
         k = k_decide(p, rep, basis, n_dec)
         has_d = p.pi[P_HASDRAFTED] != 0
         has_ctx = p.ctxr.shape[0] > 0
@@ -1135,7 +1172,10 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
             rep.fin[nf] = i
             rep.ri[RI_NFIN] = nf + 1
     if p.pi[P_ACCMODE] != 0:
-        family_feedback(p, rep, acc_sum, draft_sum, draft_rows)
+        n_dec = 0
+        for j in range(n_rows):
+            n_dec += rows.dec[j]
+        family_feedback(p, rep, acc_sum, draft_sum, draft_rows, n_dec)
     return emitted
 
 
@@ -1197,6 +1237,9 @@ def log_step(rep: Rep, log: Log, start: float, dt: float, n_rows: int, n_dec: in
     li[n, L_PREROWS] = pre_rows
     li[n, L_WAIT] = rep.ri[RI_WLEN]
     li[n, L_FREE] = rep.ri[RI_FREE]
+    li[n, L_ACC] = rep.ri[RI_STEPACC]
+    li[n, L_DROWS] = rep.ri[RI_STEPDROWS]
+    rep.ri[RI_STEPACC] = rep.ri[RI_STEPDROWS] = 0
     log.lf[n, LF_START] = start
     log.lf[n, LF_DUR] = dt
     log.lf[n, LF_CTX] = ctx

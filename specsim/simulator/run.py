@@ -126,7 +126,7 @@ def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | Non
     famf = np.zeros(kernel.FF_SIZE)
     fam[kernel.F_QMAX] = -1
     ftab = np.zeros((1, 3), dtype=np.int64)
-    ftabf = np.zeros((1, 2))
+    ftabf = np.zeros((1, 3))
     cgbs = np.zeros(0, dtype=np.int64)
     if policy.queue is not None:
         fam[kernel.F_QMAX], fam[kernel.F_QK] = policy.queue.max_waiting, policy.queue.k
@@ -138,11 +138,12 @@ def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | Non
         famf[kernel.FF_ALPHA] = sg.ema_alpha
         width = max(len(sl.steps) for sl in sg.slots)
         ftab = np.zeros((len(sg.slots), 2 + width), dtype=np.int64)
-        ftabf = np.zeros((len(sg.slots), 2))
+        ftabf = np.zeros((len(sg.slots), 3))
+        fam[kernel.F_INIT] = sg.start_steps
         for j, sl in enumerate(sg.slots):
             ftab[j, 0], ftab[j, 1] = sl.lo, len(sl.steps)
             ftab[j, 2:2 + len(sl.steps)] = sl.steps
-            ftabf[j] = sl.up_hysteresis, sl.down_hysteresis
+            ftabf[j] = sl.up_hysteresis, sl.down_hysteresis, sl.ceiling_coeff
         cgbs = np.array(sorted(sg.cuda_graph_batch_sizes), dtype=np.int64)
     elif policy.family == "trtllm" and policy.trtllm is not None:
         tr = policy.trtllm

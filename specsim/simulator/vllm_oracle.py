@@ -87,7 +87,7 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
     if policy.drafter is not None and policy.max_k > 0:
         method = policy.drafter.method
         kw: dict[str, Any] = {"num_speculative_tokens": policy.max_k}
-        if policy.static_k == 0:
+        if policy.static_k == 0 or policy.queue is not None:
             kw["num_speculative_tokens_per_batch_size"] = policy.vllm_schedule()
         if method == "draft_model" and cfg.lookahead == "auto":
             from vllm.config import ParallelConfig
@@ -107,8 +107,16 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
     # NOTE: vLLM's CPU platform switches async scheduling off in the config; the scheduler class is
     # what differs, so the GPU behaviour is checked by building AsyncScheduler directly
     cls = AsyncScheduler if is_async else Scheduler
+    extra: dict[str, Any] = {}
+    if policy.queue is not None:  # specsim's queue rule, as `specsim serve` enforces it live
+        from specsim.vllmkit import policy_scheduler
+
+        # the class `--scheduler-cls` names; it builds the async variant when the config is async
+        sched_cfg.async_scheduling = is_async
+        cls = policy_scheduler.PolicyScheduler
+        extra["queue_rule"] = (policy.queue.max_waiting, policy.queue.k)
     return cls(vllm_config=vcfg, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vcfg),
-                     block_size=cfg.block_size, log_stats=False)
+               block_size=cfg.block_size, log_stats=False, **extra)
 
 
 class VllmReplicaEngine(ReplicaEngine):
@@ -193,6 +201,7 @@ class VllmReplicaEngine(ReplicaEngine):
                 log.arrays.pre[n, 0], log.arrays.pre[n, 1] = ri[kernel.RI_STEPS], i
                 ri[kernel.RI_PREN] = n + 1
         ri[kernel.RI_FREE] = s.kv_cache_manager.block_pool.get_num_free_blocks()
+        ri[kernel.RI_WLEN] = s.get_request_counts()[1]  # the queue rule reads it when K is decided
         admitted = {r.req_id for r in out.scheduled_new_reqs}
         n_rows = 0
         for rid, tokens in out.num_scheduled_tokens.items():

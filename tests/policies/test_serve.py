@@ -79,7 +79,7 @@ def test_plan_server_command(tmp_path: Path) -> None:
     eager = plan_server(p, tmp_path, extra=["--max-num-seqs", "16"], device="cpu", eager=True,
                         record_steps=tmp_path / "steps.jsonl")
     assert "--enforce-eager" in eager.argv and eager.argv.count("--max-num-seqs") == 1
-    assert eager.argv[eager.argv.index("--scheduler-cls") + 1].endswith("recorder.RecordingScheduler")
+    assert eager.argv[eager.argv.index("--scheduler-cls") + 1].endswith("policy_scheduler.PolicyScheduler")
     assert eager.env["SPECSIM_STEP_LOG"] == str(tmp_path / "steps.jsonl")
 
 

@@ -114,14 +114,16 @@ def test_family_settings_are_checked() -> None:
         SGLangAdaptive(slots=[SGLangSlot(lo=2, steps=[1])])
 
 
-def test_vllm_issue_49548_k_flips_and_throughput_collapses_and_the_fixes() -> None:
-    """5 concurrent requests (the issue ran 8; at 8 the batch rarely drops to 4), schedule [[1, 4, 2], [5, 512, 0]] keyed on the scheduled requests
+def test_vllm_issue_49548_k_flips_costs_throughput_and_the_fixes() -> None:
+    """8 concurrent clients, schedule [[1, 4, 2], [5, 512, 0]] keyed on the scheduled requests
     (prefills included), lookahead reserved at the static K: K flips 2 <-> 0 step to step."""
     prof = analytic_profile(target="llama-8b", drafter_model="llama-1b", gpu="h100", k_max=4)
     dm = DrafterRef(name="draft_model", method="draft_model")
     traffic = poisson_traffic(160, rate=1000, inp=180, out=(60, 200), seed=5)
     flaky = Policy(drafter=dm, k_schedule=[(1, 4, 2), (5, 512, 0)])
-    cfg = dict(concurrency=5, max_num_seqs=64)  # 4 decodes + a joining prefill = 5: K=0
+    # NOTE: 8 clients that never pause keep 7 decodes + 1 prefill scheduled, never <= 4, so K would
+    # sit at 0; half a second of think time lets the batch move across 4 | 5 as in the issue
+    cfg = dict(concurrency=8, think_time=0.5, max_num_seqs=64)
     static = simulate(prof, traffic, Policy.static(dm, 2), SimConfig(**cfg))
     bad = simulate(prof, traffic, flaky, SimConfig(**cfg))
     flips = int(np.count_nonzero(np.diff(_k_trace(bad))))

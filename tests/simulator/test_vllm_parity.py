@@ -104,3 +104,47 @@ def test_async_scheduling_without_speculation(gpu_profile) -> None:
     traffic = _traffic(60, rate=30.0, inp=(50, 600), out=(10, 100), seed=8)
     _assert_identical(gpu_profile, traffic, Policy(), SimConfig(max_num_seqs=8, max_num_batched_tokens=512,
                                                                 num_kv_blocks=100))
+
+
+def test_queue_rule_matches_specsims_scheduler_plugin_in_vllm(cpu_profile) -> None:
+    # the oracle runs specsim's PolicyScheduler (what `specsim serve` loads) over vLLM's scheduler:
+    # every step's K, capped while more than 2 requests wait, must equal the simulator's
+    from specsim.formats.policy import QueueRule
+
+    traffic = _traffic(80, rate=6.0, inp=(20, 200), out=(10, 80), seed=9)
+    pol = Policy(drafter=NGRAM, family="specsim", k_schedule=[(1, 64, 4)], queue=QueueRule(max_waiting=2, k=1))
+    cfg = SimConfig(max_num_seqs=4, max_num_batched_tokens=512, num_kv_blocks=200)
+    rep, fast, _ = check_against_vllm(cpu_profile, traffic, pol, cfg)
+    assert rep.exact and rep.first_difference is None and rep.same_finish_times
+    st = fast.steps
+    capped = (st["waiting"] > 2) & (st["decoding"] > 0)
+    assert capped.any() and (st["k"][capped] == 1).all() and (st["k"][~capped & (st["decoding"] > 0)] == 4).any()
+
+
+def test_queue_rule_under_async_scheduling(gpu_profile) -> None:
+    from specsim.formats.policy import QueueRule
+
+    traffic = _traffic(60, rate=40.0, inp=(50, 400), out=(10, 80), seed=10)
+    pol = Policy(drafter=DRAFT, family="specsim", k_schedule=[(1, 64, 3)], queue=QueueRule(max_waiting=1, k=0))
+    rep, fast, _ = check_against_vllm(gpu_profile, traffic, pol, SimConfig(max_num_seqs=4, max_num_batched_tokens=512,
+                                                                          num_kv_blocks=120))
+    assert fast.summary["async_scheduling"] is True
+    assert rep.exact and rep.first_difference is None and rep.same_finish_times
+
+
+def test_the_scheduler_class_serve_names_follows_the_engines_async_setting() -> None:
+    # `--scheduler-cls specsim.vllmkit.policy_scheduler.PolicyScheduler` names one class; vLLM decides
+    # async scheduling per configuration, and the class must build the matching variant
+    from vllm.v1.core.sched.async_scheduler import AsyncScheduler
+
+    from specsim.formats.policy import QueueRule
+    from specsim.simulator.vllm_oracle import build_scheduler
+    from specsim.vllmkit import policy_scheduler
+
+    pol = Policy(drafter=DRAFT, family="specsim", k_schedule=[(1, 64, 3)], queue=QueueRule(max_waiting=1, k=0))
+    cfg = SimConfig(max_num_seqs=4, max_num_batched_tokens=512, num_kv_blocks=64, block_size=16)
+    sync = build_scheduler(cfg, pol, 64, 2048, is_async=False)
+    asyn = build_scheduler(cfg, pol, 64, 2048, is_async=True)
+    assert type(sync) is policy_scheduler.PolicyScheduler and not isinstance(sync, AsyncScheduler)
+    assert type(asyn) is policy_scheduler.PolicyAsyncScheduler and isinstance(asyn, AsyncScheduler)
+    assert sync._queue_rule == asyn._queue_rule == (1, 0)
