@@ -213,6 +213,13 @@ class TrtllmSchedule(_Strict):
         return self.min_draft_len
 
 
+def trtllm_min_draft_len(method: str) -> int:
+    """The draft length TensorRT-LLM falls to above the schedule's last key: 0 where the drafter can stay
+    warm without drafting (Eagle3 and MTP one-model), else 1 (`min_runtime_draft_len`,
+    tensorrt_llm/_torch/speculative/utils.py @011d0933)."""
+    return 0 if method in ("eagle3", "mtp") else 1
+
+
 class QueueRule(_Strict):
     """specsim's queue-aware rule: while more than `max_waiting` requests wait, K is at most `k`
     (vLLM RFC 54749: the K decision as more than a batch-keyed array index)."""

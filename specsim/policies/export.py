@@ -17,7 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.errors import SpecsimError
-from specsim.formats.policy import SCHEDULE_TOP, Policy, SGLangAdaptive
+from specsim.formats.policy import (
+    SCHEDULE_TOP,
+    Policy,
+    SGLangAdaptive,
+    trtllm_min_draft_len,  # noqa: F401 - re-exported: the export's rule
+)
 
 # Largest batch size an exported schedule spells out; vLLM clamps ranges to max_num_seqs.
 SCHEDULE_CAP = SCHEDULE_TOP
@@ -295,12 +300,6 @@ def to_sglang(policy: Policy, lossy: bool = False) -> Export:
 # TensorRT-LLM decoding_type per drafter method (DecodingBaseConfig subclasses' `decoding_type`).
 TRTLLM_DECODING = {"ngram": "NGram", "draft_model": "Draft_Target", "eagle": "Eagle", "eagle3": "Eagle3",
                    "mtp": "MTP"}
-
-
-def trtllm_min_draft_len(method: str) -> int:
-    """The draft length TensorRT-LLM falls to above the schedule's last key: 0 where the drafter can stay
-    warm without drafting (Eagle3 and MTP one-model), else 1 (`min_runtime_draft_len`, speculative/utils.py)."""
-    return 0 if method in ("eagle3", "mtp") else 1
 
 
 def to_trtllm(policy: Policy, lossy: bool = False) -> Export:

@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_worker(sub)
     _register_sweep(sub)
     _register_report(sub)
+    _register_compare(sub)
 
 
 # ---- tune -----------------------------------------------------------------------------------------
@@ -60,6 +61,10 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
                    help="goodput | throughput | p99-tpot | p99-ttft | mean-tpot | ... | pareto (default goodput)")
     o.add_argument("--pareto", default=None, help="objectives of --objective pareto (default throughput,p99-tpot)")
     s = p.add_argument_group("search space")
+    s.add_argument("--family", choices=("vllm", "specsim", "sglang", "trtllm"), default="vllm",
+                   help="whose adaptive rule to search: vLLM's batch-size schedule (default), specsim's (plus a "
+                        "queue rule or a context-length axis), SGLang's adaptive steps, TensorRT-LLM's "
+                        "draft_len_schedule and acceptance gate")
     s.add_argument("--drafters", default=None, help="comma-separated profile drafters (default: all)")
     s.add_argument("--no-off", action="store_true", help="do not consider speculation off")
     s.add_argument("--k-max", type=int, default=None, help="largest K (default: what the profile measured)")
@@ -122,7 +127,10 @@ def _space_from_args(args: argparse.Namespace, profile: Any, max_batch: int) -> 
         monotone=not args.non_monotone,
         max_hysteresis=args.hysteresis,
         floor=args.floor,
+        family=args.family,
     )
+    if args.family in ("sglang", "trtllm") and (args.hysteresis or args.floor):
+        raise SpecsimError(f"--hysteresis and --floor are specsim's guards; family {args.family} has its own rule")
     if args.k_max is not None:
         kw["k_max"] = args.k_max
     if args.tune_engine:
@@ -460,4 +468,81 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     paths = study_report(args.storage, args.study, args.out)
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+# ---- compare-engines ------------------------------------------------------------------------------
+COMPARE_FILES = ("comparison.json", "comparison.md", "comparison.png")
+
+
+def _register_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compare-engines",
+        help="tune every engine's adaptive speculation on the same profile and traffic; compare them",
+        description="Tune each engine family (vLLM's batch-size schedule, specsim's queue/context rules, SGLang's "
+        "adaptive steps, TensorRT-LLM's draft_len_schedule and gate) within its own rule, at several loads, "
+        "and write a table and a plot of how much of the available gain each engine's knobs capture.",
+    )
+    p.add_argument("--profile", required=True, type=Path)
+    p.add_argument("--traffic", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=Path("compare-engines"), help="folder for comparison.{json,md,png}")
+    p.add_argument("--objective", default="mean-tpot", help="one objective (default mean-tpot)")
+    p.add_argument("--scales", default="0.5,1,2", help="loads as rate scales of the traffic (default 0.5,1,2)")
+    p.add_argument("--families", default=",".join(("vllm", "specsim", "sglang", "trtllm")),
+                   help="families to tune (default all four)")
+    p.add_argument("--trials", type=int, default=60, help="trials per family and load (default 60)")
+    p.add_argument("--drafters", default=None, help="comma-separated profile drafters (default: all)")
+    p.add_argument("--window", default=None, help="tune on requests arriving in START:END seconds of the trace")
+    add_engine_args(p)
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from specsim.formats.profile import load_profile
+    from specsim.formats.traffic import load_traffic
+    from specsim.io import check_output_dir, output_set
+    from specsim.tuner.compare_engines import HEADER, compare_engines, markdown, plot, table_rows
+    from specsim.tuner.objectives import Objective
+    from specsim.tuner.tune import check_inputs, time_window
+
+    if not 1 <= args.trials <= 100_000:
+        raise SpecsimError(f"--trials must lie in 1..100000, got {args.trials}")
+    scales = parse_rates(args.scales)
+    families = tuple(f.strip() for f in args.families.split(",") if f.strip())
+    cfg = config_from_args(args)
+    check_output_dir(args.out)
+    profile = load_profile(args.profile)
+    traffic = load_traffic(args.traffic)
+    check_inputs(profile, traffic)
+    window = _window(args.window)
+    if window is not None:
+        traffic = time_window(traffic, *window)
+    objective = Objective.parse(args.objective, args.slo, None)
+    measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
+    top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
+    drafters = [d.strip() for d in args.drafters.split(",")] if args.drafters else None
+    t0 = time.perf_counter()
+    results = compare_engines(profile, traffic, objective, scales, cfg, families, args.trials,
+                              seed=args.seed or 0, space_kw={"max_batch": top, "drafters": drafters},
+                              progress=lambda s: print(s, flush=True))
+    table = Table(title=f"engine families on {args.traffic.name} ({objective.describe()})")
+    for h in HEADER:
+        table.add_column(h)
+    for row in table_rows(results, objective):
+        table.add_row(*row)
+    Console().print(table)
+    with output_set(args.out, COMPARE_FILES) as files:
+        doc = {"schema": "specsim.compare-engines", "version": 1, "objective": objective.describe(),
+               "profile": str(args.profile), "traffic": str(args.traffic), "trials": args.trials,
+               "loads": [r.to_dict() for r in results]}
+        files.path("comparison.json").write_text(json.dumps(doc, indent=2) + "\n")
+        files.path("comparison.md").write_text(markdown(results, objective, f"Engine families on {args.traffic.name}"))
+        plot(results, objective, files.path("comparison.png"))
+    print(f"{len(families)} families x {len(scales)} loads x {args.trials} trials in {time.perf_counter() - t0:.1f} s; "
+          f"wrote {', '.join(COMPARE_FILES)} to {args.out}")
     return 0

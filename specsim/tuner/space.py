@@ -16,11 +16,31 @@ from typing import Any
 import optuna
 
 from specsim.errors import SpecsimError
-from specsim.formats.policy import SCHEDULE_TOP, AcceptanceFloor, DrafterRef, EngineKnobs, Policy
+from specsim.formats.policy import (
+    SCHEDULE_TOP,
+    AcceptanceFloor,
+    DrafterRef,
+    EngineKnobs,
+    Policy,
+    QueueRule,
+    SGLangAdaptive,
+    SGLangSlot,
+    TrtllmSchedule,
+    sglang_default_slots,
+    trtllm_min_draft_len,
+)
 from specsim.formats.profile import Profile
 
 OFF = "off"
+FAMILIES = ("vllm", "specsim", "sglang", "trtllm")
 TOP = SCHEDULE_TOP
+QUEUE_WAITING = (0, 1, 2, 4, 8, 16, 32, 64)
+"""specsim family: candidate queue lengths above which the queue rule caps K."""
+CONTEXT_CUTS = (256, 512, 1024, 2048, 4096, 8192)
+"""specsim family: candidate context lengths above which the context axis caps K."""
+CONTEXT_TOP = 1 << 40
+TRTLLM_WINDOWS = (16, 32, 64, 128, 256)
+"""trtllm family: candidate acceptance_rate_window_size values."""
 """Upper end of the last schedule range (any batch size an engine can have)."""
 
 
@@ -70,6 +90,10 @@ class SearchSpace:
     """Candidate max_num_seqs values (empty = engine knob not searched)."""
     max_num_batched_tokens: list[int] = field(default_factory=list)
     """Candidate max_num_batched_tokens values (empty = not searched)."""
+    family: str = "vllm"
+    """Which engine's adaptive rule is searched: vllm (batch-size schedule, optional hysteresis and floor),
+    specsim (that plus the queue rule or the context-length axis), sglang (adaptive step slots with
+    their EMA knobs), trtllm (draft_len_schedule and the acceptance gate)."""
 
     @classmethod
     def for_profile(
@@ -116,6 +140,8 @@ class SearchSpace:
             raise SpecsimError("max_segments must be >= 1")
         if self.max_hysteresis < 0:
             raise SpecsimError("max_hysteresis must be >= 0")
+        if self.family not in FAMILIES:
+            raise SpecsimError(f"unknown family {self.family!r} (choose from {', '.join(FAMILIES)})")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (stored with the study so extra workers rebuild the same space)."""
@@ -130,7 +156,8 @@ class SearchSpace:
     def size_hint(self) -> str:
         """Rough description for the console."""
         return (
-            f"drafters {self.drafters}{' or off' if self.include_off else ''}, K {self.k_min}..{self.k_max}, "
+            f"family {self.family}: drafters {self.drafters}{' or off' if self.include_off else ''}, "
+            f"K {self.k_min}..{self.k_max}, "
             f"<= {self.max_segments} segment(s), breakpoints {self.grid[0]}..{self.grid[-1]} "
             f"({len(self.grid)} points){', off-threshold' if self.threshold else ''}"
             f"{', monotone' if self.monotone else ''}"
@@ -139,6 +166,10 @@ class SearchSpace:
     # ---- sampling ------------------------------------------------------------------------------
     def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
         """Sample one point (define-by-run); returns the trial's params."""
+        if self.family == "sglang":
+            return self._suggest_sglang(trial)
+        if self.family == "trtllm":
+            return self._suggest_trtllm(trial)
         if len(self.drafters) > 1:
             trial.suggest_categorical("drafter", self.drafters)
         # speculation off is K = 0 in the first range (then every range is 0 when monotone)
@@ -151,15 +182,96 @@ class SearchSpace:
                 trial.suggest_int(f"b{i}_idx", 0, len(self.grid) - 1)
             if self.threshold:
                 trial.suggest_int("off_above_idx", 0, len(self.grid))  # len(grid) = never
-            if self.max_hysteresis > 0:
-                trial.suggest_int("hysteresis", 0, self.max_hysteresis)
-            if self.floor and trial.suggest_categorical("use_floor", [False, True]):
-                trial.suggest_float("floor_rate", 0.05, 0.6)
+            # NOTE: vLLM runs the queue rule in its scheduler and the rest in specsim's proposer, which
+            # cannot be combined (see policies/export.py), so a queue rule excludes the others
+            queue = self.family == "specsim" and trial.suggest_categorical("use_queue", [False, True])
+            if queue:
+                trial.suggest_int("queue_waiting_idx", 0, len(QUEUE_WAITING) - 1)
+                trial.suggest_int("queue_k", 0, self.k_max)
+            else:
+                if self.family == "specsim" and trial.suggest_categorical("use_context", [False, True]):
+                    trial.suggest_int("context_cut_idx", 0, len(CONTEXT_CUTS) - 1)
+                    trial.suggest_int("context_k", 0, self.k_max)
+                if self.max_hysteresis > 0:
+                    trial.suggest_int("hysteresis", 0, self.max_hysteresis)
+                if self.floor and trial.suggest_categorical("use_floor", [False, True]):
+                    trial.suggest_float("floor_rate", 0.05, 0.6)
+        self._suggest_engine(trial)
+        return dict(trial.params)
+
+    def _suggest_engine(self, trial: optuna.trial.BaseTrial) -> None:
         if self.max_num_seqs:
             trial.suggest_categorical("max_num_seqs", self.max_num_seqs)
         if self.max_num_batched_tokens:
             trial.suggest_categorical("max_num_batched_tokens", self.max_num_batched_tokens)
+
+    def _drafter_choice(self, trial: optuna.trial.BaseTrial) -> str:
+        """The drafter, or OFF, for the engine families (their rules have no K = 0 first range)."""
+        choices = [*self.drafters, OFF] if self.include_off else list(self.drafters)
+        if len(choices) == 1:
+            return choices[0]
+        return str(trial.suggest_categorical("drafter", choices))
+
+    def _suggest_sglang(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """SGLang's adaptive speculation: up to `sglang_max_slots` batch-size slots (the first from 1), each
+        with its candidate steps (up to 3 evenly spread in 1..top, optionally 0 = off) and hysteresis,
+        and the EMA's alpha, update interval and warm-up."""
+        if self._drafter_choice(trial) != OFF:
+            slots = trial.suggest_int("sg_slots", 1, self.sglang_max_slots)
+            for i in range(slots):
+                if i > 0:
+                    trial.suggest_int(f"sg_lo{i}_idx", 1, len(self.grid) - 1)
+                trial.suggest_int(f"sg_top{i}", 0, self.k_max)
+                trial.suggest_int(f"sg_n{i}", 1, 3)
+                trial.suggest_categorical(f"sg_zero{i}", [False, True])
+                trial.suggest_float(f"sg_up{i}", -0.5, 0.5)
+                trial.suggest_float(f"sg_down{i}", -0.5, 0.5)
+            trial.suggest_float("sg_alpha", 0.05, 0.6)
+            trial.suggest_int("sg_interval", 1, 10)
+            trial.suggest_int("sg_warmup", 0, 20)
+        self._suggest_engine(trial)
         return dict(trial.params)
+
+    def _suggest_trtllm(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """TensorRT-LLM: max_draft_len, a non-increasing draft_len_schedule whose last key is the last
+        batch size that drafts (or none: max_draft_len everywhere), and the acceptance gate."""
+        if self._drafter_choice(trial) != OFF:
+            trial.suggest_int("tr_k0", 1, self.k_max)
+            segs = trial.suggest_int("tr_segments", 1, self.max_segments) if self.max_segments > 1 else 1
+            for i in range(1, segs):
+                trial.suggest_int(f"tr_k{i}", 0, self.k_max)
+                trial.suggest_int(f"tr_b{i}_idx", 0, len(self.grid) - 1)
+            trial.suggest_int("tr_last_idx", 0, len(self.grid))  # len(grid) = no last key
+            if trial.suggest_categorical("tr_gate", [False, True]):
+                trial.suggest_int("tr_window_idx", 0, len(TRTLLM_WINDOWS) - 1)
+                trial.suggest_float("tr_threshold", 0.05, 0.7)
+        self._suggest_engine(trial)
+        return dict(trial.params)
+
+    @property
+    def sglang_max_slots(self) -> int:
+        """Most SGLang batch-size slots searched: --segments, but at least SGLang's own three."""
+        return min(6, max(3, self.max_segments))
+
+    def starting_points(self) -> list[dict[str, Any]]:
+        """Trials queued before the sampler's own: the family's engine defaults (SGLang's PR 24055 slots,
+        steps capped at k_max), so a search starts from what the engine ships with."""
+        if self.family != "sglang":
+            return []
+        grid = self.grid
+        out = []
+        for drafter in self.drafters:
+            params: dict[str, Any] = {"sg_slots": 3}
+            if len(self.drafters) > 1 or self.include_off:
+                params["drafter"] = drafter
+            for i, slot in enumerate(sglang_default_slots()):
+                if i > 0:
+                    params[f"sg_lo{i}_idx"] = max(1, min(range(len(grid)), key=lambda j: abs(grid[j] - slot.lo)))
+                params.update({f"sg_top{i}": min(max(slot.steps), self.k_max), f"sg_n{i}": 3, f"sg_zero{i}": False,
+                               f"sg_up{i}": slot.up_hysteresis, f"sg_down{i}": slot.down_hysteresis})
+            params.update(sg_alpha=0.2, sg_interval=5, sg_warmup=10)
+            out.append(params)
+        return out
 
     # ---- params -> policy ----------------------------------------------------------------------
     def schedule(self, params: dict[str, Any]) -> list[tuple[int, int, int]]:
@@ -192,7 +304,23 @@ class SearchSpace:
         )
         if drafter == OFF:
             return Policy(engine=knobs)
+        if self.family == "sglang":
+            return self._sglang_policy(params, drafter_ref(profile, drafter), knobs)
+        if self.family == "trtllm":
+            return self._trtllm_policy(params, drafter_ref(profile, drafter), knobs)
         sched = self.schedule(params)
+        if self.family == "specsim" and sched:
+            queue = None
+            if params.get("use_queue"):
+                queue = QueueRule(max_waiting=QUEUE_WAITING[int(params["queue_waiting_idx"])],
+                                  k=int(params["queue_k"]))
+            ctx: list[tuple[int, int, int]] = []
+            if params.get("use_context"):
+                ctx = [(CONTEXT_CUTS[int(params["context_cut_idx"])] + 1, CONTEXT_TOP, int(params["context_k"]))]
+            floor = AcceptanceFloor(min_rate=float(params["floor_rate"])) if params.get("use_floor") else None
+            return Policy(drafter=drafter_ref(profile, drafter), family="specsim", k_schedule=sched,
+                          hysteresis=int(params.get("hysteresis", 0)), acceptance_floor=floor, queue=queue,
+                          context_schedule=ctx, engine=knobs)
         floor = None
         if params.get("use_floor"):
             floor = AcceptanceFloor(min_rate=float(params["floor_rate"]))
@@ -203,6 +331,52 @@ class SearchSpace:
             acceptance_floor=floor if sched else None,
             engine=knobs,
         )
+
+
+    def _sglang_policy(self, params: dict[str, Any], drafter: DrafterRef, knobs: EngineKnobs) -> Policy:
+        n = int(params.get("sg_slots", 1))
+        slots: dict[int, SGLangSlot] = {}
+        for i in range(n):
+            lo = 1 if i == 0 else self.grid[int(params[f"sg_lo{i}_idx"])]
+            top, count = int(params[f"sg_top{i}"]), int(params[f"sg_n{i}"])
+            steps = sorted({round(1 + (top - 1) * j / max(1, count - 1)) for j in range(count)} if top > 0 else set())
+            if params.get(f"sg_zero{i}") or not steps:
+                steps = [0, *steps]
+            slots.setdefault(lo, SGLangSlot(lo=lo, steps=steps, up_hysteresis=float(params[f"sg_up{i}"]),
+                                            down_hysteresis=float(params[f"sg_down{i}"])))
+        sg = SGLangAdaptive(slots=[slots[k] for k in sorted(slots)], ema_alpha=float(params["sg_alpha"]),
+                            update_interval=int(params["sg_interval"]), warmup_batches=int(params["sg_warmup"]))
+        if sg.max_steps == 0:
+            return Policy(engine=knobs)
+        return Policy(drafter=drafter, family="sglang", sglang=sg, engine=knobs)
+
+    def _trtllm_policy(self, params: dict[str, Any], drafter: DrafterRef, knobs: EngineKnobs) -> Policy:
+        k0 = int(params["tr_k0"])
+        floor = trtllm_min_draft_len(drafter.method)
+        segs = int(params.get("tr_segments", 1))
+        cuts = sorted((self.grid[int(params[f"tr_b{i}_idx"])], int(params[f"tr_k{i}"])) for i in range(1, segs))
+        last = int(params["tr_last_idx"])
+        last_key = self.grid[last] if last < len(self.grid) else None
+        # ranges: K0 up to the first cut, then each cut's K (non-increasing, at least the engine's floor)
+        keys: dict[int, int] = {}
+        k_prev, bounds = k0, [b for b, _ in cuts] + [last_key if last_key is not None else TOP]
+        ks = [k0] + [k for _, k in cuts]
+        for b, k in zip(bounds, ks, strict=True):
+            k = max(floor, min(k, k_prev))
+            if last_key is not None and b > last_key:
+                b = last_key
+            if keys and b <= max(keys):
+                continue
+            keys[b] = k
+            k_prev = k
+            if last_key is not None and b >= last_key:
+                break
+        sched: dict[int, int] | None = keys if (len(keys) > 1 or max(keys) < TOP) else None
+        gate = params.get("tr_gate")
+        t = TrtllmSchedule(max_draft_len=k0, draft_len_schedule=sched, min_draft_len=floor,
+                           acceptance_rate_window_size=TRTLLM_WINDOWS[int(params["tr_window_idx"])] if gate else None,
+                           acceptance_rate_threshold=float(params["tr_threshold"]) if gate else None)
+        return Policy(drafter=drafter, family="trtllm", trtllm=t, engine=knobs)
 
 
 def normalise_schedule(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
@@ -226,6 +400,16 @@ def drafter_ref(profile: Profile, name: str) -> DrafterRef:
 
 def describe(policy: Policy) -> str:
     """Short human description of a policy's schedule, e.g. 'draft_model K=4 for B<=32, off above'."""
+    if policy.drafter is not None and policy.family == "sglang" and policy.sglang is not None:
+        sg = policy.sglang
+        slots = "; ".join(f"B>={s.lo}: {s.steps}" for s in sg.slots)
+        return f"{policy.drafter.name} (SGLang adaptive): {slots}, EMA alpha {sg.ema_alpha:.2f}"
+    if policy.drafter is not None and policy.family == "trtllm" and policy.trtllm is not None:
+        t = policy.trtllm
+        sched = ", ".join(f"B<={b}: {k}" for b, k in t.schedule().items() if b < TOP) or f"{t.max_draft_len} always"
+        gate = (f", gate {t.acceptance_rate_threshold:.2f} over {t.acceptance_rate_window_size}"
+                if t.acceptance_rate_window_size and t.acceptance_rate_threshold is not None else "")
+        return f"{policy.drafter.name} (TensorRT-LLM): {sched}, then {t.min_draft_len}{gate}"
     if policy.drafter is None or not policy.k_schedule:
         return "no speculation"
     parts = []
@@ -239,6 +423,10 @@ def describe(policy: Policy) -> str:
         extra += f", hysteresis {policy.hysteresis}"
     if policy.acceptance_floor is not None:
         extra += f", floor {policy.acceptance_floor.min_rate:.2f}"
+    if policy.queue is not None:
+        extra += f", K<={policy.queue.k} while >{policy.queue.max_waiting} wait"
+    for lo, _hi, k in policy.context_schedule:
+        extra += f", K<={k} past {lo - 1} tokens of context"
     return f"{policy.drafter.name}: {'; '.join(parts)}{tail}{extra}"
 
 

@@ -340,6 +340,9 @@ def run_study(ev: Evaluator, space: SearchSpace, task: TaskSpec, settings: Study
         sampler = make_sampler(ev.objective, settings.seed, task.n_trials, settings.startup_trials)
         pruner = make_pruner(ev.objective, ev.prefix is not None, settings.prune_percentile)
         study = open_study(url, settings.study_name, task, ev.objective, sampler, pruner, settings.resume)
+        if not study.get_trials(deepcopy=False):
+            for params in space.starting_points():  # the engine family's own defaults go first
+                study.enqueue_trial(params, skip_if_exists=True)
         recover_orphans(study)
         with Progress(study, ev.objective, task.n_trials, settings.progress) as bar:
             if jobs == 1:
