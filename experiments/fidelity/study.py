@@ -244,10 +244,59 @@ def _stats(values: list[float]) -> tuple[float, float, float]:
     return float(a.mean()), float(a.min()), float(a.max())
 
 
-def ranking(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+REQUEST_COLUMN = {"tpot_mean": "tpot", "ttft_mean": "ttft", "e2e_mean": "e2e"}
+BOOTSTRAP = 400
+
+
+def request_interval(out: Path | None, rs: list[dict[str, Any]], metric: str, level: float = 0.90,
+                     seed: int = 0) -> tuple[float, float] | None:
+    """A bootstrap interval of a cell's metric over its requests (each run resampled on its own, runs
+    averaged), from the runs' requests.csv; None where the files or the metric's column are absent.
+    Output tokens/s resamples requests too: their output tokens over the span they were served in."""
+    if out is None:
+        return None
+    import csv
+
+    runs = []
+    for r in rs:
+        path = out / "runs" / f"{r['policy']}-{r['cell']}-r{r['round']}" / "requests.csv"
+        if not path.exists():
+            return None
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = [x for x in csv.DictReader(f) if x.get("e2e") not in (None, "", "nan")]
+        if not rows:
+            return None
+        runs.append(rows)
+    rng = np.random.default_rng(seed)
+    stats = np.zeros((BOOTSTRAP, len(runs)))
+    for j, rows in enumerate(runs):
+        if metric in REQUEST_COLUMN:
+            col = np.array([float(x[REQUEST_COLUMN[metric]]) for x in rows])
+            ok = np.isfinite(col)
+            col = col[ok]
+            if not len(col):
+                return None
+            idx = rng.integers(0, len(col), (BOOTSTRAP, len(col)))
+            stats[:, j] = col[idx].mean(axis=1)
+        elif metric == "output_tokens_per_s":
+            arr = np.array([float(x["arrival"]) for x in rows])
+            end = arr + np.array([float(x["e2e"]) for x in rows])
+            tok = np.array([float(x["output_length"]) for x in rows])
+            idx = rng.integers(0, len(rows), (BOOTSTRAP, len(rows)))
+            span = end[idx].max(axis=1) - arr[idx].min(axis=1)
+            stats[:, j] = tok[idx].sum(axis=1) / np.maximum(span, 1e-9)
+        else:
+            return None
+    mean = stats.mean(axis=1)
+    a = (1 - level) / 2
+    return float(np.quantile(mean, a)), float(np.quantile(mean, 1 - a))
+
+
+def ranking(results: list[dict[str, Any]], metric: str, out: Path | None = None) -> list[dict[str, Any]]:
     """Per cell: the measured and simulated order of the policies on one metric, and whether they
-    agree on every pair whose measured gap exceeds the measured spread (the runs' ranges overlap
-    not at all)."""
+    agree on every pair whose measured gap exceeds the measured spread: the pair's ranges overlap
+    not at all, each range spanning its runs (min to max over rounds) and, where the runs' requests
+    are on disk, the 90% bootstrap interval over requests (so one round still has a spread)."""
     rows = []
     for cell in sorted({r["cell"] for r in results}, key=lambda c: [x.name for x in CELLS + QUICK].index(c)
                        if c in [x.name for x in CELLS + QUICK] else 99):
@@ -256,6 +305,10 @@ def ranking(results: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
             if r["cell"] == cell:
                 by_pol.setdefault(r["policy"], []).append(r)
         meas = {p: _stats([r["measured"][metric] for r in rs]) for p, rs in by_pol.items()}
+        for p, rs in by_pol.items():
+            ci = request_interval(out, rs, metric)
+            if ci is not None:
+                meas[p] = (meas[p][0], min(meas[p][1], ci[0]), max(meas[p][2], ci[1]))
         sim = {p: float(np.mean([r["simulated"][metric] for r in rs])) for p, rs in by_pol.items()}
         sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0
         pols = list(by_pol)
@@ -282,13 +335,14 @@ def report(out: Path, profile: Profile) -> int:
         return 0
     lines = ["# Fidelity study: measured against simulated", ""]
     lines += ["## Headline: does the simulator order the policies as they measured?", "",
-              "A pair of policies counts where its measured runs do not overlap (the gap exceeds the spread); "
+              "A pair of policies counts where its measured ranges do not overlap (the gap exceeds the spread: each "
+              "range spans the rounds' runs and the 90% bootstrap interval over their requests); "
               "the order is right when the simulator puts the pair the same way round.", "",
               "| cell | metric | measured order (best first) | simulated order | separated pairs | right |",
               "|---|---|---|---|---|---|"]
     total = {"pairs": 0, "right": 0}
     for metric in ("tpot_mean", "ttft_mean", "output_tokens_per_s", "e2e_mean"):
-        for row in ranking(results, metric):
+        for row in ranking(results, metric, out):
             total["pairs"] += row["separated_pairs"]
             total["right"] += row["right"]
             lines.append(f"| {row['cell']} | {metric} | {' < '.join(row['measured_order'])} | "
