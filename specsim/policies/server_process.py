@@ -40,8 +40,8 @@ class ServerProcess:
             cmd += ["--profile", str(profile_path)]
         if model:
             cmd += ["--model", model]
-        if eager:
-            cmd += ["--eager"]
+        if eager:  # an explicit choice: serve eagerly even where the profile was measured compiled
+            cmd += ["--eager"] + (["--allow-mode-mismatch"] if profile_path is not None else [])
         if record_steps is not None:
             cmd += ["--record-steps", str(record_steps)]
         if extra:

@@ -98,7 +98,7 @@ def candidates(policy: Policy, profile: Profile, traffic: Traffic, cfg: SimConfi
     if policy.drafter is not None:
         static = best_static(profile, traffic, policy.drafter, cfg, m, slo, offered)
         add(f"static-k{static.max_k}", static, "baseline")
-    for j, doc in enumerate(policy.provenance.predicted.get("runners_up", [])[:runners_up]):
+    for j, doc in enumerate(policy.provenance.runners_up[:runners_up]):
         add(f"runner-up-{j + 1}", Policy.model_validate(doc), "runner-up")
     return out
 
