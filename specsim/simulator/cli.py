@@ -43,7 +43,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     profile = load_profile(args.profile)
-    traffic = load_traffic(args.traffic)
+    traffic = load_traffic(args.traffic, args.time_unit)
     policy = load_policy(args.policy) if args.policy else Policy()
     check_drafter_matches(policy, profile)
     with output_set(args.out, SIM_FILES) as out:

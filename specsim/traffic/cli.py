@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from specsim.formats.traffic import add_time_unit_arg
+
 _SLOW_BYTES = 32 << 20  # files above this size get a progress note on stderr
 
 
@@ -49,11 +51,13 @@ def register(subparsers: Any) -> None:
     syn.add_argument("--output-max", type=int, help="clip output lengths at this value")
     syn.add_argument("--category", default=None, help="category for every request")
     syn.add_argument("--seed", type=int, default=0, help="random seed (same seed, same trace)")
+    add_time_unit_arg(syn)
     syn.set_defaults(func=_cmd_synth)
 
     st = sub.add_parser("stats", help="print count, rate, burstiness and length percentiles of a trace")
     st.add_argument("trace", metavar="T.jsonl", help="traffic JSONL")
     st.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    add_time_unit_arg(st)
     st.set_defaults(func=_cmd_stats)
 
 
@@ -110,7 +114,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
     from specsim.traffic.synth import synthesize
 
     check_output_file(args.out)
-    source = load_traffic(args.lengths_from) if args.lengths_from else None
+    source = load_traffic(args.lengths_from, args.time_unit) if args.lengths_from else None
     inp = _dist(args.input_mean, args.input_median, args.input_max, "input")
     out = _dist(args.output_mean, args.output_median, args.output_max, "output")
     if source is not None and inp is not None:
@@ -141,7 +145,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     from specsim.formats.traffic import load_traffic
     from specsim.traffic.stats import stats_table, traffic_stats
 
-    tr = load_traffic(args.trace)
+    tr = load_traffic(args.trace, args.time_unit)
     stats = traffic_stats(tr)
     if args.json:
         print(json.dumps(stats, indent=2))
