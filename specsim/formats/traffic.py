@@ -44,15 +44,40 @@ def looks_like_ms(timestamps: np.ndarray) -> bool:
     return span >= MS_SUSPECT_SPAN_S and (len(ts) - 1) / span < MS_SUSPECT_RATE
 
 
-def to_seconds(timestamps: Any, time_unit: str | None, where: str) -> np.ndarray:
+S_SUSPECT_RATE = 1000.0
+"""Timestamps read as milliseconds (a format whose unit is ms, such as Mooncake's) with fractional
+values and a mean rate above this many req/s look like seconds: a seconds trace at 1 to 10 req/s
+read as milliseconds runs at 1,000 to 10,000 req/s."""
+
+
+def looks_like_s(timestamps_ms: np.ndarray) -> bool:
+    """True when timestamps read as milliseconds have fractions and run above 1000 req/s (S_SUSPECT_RATE)."""
+    ts = np.asarray(timestamps_ms, dtype=np.float64)
+    if len(ts) < 3:
+        return False
+    span = float(ts.max() - ts.min()) / 1e3
+    fractional = bool(np.any(ts != np.floor(ts)))
+    return fractional and (span == 0 or (len(ts) - 1) / span > S_SUSPECT_RATE)
+
+
+def to_seconds(timestamps: Any, time_unit: str | None, where: str, default: str = "s") -> np.ndarray:
     """Numeric timestamps in seconds: the one place every trace loader and importer converts units.
 
-    `time_unit` "s" or "ms" is what the user said; None means seconds, checked: a trace that looks
-    like milliseconds read as seconds (`looks_like_ms`) is refused with a one-line error naming the
-    fix, never rescaled silently. `where` names the trace in that error."""
+    `time_unit` "s" or "ms" is what the user said and is trusted. None means the format's `default`
+    unit, checked: seconds that look like milliseconds (`looks_like_ms`), or milliseconds that look
+    like seconds (`looks_like_s`), are refused with a one-line error naming the fix, never rescaled
+    silently. `where` names the trace in that error."""
     ts = np.asarray(timestamps, dtype=np.float64)
     if time_unit is not None and time_unit not in TIME_UNITS:
         raise SpecsimError(f"unknown time unit {time_unit!r} (use s or ms)")
+    if time_unit is None and default == "ms":
+        if looks_like_s(ts):
+            span = float(ts.max() - ts.min()) / 1e3
+            raise SpecsimError(
+                f"{where}: timestamps look like seconds read as milliseconds ({len(ts):,} requests in "
+                f"{span:,.3f} s, fractional values); pass --time-unit s (or --time-unit ms if they really are ms)"
+            )
+        return ts / 1000.0  # division: 2518 ms is exactly float("2.518")
     if time_unit is None and looks_like_ms(ts):
         span = float(ts.max() - ts.min())
         rate = (len(ts) - 1) / span
@@ -61,7 +86,7 @@ def to_seconds(timestamps: Any, time_unit: str | None, where: str) -> np.ndarray
             f"{where}: timestamps look like milliseconds read as seconds ({len(ts):,} requests over {span:,.0f} s "
             f"= {long}, {rate:.4f} req/s); pass --time-unit ms (or --time-unit s if they really are seconds)"
         )
-    return ts * TIME_UNITS[time_unit] if time_unit == "ms" else ts
+    return ts / 1000.0 if time_unit == "ms" else ts
 
 
 def add_time_unit_arg(parser: Any, flag: str = "--time-unit") -> None:
