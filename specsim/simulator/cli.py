@@ -76,5 +76,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
     if notice := estimated_costs_notice(profile):
         print(notice)
+    if traffic.metadata.get("lengths_estimated"):
+        print(f"note: the trace's token lengths are estimates ({traffic.metadata.get('token_counts', 'estimated')}); "
+              "import it with --tokenizer for exact counts")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
