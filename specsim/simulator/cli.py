@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "step's batch, every preemption and every finish time agree (exit 1 if not)")
     add_engine_args(p)
     p.set_defaults(func=_cmd_simulate)
+    from specsim.simulator.compare import register as register_compare
+
+    register_compare(sub)
 
 
 SIM_FILES = ("summary.json", "requests.csv", "run.png")

@@ -12,7 +12,7 @@ from typing import Any
 from specsim.formats.traffic import add_time_unit_arg
 
 _SLOW_BYTES = 32 << 20  # files above this size get a progress note on stderr
-FORMATS = ("azure", "burstgpt", "mooncake", "sharegpt")
+FORMATS = ("azure", "burstgpt", "mooncake", "sharegpt", "vllm-bench")
 """`traffic import --format` choices: one module each under specsim/traffic/."""
 _ONLY = {
     "time_unit": ("--time-unit", ("burstgpt", "mooncake")),
@@ -23,6 +23,8 @@ _ONLY = {
     "think_time": ("--think-time", ("sharegpt",)),
     "answer_rate": ("--answer-rate", ("sharegpt",)),
     "seed": ("--seed", ("sharegpt",)),
+    "run_out": ("--run-out", ("vllm-bench",)),
+    "slo": ("--slo", ("vllm-bench",)),
 }
 """Format-specific import options and the formats they apply to."""
 
@@ -35,19 +37,20 @@ def register(subparsers: Any) -> None:
 
     imp = sub.add_parser(
         "import",
-        help="convert an external trace (Azure, BurstGPT, Mooncake, ShareGPT) to the traffic JSONL",
+        help="convert an external trace (Azure, BurstGPT, Mooncake, ShareGPT, vllm bench) to the traffic JSONL",
         description="Convert an external trace to the traffic JSONL contract (docs/formats.md lists what each format "
                     "reads, its units and what it drops).")
     imp.add_argument("source", metavar="FILE", help="input trace file")
     imp.add_argument("--format", choices=FORMATS, default="azure",
                      help="azure: Azure LLM inference CSV, 2023 or 2024 (default); burstgpt: BurstGPT CSV; "
-                          "mooncake: Mooncake/Bailian JSONL with hash_ids; sharegpt: ShareGPT conversations JSON")
+                          "mooncake: Mooncake/Bailian JSONL with hash_ids; sharegpt: ShareGPT conversations JSON; "
+                          "vllm-bench: `vllm bench serve --save-result --save-detailed` JSON")
     imp.add_argument("--out", required=True, help="output traffic JSONL")
     imp.add_argument(
         "--category",
         default="",
         help="category for every request (default: the format's: the file name for azure, Log Type for burstgpt, "
-             "the lines' type for mooncake, conv for sharegpt; 'none' for unset)",
+             "the lines' type for mooncake, conv for sharegpt, none for vllm-bench; 'none' for unset)",
     )
     imp.add_argument("--limit", type=int, default=None,
                      help="keep only the first N requests (sharegpt: conversations), reading no further")
@@ -66,6 +69,10 @@ def register(subparsers: Any) -> None:
     g.add_argument("--answer-rate", type=float, default=None,
                    help="output tokens per second assumed for an answer's duration (default 50)")
     g.add_argument("--seed", type=int, default=None, help="random seed of the arrival times (default 0)")
+    g = imp.add_argument_group("vllm-bench")
+    g.add_argument("--run-out", default=None, metavar="DIR",
+                   help="also write the benchmark as a measured run (requests.csv, summary.json) for `specsim compare`")
+    g.add_argument("--slo", default=None, help="SLO for the measured run's goodput, e.g. ttft=2s,tpot=50ms")
     imp.set_defaults(func=_cmd_import)
 
     syn = sub.add_parser("synth", help="generate a synthetic trace (Poisson or bursty Gamma arrivals)")
@@ -114,19 +121,22 @@ def _unknown_roles(m: dict[str, Any]) -> str:
 def _cmd_import(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.traffic import save_traffic
-    from specsim.io import check_output_file
+    from specsim.io import check_output_dir, check_output_file
 
     for key, (flag, formats) in _ONLY.items():
         if getattr(args, key) is not None and args.format not in formats:
             why = " (its timestamps are wall-clock times)" if key == "time_unit" and args.format == "azure" else ""
             raise SpecsimError(f"{flag} applies to --format {' or '.join(formats)}, not {args.format}{why}")
     check_output_file(args.out)
+    if args.run_out is not None:
+        check_output_dir(args.run_out)
     path = Path(args.source)
     if path.is_file() and path.stat().st_size > _SLOW_BYTES:
         _note(f"reading {path} ({path.stat().st_size / 2**20:.0f} MiB) ...")
     t0 = time.perf_counter()
     category = None if args.category.lower() == "none" else args.category
     notes: list[str] = []
+    run = None
     if args.format == "azure":
         from specsim.traffic.azure import import_azure
 
@@ -140,7 +150,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
         tr = import_mooncake(path, category=category, limit=args.limit, time_unit=args.time_unit,
                              hash_block_size=args.hash_block_size)
-    else:
+    elif args.format == "sharegpt":
         from specsim.traffic.sharegpt import import_sharegpt
 
         tr = import_sharegpt(path, rate=1.0 if args.rate is None else args.rate,
@@ -148,7 +158,18 @@ def _cmd_import(args: argparse.Namespace) -> int:
                              answer_rate=50.0 if args.answer_rate is None else args.answer_rate,
                              tokenizer=args.tokenizer, seed=args.seed or 0,
                              category="conv" if category == "" else category, limit=args.limit)
+    else:
+        from specsim.simulator.options import parse_slo
+        from specsim.traffic.vllm_bench import import_vllm_bench, measured_run, read_bench
+
+        slo = parse_slo(args.slo)
+        bench = read_bench(path)
+        tr = import_vllm_bench(path, category=category or None, limit=args.limit, run=bench)
+        if args.run_out is not None:
+            run = measured_run(path, slo.get("ttft"), slo.get("tpot"), run=bench)
     save_traffic(tr, args.out)
+    if run is not None:
+        run.write(args.run_out)
     dt = time.perf_counter() - t0
     m = tr.metadata
     cats = sorted({c for c in tr.categories if c is not None})
@@ -159,8 +180,8 @@ def _cmd_import(args: argparse.Namespace) -> int:
         notes.append(f"clamped zero lengths to 1: {m.get('clamped_input', 0)} {names[0]}, "
                      f"{m.get('clamped_output', 0)} {names[1]}")
     if m.get("dropped_failed"):
-        what = "with Response tokens 0" if args.format == "burstgpt" else "that failed"
-        notes.append(f"dropped {m['dropped_failed']:,} failed requests ({what})")
+        what = "with Response tokens 0" if args.format == "burstgpt" else "an error or no output"
+        notes.append(f"dropped {m['dropped_failed']:,} failed requests ({what}) from the trace")
     if m.get("other_model_rows"):
         notes.append(f"skipped {m['other_model_rows']:,} rows of other models than {m['model']}")
     if m.get("reordered"):
@@ -175,6 +196,13 @@ def _cmd_import(args: argparse.Namespace) -> int:
                      f"{m['generator']['think_time']:g} s, answers at {m['generator']['answer_rate']:g} tokens/s")
         if m["lengths_estimated"]:
             notes.append("token lengths are estimates (characters / 4); give --tokenizer DIR for exact counts")
+    if run is not None:
+        s = run.summary
+        notes.append(f"wrote the measured run to {args.run_out}: {s['completed']}/{s['requests']} requests, "
+                     f"TTFT mean {s['ttft_mean']:.3f} s, TPOT mean {s['tpot_mean'] * 1e3:.1f} ms")
+    if args.format == "vllm-bench" and m.get("max_concurrency"):
+        notes.append(f"the benchmark ran with --max-concurrency {m['max_concurrency']}: simulate it closed loop "
+                     f"(--concurrency {m['max_concurrency']})")
     for line in notes:
         print(line)
     return 0

@@ -95,7 +95,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "t.jsonl"
     assert main(["traffic", "import", "--format", "burstgpt", str(_csv(tmp_path)), "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "4 requests" in text and "dropped 2 failed requests (with Response tokens 0)" in text
+    assert "4 requests" in text and "dropped 2 failed requests (with Response tokens 0) from the trace" in text
     back = load_traffic(out)
     assert np.allclose(back.timestamps, [0, 113, 122, 125]) and back.metadata["dropped_failed"] == 2
     assert main(["traffic", "import", "--format", "burstgpt", str(_csv(tmp_path)), "--out", str(out),
