@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from specsim.formats.traffic import add_time_unit_arg
+from specsim.formats.traffic import TIME_UNITS, add_time_unit_arg
 
 _SLOW_BYTES = 32 << 20  # files above this size get a progress note on stderr
 FORMATS = ("azure", "burstgpt", "mooncake", "sharegpt", "vllm-bench")
@@ -54,7 +54,10 @@ def register(subparsers: Any) -> None:
     )
     imp.add_argument("--limit", type=int, default=None,
                      help="keep only the first N requests (sharegpt: conversations), reading no further")
-    add_time_unit_arg(imp)
+    imp.add_argument(
+        "--time-unit", choices=tuple(TIME_UNITS), default=None, dest="time_unit",
+        help="burstgpt, mooncake: unit of the numeric timestamps (default: the format's, seconds for burstgpt and "
+             "milliseconds for mooncake, refusing a trace that looks like the other unit)")
     g = imp.add_argument_group("mooncake")
     g.add_argument("--hash-block-size", type=int, default=None,
                    help="tokens per hash_ids block (default 512, Mooncake's)")
