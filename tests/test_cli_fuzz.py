@@ -111,7 +111,11 @@ def commands(e: dict[str, str]) -> dict[str, tuple[list[str], dict[str, list[str
             "--seed": INTS, "--out": outs, "--lengths-from": ins, "--rate-scale": FLOATS,
             "--category": TEXT}),
         "traffic import": (["traffic", "import", f"{d}/trace_conv.csv", "--out", f"{d}/i.jsonl"],
-                           {"CSV": ins, "--out": outs, "--limit": INTS, "--category": TEXT}),
+                           {"CSV": ins, "--out": outs, "--limit": INTS, "--category": TEXT,
+                            "--format": ["azure", "burstgpt", "mooncake", "sharegpt", "vllm-bench", "x"],
+                            "--time-unit": ["s", "ms", "x", ""], "--hash-block-size": INTS, "--model": TEXT,
+                            "--tokenizer": ins, "--rate": FLOATS, "--think-time": FLOATS, "--answer-rate": FLOATS,
+                            "--seed": INTS, "--run-out": outs, "--slo": TEXT}),
         "traffic stats": (["traffic", "stats", f"{d}/t.jsonl"], {"T.jsonl": ins, "--json": []}),
         "tune": (["tune", "--profile", f"{d}/p.json", "--traffic", f"{d}/t.jsonl", "--trials", "2",
                   "--no-progress", "--no-baselines", "--out", f"{d}/tuned2.json"],
@@ -203,7 +207,7 @@ def check(argv: list[str]) -> int:
 # SPECSIM_FUZZ_SCALE=10 SPECSIM_FUZZ_SEED=N explores further (random, not derandomised)
 SCALE = float(os.environ.get("SPECSIM_FUZZ_SCALE", "1"))
 SEED = int(os.environ["SPECSIM_FUZZ_SEED"]) if os.environ.get("SPECSIM_FUZZ_SEED") else None
-BUDGET = {"simulate": 1000, "traffic synth": 500, "traffic import": 150, "traffic stats": 100, "tune": 250,
+BUDGET = {"simulate": 1000, "traffic synth": 500, "traffic import": 300, "traffic stats": 100, "tune": 250,
           "sweep": 45, "export": 200, "report": 60, "profile-analytic": 80, "demo": 15, "loadgen": 200}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -95,3 +96,23 @@ def load_document(path: str | Path, model: type[M], what: str, schema: str, vers
         return model.model_validate(data)
     except ValidationError as exc:
         raise SpecsimError(validation_message(exc, what, str(path))) from None
+
+
+def iter_text_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) of a UTF-8 text file read as a stream (a leading
+    byte-order mark is dropped), for files too large to hold as one string; a missing file, a folder,
+    unreadable bytes or a refused read become a one-line SpecsimError."""
+    p = Path(path)
+    if p.is_dir():
+        raise SpecsimError(f"{what} {p} is a directory, not a file")
+    if not p.exists():
+        raise SpecsimError(f"{what} file not found: {p}")
+    lineno = 0
+    try:
+        with open(p, encoding="utf-8-sig", newline=None) as f:
+            for lineno, line in enumerate(f, start=1):  # noqa: B007 - read after the loop on an error
+                yield lineno, line.rstrip("\n")
+    except UnicodeDecodeError as exc:
+        raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason} near line {lineno + 1}") from None
+    except OSError as exc:
+        raise SpecsimError(f"cannot read {what} {p}: {exc.strerror or exc}") from None

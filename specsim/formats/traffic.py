@@ -23,6 +23,79 @@ SCHEMA = "specsim.traffic"
 VERSIONS = (1,)
 _REQUIRED = ("timestamp", "input_length", "output_length")
 
+TIME_UNITS = {"s": 1.0, "ms": 1e-3}
+"""Units a trace's numeric timestamps may be given in (`--time-unit`), as seconds per unit."""
+MS_SUSPECT_SPAN_S = 3600.0
+MS_SUSPECT_RATE = 0.01
+"""Timestamps read as seconds that span at least an hour (MS_SUSPECT_SPAN_S) at a mean rate below
+one request per 100 s (MS_SUSPECT_RATE req/s) look like milliseconds: read as milliseconds they are
+a trace of 3.6 s or more at under 10 req/s, an ordinary serving trace, while as seconds they would
+be fewer than 36 requests an hour. Such a trace is refused unless its unit is given (`--time-unit`).
+A millisecond trace above 10 req/s reads as seconds at over 0.01 req/s, as real sparse traces do
+(BurstGPT: 0.13 req/s over 121 days), and cannot be told apart: give its unit."""
+
+
+def looks_like_ms(timestamps: np.ndarray) -> bool:
+    """True when timestamps read as seconds span at least an hour at under 0.01 req/s (MS_SUSPECT_*)."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if len(ts) < 2:
+        return False
+    span = float(ts.max() - ts.min())
+    return span >= MS_SUSPECT_SPAN_S and (len(ts) - 1) / span < MS_SUSPECT_RATE
+
+
+S_SUSPECT_RATE = 1000.0
+"""Timestamps read as milliseconds (a format whose unit is ms, such as Mooncake's) with fractional
+values and a mean rate above this many req/s look like seconds: a seconds trace at 1 to 10 req/s
+read as milliseconds runs at 1,000 to 10,000 req/s."""
+
+
+def looks_like_s(timestamps_ms: np.ndarray) -> bool:
+    """True when timestamps read as milliseconds have fractions and run above 1000 req/s (S_SUSPECT_RATE)."""
+    ts = np.asarray(timestamps_ms, dtype=np.float64)
+    if len(ts) < 3:
+        return False
+    span = float(ts.max() - ts.min()) / 1e3
+    fractional = bool(np.any(ts != np.floor(ts)))
+    return fractional and (span == 0 or (len(ts) - 1) / span > S_SUSPECT_RATE)
+
+
+def to_seconds(timestamps: Any, time_unit: str | None, where: str, default: str = "s") -> np.ndarray:
+    """Numeric timestamps in seconds: the one place every trace loader and importer converts units.
+
+    `time_unit` "s" or "ms" is what the user said and is trusted. None means the format's `default`
+    unit, checked: seconds that look like milliseconds (`looks_like_ms`), or milliseconds that look
+    like seconds (`looks_like_s`), are refused with a one-line error naming the fix, never rescaled
+    silently. `where` names the trace in that error."""
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise SpecsimError(f"unknown time unit {time_unit!r} (use s or ms)")
+    if time_unit is None and default == "ms":
+        if looks_like_s(ts):
+            span = float(ts.max() - ts.min()) / 1e3
+            raise SpecsimError(
+                f"{where}: timestamps look like seconds read as milliseconds ({len(ts):,} requests in "
+                f"{span:,.3f} s, fractional values); pass --time-unit s (or --time-unit ms if they really are ms)"
+            )
+        return ts / 1000.0  # division: 2518 ms is exactly float("2.518")
+    if time_unit is None and looks_like_ms(ts):
+        span = float(ts.max() - ts.min())
+        rate = (len(ts) - 1) / span
+        long = f"{span / 86400:,.1f} days" if span >= 2 * 86400 else f"{span / 3600:,.1f} hours"
+        raise SpecsimError(
+            f"{where}: timestamps look like milliseconds read as seconds ({len(ts):,} requests over {span:,.0f} s "
+            f"= {long}, {rate:.4f} req/s); pass --time-unit ms (or --time-unit s if they really are seconds)"
+        )
+    return ts / 1000.0 if time_unit == "ms" else ts
+
+
+def add_time_unit_arg(parser: Any, flag: str = "--time-unit") -> None:
+    """The `--time-unit s|ms` option of every command that reads a trace's numeric timestamps."""
+    parser.add_argument(
+        flag, choices=tuple(TIME_UNITS), default=None, dest="time_unit",
+        help="unit of the trace's timestamps (default: seconds, refusing a trace that looks like "
+             "milliseconds; give s to accept it as seconds)")
+
 
 @dataclass(frozen=True)
 class Traffic:
@@ -178,8 +251,14 @@ class Traffic:
         return h.hexdigest()
 
 
-def load_traffic(path: str | Path) -> Traffic:
-    """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError."""
+def load_traffic(path: str | Path, time_unit: str | None = None) -> Traffic:
+    """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError.
+
+    `time_unit` ("s", "ms" or None) is the unit of a third-party trace's timestamps (`to_seconds`;
+    None: seconds, refused if they look like milliseconds). A trace with a specsim header line was
+    written by specsim in seconds: it is never rescaled or refused, and "ms" is an error."""
+    if time_unit is not None and time_unit not in TIME_UNITS:
+        raise SpecsimError(f"unknown time unit {time_unit!r} (use s or ms)")
     p = Path(path)
     text = read_text(p, "traffic")
     ts: list[float] = []
@@ -193,6 +272,7 @@ def load_traffic(path: str | Path) -> Traffic:
     hashes: list[tuple[int, ...] | None] = []
     meta: dict[str, Any] = {}
     first = True
+    headed = False
     for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
@@ -203,6 +283,7 @@ def load_traffic(path: str | Path) -> Traffic:
             check_version(obj, "traffic", f"{p} line {lineno}", SCHEMA, VERSIONS)
             meta = {k: v for k, v in obj.items() if k not in ("schema", "version")}
             first = False
+            headed = True
             continue
         first = False
         ts.append(_number(obj, "timestamp", p, lineno))
@@ -239,6 +320,14 @@ def load_traffic(path: str | Path) -> Traffic:
             )
     if not ts:
         raise SpecsimError(f"traffic {p} holds no requests")
+    if headed:
+        if time_unit == "ms":
+            raise SpecsimError(f"traffic {p} is a specsim trace, whose timestamps are seconds by contract; "
+                               f"drop --time-unit ms")
+    else:
+        ts = to_seconds(ts, time_unit, f"traffic {p}").tolist()
+        if time_unit == "ms":
+            meta["time_unit"] = "ms"
     meta.setdefault("source", str(p))
     if any(hashes) and not meta.get("hash_block_size"):
         meta["hash_block_size"] = 512  # Mooncake's

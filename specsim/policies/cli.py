@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from specsim.formats.traffic import add_time_unit_arg
+
 
 def register(subparsers: Any) -> None:
     """Add the live-serving subcommands to the CLI."""
@@ -52,6 +54,7 @@ def register(subparsers: Any) -> None:
     lg.add_argument("--chat", action="store_true", help="wrap --prompts in the model's chat template")
     lg.add_argument("--slo-ttft", type=float, default=None, help="TTFT SLO in seconds, for goodput")
     lg.add_argument("--slo-tpot", type=float, default=None, help="TPOT SLO in seconds, for goodput")
+    add_time_unit_arg(lg)
     lg.set_defaults(func=_loadgen)
 
 
@@ -185,12 +188,13 @@ def _loadgen(args: argparse.Namespace) -> int:
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_dir
     from specsim.policies.loadgen import Endpoint, LoadgenConfig, check_config, run_loadgen
+    from specsim.simulator.report import fmt_slo
 
     Endpoint.parse(args.url)
     check_config(LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, slo_ttft=args.slo_ttft,
                                slo_tpot=args.slo_tpot, concurrency=args.concurrency, think_time=args.think_time))
     check_output_dir(args.out)
-    traffic = load_traffic(args.traffic)
+    traffic = load_traffic(args.traffic, args.time_unit)
     if args.rate_scale != 1.0:
         traffic = traffic.rate_scaled(args.rate_scale)
     prompts: list[tuple[str | None, str]] = []
@@ -214,5 +218,7 @@ def _loadgen(args: argparse.Namespace) -> int:
         f"TPOT mean {s['tpot_mean'] * 1e3:.1f} ms p99 {s['tpot_p99'] * 1e3:.1f} ms"
         + (f", drafts {s['spec_drafts']}, accepted {s['accepted_tokens']}/{s['draft_tokens']}"
            if "spec_drafts" in s else "")
+        + f", SLO attainment {fmt_slo(s.get('slo_attainment'), 100, '{:.1f}%')}"
+        + (" (no --slo-ttft/--slo-tpot)" if s.get("slo_attainment") is None else "")
     )
     return 0 if s["failed"] == 0 else 1

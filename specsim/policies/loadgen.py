@@ -25,7 +25,7 @@ import numpy as np
 from specsim.errors import SpecsimError
 from specsim.formats.traffic import Traffic
 from specsim.io import atomic_path, atomic_write_text, output_set
-from specsim.simulator.metrics import meets_slo, percentile_stats
+from specsim.simulator.metrics import meets_slo, percentile_stats, slo_metrics
 
 # Counters read from vLLM's /metrics before and after a run (summed over label sets).
 SPEC_COUNTERS = {
@@ -435,8 +435,7 @@ def summarise(cols: dict[str, np.ndarray], itl: np.ndarray, cfg: LoadgenConfig) 
         "output_tokens": out_tokens,
         "output_tokens_per_s": out_tokens / duration,
         "requests_per_s": n_done / duration,
-        "goodput_rps": float(ok.sum()) / duration,
-        "slo_attainment": float(ok.sum()) / max(len(arrival), 1),
+        **slo_metrics(ok, duration, cfg.slo_ttft, cfg.slo_tpot),
         "slo_ttft_s": cfg.slo_ttft,
         "slo_tpot_s": cfg.slo_tpot,
         **percentile_stats(cols["ttft"], "ttft"),

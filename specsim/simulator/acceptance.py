@@ -17,12 +17,71 @@ from collections import defaultdict
 import numpy as np
 
 from specsim.errors import SpecsimError
-from specsim.formats.profile import AcceptanceTrace
+from specsim.formats.profile import AcceptanceTrace, Profile
 from specsim.simulator import kernel
 
 MODE_GREEDY = 1
 MODE_SAMPLED = 2
 MODE_SAMPLED_LEGACY = 3
+
+
+def check_category_map(profile: Profile, category_map: dict[str, tuple[str, ...]] | None) -> None:
+    """Refuse a category map naming a target category none of the profile's acceptance traces has."""
+    if not category_map:
+        return
+    known = sorted({t.category for t in profile.acceptance if t.category is not None})
+    unknown = sorted({c for targets in category_map.values() for c in targets} - set(known))
+    if unknown:
+        raise SpecsimError(f"--category-map names categories the profile has no acceptance traces for: "
+                           f"{', '.join(unknown)} (the profile's categories: {', '.join(known) or 'none'})")
+
+
+def unmatched_categories(profile: Profile, categories: tuple[str | None, ...],
+                         prompt_ids: tuple[str | None, ...] | None = None,
+                         category_map: dict[str, tuple[str, ...]] | None = None) -> dict[str, int]:
+    """Requests per trace category that would draw their acceptance trace from every category: no prompt
+    id the profile recorded, a category none of its traces has, and no category map entry to one."""
+    known = {t.category for t in profile.acceptance}
+    prompts = {t.prompt_id for t in profile.acceptance}
+    out: dict[str, int] = {}
+    for i, cat in enumerate(categories):
+        if cat is None or cat in known or (prompt_ids is not None and prompt_ids[i] in prompts):
+            continue
+        if category_map and any(c in known for c in category_map.get(cat, ())):
+            continue
+        out[cat] = out.get(cat, 0) + 1
+    return out
+
+
+def matching_warning(drawn: dict[str, int], profile_categories: list[str]) -> str | None:
+    """One line naming the trace categories whose requests drew acceptance traces from every category
+    (they matched none of the profile's), with the fix; None when there are none, or when the profile's
+    traces carry no category (drawing from all of them is then the only choice)."""
+    if not drawn or not profile_categories:
+        return None
+    order = sorted(drawn, key=lambda c: (-drawn[c], c))
+    cats = ", ".join(f"{c} ({drawn[c]:,})" for c in order)
+    known = ", ".join(profile_categories) or "none"
+    return (f"warning: {sum(drawn.values()):,} requests drew acceptance traces from every category because their "
+            f"category matched none of the profile's: {cats}; map them with --category-map {order[0]}=CATEGORY[+...] "
+            f"(profile categories: {known})")
+
+
+def traffic_warning(profile: Profile, traffic: object,
+                    category_map: dict[str, tuple[str, ...]] | None = None) -> str | None:
+    """`matching_warning` for a trace about to be simulated on `profile` (tune, sweep)."""
+    if not profile.acceptance:
+        return None
+    drawn = unmatched_categories(profile, traffic.categories, getattr(traffic, "prompt_ids", None), category_map)
+    return matching_warning(drawn, sorted({t.category for t in profile.acceptance if t.category is not None}))
+
+
+def summary_warning(summary: dict[str, object]) -> str | None:
+    """`matching_warning` from a simulation summary's `acceptance_matching`."""
+    m = summary.get("acceptance_matching")
+    if not isinstance(m, dict):
+        return None
+    return matching_warning(dict(m.get("drawn_categories") or {}), list(m.get("profile_categories") or []))
 
 
 class AcceptanceReplay:
@@ -72,16 +131,29 @@ class AcceptanceReplay:
         """Requests of the last `assign` that got their own prompt's trace."""
         self.category_matches = 0
         """Requests of the last `assign` that drew a trace of their own category."""
+        self.map_matches = 0
+        """Requests of the last `assign` that drew a trace of the categories their category is mapped to."""
+        self.drawn: dict[str | None, int] = {}
+        """Requests of the last `assign` that drew from all traces, per trace category (None: no category)."""
         self._rng = np.random.default_rng(seed)
 
+    @property
+    def categories(self) -> list[str]:
+        """The categories of the traces (sorted)."""
+        return sorted(c for c in self._by_category if c is not None)
+
     def assign(self, categories: tuple[str | None, ...],
-               prompt_ids: tuple[str | None, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
+               prompt_ids: tuple[str | None, ...] | None = None,
+               category_map: dict[str, tuple[str, ...]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per request (trace start, trace length): the trace of its prompt if the request names one
-        the profile recorded, else a seeded draw among its category's traces, else among all."""
+        the profile recorded, else a seeded draw among its category's traces, else among the traces of
+        the categories `category_map` maps its category to, else among all."""
         pick = np.empty(len(categories), dtype=np.int64)
         groups: dict[str | None, list[int]] = defaultdict(list)
         self.prompt_matches = 0
         self.category_matches = 0
+        self.map_matches = 0
+        self.drawn = {}
         for i, cat in enumerate(categories):
             own = self._by_prompt.get(prompt_ids[i]) if prompt_ids is not None and prompt_ids[i] else None
             if own is not None:
@@ -95,6 +167,12 @@ class AcceptanceReplay:
             pool = self._by_category.get(cat)
             if pool:
                 self.category_matches += len(rows)
+            elif cat is not None and category_map and cat in category_map:
+                pool = sorted({j for c in category_map[cat] for j in self._by_category.get(c, ())})
+                if pool:
+                    self.map_matches += len(rows)
+            if not pool:
+                self.drawn[cat] = len(rows)
             choices = np.asarray(pool) if pool else all_idx
             pick[rows] = self._rng.choice(choices, size=len(rows))
         return self.offsets[pick], self.lengths[pick]

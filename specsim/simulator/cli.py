@@ -26,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "step's batch, every preemption and every finish time agree (exit 1 if not)")
     add_engine_args(p)
     p.set_defaults(func=_cmd_simulate)
+    from specsim.simulator.compare import register as register_compare
+
+    register_compare(sub)
 
 
 SIM_FILES = ("summary.json", "requests.csv", "run.png")
@@ -43,7 +46,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     profile = load_profile(args.profile)
-    traffic = load_traffic(args.traffic)
+    traffic = load_traffic(args.traffic, args.time_unit)
     policy = load_policy(args.policy) if args.policy else Policy()
     check_drafter_matches(policy, profile)
     with output_set(args.out, SIM_FILES) as out:
@@ -76,5 +79,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
     if notice := estimated_costs_notice(profile):
         print(notice)
+    if traffic.metadata.get("lengths_estimated"):
+        print(f"note: the trace's token lengths are estimates ({traffic.metadata.get('token_counts', 'estimated')}); "
+              "import it with --tokenizer for exact counts")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0

@@ -91,6 +91,10 @@ class SimConfig:
     """Time-per-output-token SLO in seconds (for goodput); None = no TPOT limit."""
     max_requests: int | None = None
     """Replay only the first N requests of the trace."""
+    category_map: dict[str, tuple[str, ...]] | None = None
+    """Acceptance traces for trace categories the profile does not have: trace category -> the
+    profile categories whose traces its requests draw from (`--category-map conv=writing+roleplay`).
+    A request naming a prompt the profile recorded, or a category it has, is matched by that first."""
 
     def validate(self) -> None:
         """Raise SpecsimError for impossible settings (one line, naming the setting)."""
@@ -144,6 +148,11 @@ class SimConfig:
             raise SpecsimError("seed must be >= 0")
         if self.max_requests is not None and self.max_requests < 1:
             raise SpecsimError("max_requests must be >= 1")
+        if self.category_map is not None:
+            if not isinstance(self.category_map, dict) or not all(
+                    isinstance(k, str) and k and not isinstance(v, str) and len(v) > 0
+                    and all(isinstance(t, str) and t for t in v) for k, v in self.category_map.items()):
+                raise SpecsimError("category_map must map category names to non-empty lists of category names")
         for name in ("slo_ttft", "slo_tpot"):
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):

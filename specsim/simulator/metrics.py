@@ -66,6 +66,15 @@ def meets_slo(cols: dict[str, np.ndarray], slo_ttft: float | None, slo_tpot: flo
     return ok
 
 
+def slo_metrics(ok: np.ndarray, duration: float, slo_ttft: float | None, slo_tpot: float | None
+                ) -> dict[str, float | None]:
+    """`goodput_rps` (requests in SLO per second) and `slo_attainment` (their share); both None (JSON
+    null, printed n/a) when no SLO is given: every request would trivially "meet" it."""
+    if slo_ttft is None and slo_tpot is None:
+        return {"goodput_rps": None, "slo_attainment": None}
+    return {"goodput_rps": float(ok.sum()) / duration, "slo_attainment": float(ok.sum()) / max(len(ok), 1)}
+
+
 @dataclass
 class SimResult:
     """What a simulation produced: per-request columns, per-step log, aggregate summary."""
@@ -156,8 +165,7 @@ def summarise(
         "output_tokens": int(t.gen.sum()),
         "output_tokens_per_s": float(t.gen.sum()) / duration,
         "requests_per_s": n_done / duration,
-        "goodput_rps": float(ok.sum()) / duration,
-        "slo_attainment": float(ok.sum()) / max(t.n, 1),
+        **slo_metrics(ok, duration, slo_ttft, slo_tpot),
         "slo_ttft_s": slo_ttft,
         "slo_tpot_s": slo_tpot,
         **_pcts(cols["ttft"], "ttft"),

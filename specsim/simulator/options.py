@@ -10,6 +10,7 @@ import dataclasses
 import math
 
 from specsim.errors import SpecsimError
+from specsim.formats.traffic import add_time_unit_arg
 from specsim.simulator.config import SimConfig
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}
@@ -48,6 +49,25 @@ def parse_slo(text: str | None) -> dict[str, float]:
         if key in out:
             raise SpecsimError(f"SLO {key!r} given twice in {text!r}")
         out[key] = parse_duration(val)
+    return out
+
+
+def parse_category_map(text: str | None) -> dict[str, tuple[str, ...]] | None:
+    """'conv=writing+roleplay,code=coding' -> {'conv': ('writing', 'roleplay'), 'code': ('coding',)}."""
+    if text is None:
+        return None
+    out: dict[str, tuple[str, ...]] = {}
+    usage = "use TRACE_CATEGORY=PROFILE_CATEGORY[+...], e.g. conv=writing+roleplay,code=coding"
+    for part in text.split(","):
+        if "=" not in part:
+            raise SpecsimError(f"cannot read category map entry {part.strip()!r} ({usage})")
+        key, val = (x.strip() for x in part.split("=", 1))
+        targets = tuple(t.strip() for t in val.split("+"))
+        if not key or not all(targets):
+            raise SpecsimError(f"cannot read category map entry {part.strip()!r} ({usage})")
+        if key in out:
+            raise SpecsimError(f"category {key!r} mapped twice in {text!r}")
+        out[key] = tuple(dict.fromkeys(targets))
     return out
 
 
@@ -92,6 +112,11 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     lm.add_argument("--max-requests", type=int, default=None, help="replay only the first N requests")
     lm.add_argument("--seed", type=int, default=d["seed"])
     lm.add_argument("--slo", default=None, help="e.g. ttft=2s,tpot=50ms (for goodput)")
+    tr = p.add_argument_group("trace")
+    add_time_unit_arg(tr)
+    tr.add_argument("--category-map", default=None, metavar="MAP",
+                    help="acceptance traces for trace categories the profile lacks, e.g. "
+                         "conv=writing+roleplay,code=coding (prompt ids and categories the profile has come first)")
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
@@ -121,6 +146,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         slo_ttft=slo.get("ttft"),
         slo_tpot=slo.get("tpot"),
         max_requests=args.max_requests,
+        category_map=parse_category_map(args.category_map),
     )
     cfg.validate()
     return cfg

@@ -32,6 +32,19 @@ ROWS: tuple[tuple[str, str, float, str], ...] = (
 )
 
 
+SLO_KEYS = ("goodput_rps", "slo_attainment", "goodput")
+"""Metrics that need an SLO: null in a summary simulated or measured without one, shown as n/a."""
+
+
+def fmt_slo(v: Any, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
+    """An SLO metric for display: n/a when there was no SLO (None or NaN)."""
+    try:
+        x = float(v) * scale
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if x != x else fmt.format(x)
+
+
 def _fmt(v: Any, scale: float, fmt: str) -> str:
     if v is None:
         return "-"
@@ -49,7 +62,8 @@ def summary_table(summaries: Mapping[str, Mapping[str, Any]], title: str = "simu
     for name in summaries:
         table.add_column(name, justify="right")
     for key, label, scale, fmt in ROWS:
-        table.add_row(label, *(_fmt(s.get(key), scale, fmt) for s in summaries.values()))
+        show = fmt_slo if key in SLO_KEYS else _fmt
+        table.add_row(label, *(show(s.get(key), scale, fmt) for s in summaries.values()))
     return table
 
 
@@ -60,6 +74,12 @@ def caveats(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
     if share > 0:
         out.append(f"warning: {share:.1%} of steps lay outside the batch sizes, tokens or contexts the profile "
                    "measured; their costs are extrapolated")
+    from specsim.simulator.acceptance import summary_warning
+
+    for s in summaries.values():
+        line = summary_warning(s)
+        if line and line not in out:
+            out.append(line)
     spread = next((s.get("start_spread") for s in summaries.values() if s.get("start_spread")), None)
     if spread:
         out.append(f"note: step costs varied by +-{float(spread):.0%} between engine starts when profiled; a live "
@@ -71,4 +91,4 @@ def print_summaries(summaries: Mapping[str, Mapping[str, Any]], title: str = "si
     console = Console()
     console.print(summary_table(summaries, title))
     for line in caveats(summaries):
-        console.print(line)
+        print(line, flush=True)  # one line each, never wrapped or read as markup

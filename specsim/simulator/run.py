@@ -12,7 +12,7 @@ from specsim.formats.policy import Policy
 from specsim.formats.profile import Profile
 from specsim.formats.traffic import Traffic
 from specsim.simulator import kernel
-from specsim.simulator.acceptance import MODE_SAMPLED_LEGACY, AcceptanceReplay
+from specsim.simulator.acceptance import MODE_SAMPLED_LEGACY, AcceptanceReplay, check_category_map
 from specsim.simulator.config import SimConfig
 from specsim.simulator.costs import StepCostModel
 from specsim.simulator.engine import ReplicaEngine
@@ -172,6 +172,7 @@ def simulate(
     cfg = cfg or SimConfig()
     cfg.validate()
     check_policy(profile, policy)
+    check_category_map(profile, cfg.category_map)
     if len(traffic) == 0:
         raise SpecsimError("traffic holds no requests")
     if cfg.max_requests is not None:
@@ -241,7 +242,8 @@ def simulate(
             num_blocks = int(len(identities.ids)) + 2
             usable = num_blocks - 1
     if replay is not None:
-        table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids)
+        table.cols.tstart[:], table.cols.tlen[:] = replay.assign(traffic.categories, prompt_ids=traffic.prompt_ids,
+                                                                 category_map=cfg.category_map)
         kernel.seed_rng(cfg.seed)
     is_async = async_scheduling(cfg, policy, profile.metadata.device)
     if is_async and policy.max_k and (policy.hysteresis or policy.acceptance_floor is not None):
@@ -311,7 +313,11 @@ def simulate(
         n = len(traffic)
         summary["acceptance_matching"] = {
             "by_prompt": replay.prompt_matches, "by_category": replay.category_matches,
-            "drawn": n - replay.prompt_matches - replay.category_matches}
+            "by_category_map": replay.map_matches,
+            "drawn": n - replay.prompt_matches - replay.category_matches - replay.map_matches,
+            "drawn_categories": {c: k for c, k in sorted(replay.drawn.items(), key=lambda kv: kv[0] or "")
+                                 if c is not None},
+            "profile_categories": replay.categories}
         if traffic.prompt_ids is not None:
             summary["acceptance_prompt_matches"] = replay.prompt_matches
         if replay.mode == MODE_SAMPLED_LEGACY:

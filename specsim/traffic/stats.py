@@ -39,7 +39,7 @@ def traffic_stats(traffic: Traffic) -> dict[str, Any]:
     for c in traffic.categories:
         key = NO_CATEGORY if c is None else c
         cats[key] = cats.get(key, 0) + 1
-    return {
+    out: dict[str, Any] = {
         "requests": len(traffic),
         "duration_s": traffic.duration,
         "rate_rps": traffic.rate,
@@ -48,6 +48,9 @@ def traffic_stats(traffic: Traffic) -> dict[str, Any]:
         "output_length": _lengths(traffic.output_lengths),
         "categories": dict(sorted(cats.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
+    if traffic.metadata.get("lengths_estimated"):
+        out["lengths_estimated"] = str(traffic.metadata.get("token_counts") or "estimated")
+    return out
 
 
 def _fmt(v: float | None, digits: int = 1) -> str:
@@ -69,6 +72,8 @@ def stats_table(stats: dict[str, Any], title: str = "traffic") -> Table:
         table.add_row(f"{name} mean", f"{d['mean']:,.1f}")
         table.add_row(f"{name} p50 / p90 / p99", f"{d['p50']:,.0f} / {d['p90']:,.0f} / {d['p99']:,.0f}")
         table.add_row(f"{name} max", f"{d['max']:,}")
+    if stats.get("lengths_estimated"):
+        table.add_row("token lengths", f"estimates ({stats['lengths_estimated']})")
     for cat, count in stats["categories"].items():
         table.add_row(f"category {cat}", f"{count:,} ({100.0 * count / max(stats['requests'], 1):.1f}%)")
     return table

@@ -182,6 +182,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_file
+    from specsim.simulator.acceptance import check_category_map, traffic_warning
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
     from specsim.tuner.study import StudySettings
@@ -193,7 +194,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if args.resume and not args.storage:
         raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     profile = load_profile(args.profile)
-    traffic = load_traffic(args.traffic)
+    traffic = load_traffic(args.traffic, args.time_unit)
     check_inputs(profile, traffic)
     window = _window(args.window)
     if window is not None:
@@ -202,6 +203,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if loads is not None:
         traffic = multi_load(traffic, loads)
     objective = Objective.parse(args.objective, args.slo, args.pareto)
+    check_category_map(profile, cfg.category_map)
+    if line := traffic_warning(profile, traffic, cfg.category_map):
+        print(line)
     measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
     top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
     # NOTE: by default breakpoints stay inside the batch sizes the profile measured
@@ -224,6 +228,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         traffic_path=str(args.traffic.resolve()),
         traffic_window=window,
         traffic_loads=loads,
+        traffic_time_unit=args.time_unit,
         margin=args.margin,
         runners_up=max(args.runners_up, 0),
     )
@@ -288,11 +293,10 @@ def _print_table(summaries: dict[str, dict[str, Any]], title: str) -> None:
     """The simulator's summary table plus the tuner's goodput (offered rate x fraction in SLO)."""
     from rich.console import Console
 
-    from specsim.simulator.report import summary_table
+    from specsim.simulator.report import fmt_slo, summary_table
 
     table = summary_table(summaries, title)
-    table.add_row("goodput at offered load (tuner objective)",
-                  *(f"{float(s.get('goodput', float('nan'))):.3f}" for s in summaries.values()))
+    table.add_row("goodput at offered load (tuner objective)", *(fmt_slo(s.get("goodput")) for s in summaries.values()))
     Console().print(table)
 
 
@@ -363,7 +367,7 @@ def evaluator_from_task(task: Any) -> tuple[Any, Any]:
     if not task.profile_path or not task.traffic_path:
         raise SpecsimError("this study was started from in-memory inputs: workers need `specsim tune` with files")
     profile = load_profile(task.profile_path)
-    traffic = load_traffic(task.traffic_path)
+    traffic = load_traffic(task.traffic_path, task.extra.get("traffic_time_unit"))
     if task.traffic_window:
         traffic = time_window(traffic, *task.traffic_window)
     if task.traffic_loads:
@@ -426,6 +430,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_dir
+    from specsim.simulator.acceptance import check_category_map, traffic_warning
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
 
     if not 1 <= args.jobs <= MAX_JOBS:
@@ -438,8 +443,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     policy = load_policy(args.policy)
     check_drafter_matches(policy, profile)
-    shape = load_traffic(args.traffic_shape)
+    shape = load_traffic(args.traffic_shape, args.time_unit)
+    check_category_map(profile, cfg.category_map)
     policies = sweep_policies(profile, policy, args.default_k)
+    if line := traffic_warning(profile, shape, cfg.category_map):
+        print(line)
     result = run_sweep(profile, shape, policies, rates, cfg, jobs=args.jobs, attainment=args.attainment,
                        target_qps=args.target_qps)
     paths = write_sweep(result, args.out)

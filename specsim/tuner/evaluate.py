@@ -50,10 +50,12 @@ def with_goodput(summary: dict[str, Any], traffic: Traffic, cfg: SimConfig) -> d
     s = dict(summary)
     if cfg.concurrency is None and len(traffic) > 1 and traffic.duration > 0:
         s["offered_rps"] = len(traffic) / (traffic.duration / cfg.rate_scale)
-        s["goodput"] = s["offered_rps"] * float(summary["slo_attainment"])
+        att = summary.get("slo_attainment")
+        s["goodput"] = None if att is None else s["offered_rps"] * float(att)
     else:
         s["offered_rps"] = float(summary["requests_per_s"])
-        s["goodput"] = float(summary["goodput_rps"])
+        gp = summary.get("goodput_rps")
+        s["goodput"] = None if gp is None else float(gp)
     return s
 
 
@@ -81,6 +83,12 @@ class Evaluator:
             self.cfg, slo_ttft=self.objective.slo.get("ttft"), slo_tpot=self.objective.slo.get("tpot")
         )
         self.cfg.validate()
+        needs = [m.name for m in self.objective.metrics if m.key in ("goodput", "goodput_rps", "slo_attainment")]
+        if needs and not self.objective.slo:
+            raise SpecsimError(f"objective {needs[0]} needs an SLO: give one, e.g. --slo ttft=2s,tpot=50ms")
+        from specsim.simulator.acceptance import check_category_map
+
+        check_category_map(self.profile, self.cfg.category_map)
         self._costs: dict[tuple[str | None, int], StepCostModel] = {}
         self._prefix: Traffic | None = None
         if self.prefix_fraction is not None:

@@ -71,6 +71,8 @@ class SweepResult:
     max_num_seqs: int
     target_qps: float | None = None
     findings: dict[str, Any] = field(default_factory=dict)
+    slo_is_default: bool = False
+    """No SLO was given: the capacity findings use DEFAULT_SLO."""
 
     def speedup(self, name: str) -> list[float]:
         """Mean TPOT of speculation off over that of `name`, per load."""
@@ -83,7 +85,8 @@ class SweepResult:
 
     def summary_text(self) -> str:
         """The findings as console lines."""
-        lines = []
+        slo = ", ".join(f"{k.upper()} <= {v * 1e3:g} ms" for k, v in self.slo.items())
+        lines = [f"SLO: {slo}" + (" (the default; set it with --slo)" if self.slo_is_default else "")]
         for name, f in self.findings.items():
             stop = f.get("speculation_stops_paying_qps")
             mq = f.get("max_qps_per_replica")
@@ -141,7 +144,8 @@ def run_sweep(
         raise SpecsimError(f"--target-qps must be a finite number > 0, got {target_qps}")
     if cfg.concurrency is not None:
         raise SpecsimError("sweep drives open-loop load; drop --concurrency")
-    if cfg.slo_ttft is None and cfg.slo_tpot is None:
+    slo_is_default = cfg.slo_ttft is None and cfg.slo_tpot is None
+    if slo_is_default:
         cfg.slo_ttft, cfg.slo_tpot = DEFAULT_SLO["ttft"], DEFAULT_SLO["tpot"]
     cfg.rate_scale = 1.0
     if OFF not in policies:
@@ -162,7 +166,8 @@ def run_sweep(
             prev[1] += c
     k_by_batch = {n: {b: s / c for b, (s, c) in sorted(acc.items()) if c} for n, acc in kb_acc.items()}
     slo = {k: v for k, v in (("ttft", cfg.slo_ttft), ("tpot", cfg.slo_tpot)) if v is not None}
-    res = SweepResult(rates, policies, rows, k_by_batch, slo, attainment, cfg.replicas, cfg.max_num_seqs, target_qps)
+    res = SweepResult(rates, policies, rows, k_by_batch, slo, attainment, cfg.replicas, cfg.max_num_seqs, target_qps,
+                      slo_is_default=slo_is_default)
     res.findings = analyse(res)
     return res
 
@@ -217,7 +222,8 @@ def write_sweep(res: SweepResult, out: Path) -> list[Path]:
         plot_speedup_vs_load(res, files.path("speedup_vs_load.png"))
         plot_k_vs_batch(res, files.path("k_vs_batch.png"))
         data = {
-            "rates": res.rates, "slo": res.slo, "attainment": res.attainment, "replicas": res.replicas,
+            "rates": res.rates, "slo": res.slo, "slo_is_default": res.slo_is_default, "attainment": res.attainment,
+            "replicas": res.replicas,
             "target_qps": res.target_qps,
             "policies": {n: {"describe": describe(p), "k_schedule": [list(r) for r in p.k_schedule]}
                          for n, p in res.policies.items()},
@@ -245,7 +251,8 @@ def markdown(res: SweepResult) -> str:
     lines = [
         "# Load sweep",
         "",
-        f"SLO: {slo}; 'under the SLO' = at least {res.attainment:.0%} of requests meet it. "
+        f"SLO: {slo}{' (the default)' if res.slo_is_default else ''}; "
+        f"'under the SLO' = at least {res.attainment:.0%} of requests meet it. "
         f"Replicas: {res.replicas}. Speedup = mean TPOT with speculation off / mean TPOT under the policy.",
         "",
         "## Policies",

@@ -94,6 +94,7 @@ def tune(
     traffic_path: str | None = None,
     traffic_window: list[float] | None = None,
     traffic_loads: list[float] | None = None,
+    traffic_time_unit: str | None = None,
     margin: float | None = None,
     runners_up: int = 3,
 ) -> TuneResult:
@@ -121,6 +122,7 @@ def tune(
         traffic_sha256=traffic.digest(),
         traffic_window=traffic_window,
         traffic_loads=traffic_loads,
+        extra={"traffic_time_unit": traffic_time_unit} if traffic_time_unit else {},
     )
     study = run_study(ev, space, task, settings)
     return finish(study, ev, space, base, settings, validated_margin(profile) if margin is None else margin,

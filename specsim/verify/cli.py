@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from specsim.formats.traffic import add_time_unit_arg
 from specsim.verify.config import VerifyConfig
 
 _D = VerifyConfig()
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eager", action="store_true", help="serve without compilation (else as the profile measured)")
     p.add_argument("--prompts", default=None, help="prompt texts for the requests (default: as the profiler)")
     p.add_argument("--seed", type=int, default=_D.seed)
+    add_time_unit_arg(p)
     p.set_defaults(func=_cmd)
 
 
@@ -79,7 +81,7 @@ def _cmd(args: argparse.Namespace) -> int:
     _check(args)
     policy = load_policy(args.policy)
     profile = load_profile(args.profile)
-    traffic = load_traffic(args.traffic)
+    traffic = load_traffic(args.traffic, args.time_unit)
     prompts = load_prompts(args.prompts)
     vcfg = VerifyConfig(repeats=args.repeats, max_requests=args.max_requests, time_limit_s=args.time_limit,
                         run_timeout_s=args.run_timeout, runners_up=args.runners_up, confidence=args.confidence,

@@ -150,3 +150,48 @@ def test_real_code_trace() -> None:
     assert len(tr) == 8_819
     assert set(tr.categories) == {"code"}
     assert traffic_stats(tr)["burstiness_cv"] > 5
+
+
+AZURE_2024 = """TIMESTAMP,ContextTokens,GeneratedTokens
+2024-05-10 00:00:00.009930+00:00,2048,31
+2024-05-10 00:00:01+00:00,512,7
+2024-05-10 00:00:01.500000+00:00,0,12
+2024-05-10 23:59:59.999999+00:00,100,0
+"""
+
+
+def test_azure_2024_week_format(tmp_path: Path) -> None:
+    """The 2024 week-long traces: UTC offsets and rows without a fraction, same columns."""
+    tr = import_azure(_csv(tmp_path, AZURE_2024, "AzureLLMInferenceTrace_conv_1week.csv"))
+    assert np.allclose(tr.timestamps, [0.0, 0.99007, 1.49007, 86399.990069], rtol=0, atol=1e-9)
+    assert tr.input_lengths.tolist() == [2048, 512, 1, 100]
+    assert tr.output_lengths.tolist() == [31, 7, 12, 1]
+    assert set(tr.categories) == {"conv"}
+    assert tr.metadata["clamped_input"] == 1 and tr.metadata["clamped_output"] == 1
+    assert tr.metadata["start_time"] == "2024-05-10 00:00:00.009930+00:00"
+
+
+def test_utc_offsets_are_applied(tmp_path: Path) -> None:
+    """Other offsets move a row to UTC; a naive row counts as UTC."""
+    text = ("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 02:00:00+02:00,5,5\n"
+            "2024-05-10T00:00:30Z,5,5\n2024-05-09 19:01:00-0500,5,5\n2024-05-10 00:02:00,5,5\n")
+    tr = import_azure(_csv(tmp_path, text, "t.csv"))
+    assert tr.timestamps.tolist() == [0.0, 30.0, 60.0, 120.0]
+    bad = text.replace("+02:00", "+25:00")
+    with pytest.raises(SpecsimError, match=r"line 2: bad TIMESTAMP '2024-05-10 02:00:00\+25:00'"):
+        import_azure(_csv(tmp_path, bad, "t.csv"))
+
+
+def test_streamed_in_chunks_and_limit_reads_only_the_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks join exactly; with --limit, a bad row past the limit is never read."""
+    import specsim.traffic.azure as azure
+
+    rows = [f"2024-05-10 00:00:{i:02d}.5+00:00,{10 + i},{1 + i}" for i in range(50)]
+    path = _csv(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n" + "\n".join(rows) + "\nbroken row\n",
+                "AzureLLMInferenceTrace_code_1week.csv")
+    monkeypatch.setattr(azure, "CHUNK_ROWS", 7)
+    tr = import_azure(path, limit=50)
+    assert len(tr) == 50 and tr.timestamps.tolist() == [float(i) for i in range(50)]
+    assert tr.input_lengths.tolist() == list(range(10, 60))
+    with pytest.raises(SpecsimError, match="line 52: expected 3 comma-separated fields"):
+        import_azure(path)
