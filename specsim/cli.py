@@ -12,10 +12,9 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
 
 from specsim import __version__
-from specsim.errors import SpecsimError, one_line
+from specsim.errors import ArgumentParser, SpecsimError, one_line
 from specsim.io import Terminated, os_error_message, raise_on_signals
 
 # Modules that define `register(subparsers)`; each adds its stage's subcommands. They must import
@@ -31,15 +30,6 @@ STAGE_MODULES = (
     "specsim.verify.cli",
     "specsim.demo",
 )
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, with a usage error printed as one line `specsim: error: ...` (exit code 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        where = self.prog.removeprefix("specsim").strip()
-        self.exit(2, f"specsim: error: {where + ': ' if where else ''}{one_line(message)} "
-                     f"(see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,8 +50,9 @@ def main() -> int:
     out = Traffic.from_arrays(ts, np.concatenate([p.input_lengths for _, p in parts]),
                               np.concatenate([p.output_lengths for _, p in parts]),
                               categories=cat(lambda p: p.categories), prompt_ids=cat(lambda p: p.prompt_ids),
-                              metadata={"source": f"experiments/fidelity: the profile's prompts, Poisson at 0.3/0.8/1.3 "
-                                                  f"x {cap:.3f} req/s (simulated capacity), {args.per_load} each"})
+                              metadata={"source": f"experiments/fidelity: the profile's prompts, Poisson at "
+                                                  f"0.3/0.8/1.3 x {cap:.3f} req/s (simulated capacity), "
+                                                  f"{args.per_load} each"})
     save_traffic(out, args.out)
     print(f"capacity {cap:.3f} req/s; wrote {len(ts)} requests over {ts[-1]:.0f} s to {args.out}")
     return 0

@@ -50,7 +50,7 @@ def engine_limits(profile: Profile) -> dict[str, int]:
 
 def study_prompts(source: str | None, requests: int) -> list[Any]:
     """The study's prompt set, in the order request i takes prompt i mod its length."""
-    from specsim.profiler.prompts import load_prompts
+    from specsim.prompts import load_prompts
 
     return load_prompts(source, limit=max(requests, 24))
 

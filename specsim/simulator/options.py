@@ -7,49 +7,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 
 from specsim.errors import SpecsimError
 from specsim.formats.traffic import add_time_unit_arg
+from specsim.metrics import parse_duration, parse_slo  # noqa: F401 - re-exported
 from specsim.simulator.config import SimConfig
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(SimConfig)}
-
-
-def parse_duration(text: str) -> float:
-    """'2s', '50ms', '1.5' (seconds) -> seconds."""
-    t = text.strip().lower()
-    try:
-        if t.endswith("ms"):
-            v = float(t[:-2]) / 1e3
-        elif t.endswith("us"):
-            v = float(t[:-2]) / 1e6
-        elif t.endswith("s"):
-            v = float(t[:-1])
-        else:
-            v = float(t)
-    except ValueError:
-        raise SpecsimError(f"cannot read duration {text!r} (use e.g. 2s or 50ms)") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise SpecsimError(f"duration must be a finite positive number, got {text!r}")
-    return v
-
-
-def parse_slo(text: str | None) -> dict[str, float]:
-    """'ttft=2s,tpot=50ms' -> {'ttft': 2.0, 'tpot': 0.05}."""
-    out: dict[str, float] = {}
-    if not text:
-        return out
-    for part in text.split(","):
-        if "=" not in part:
-            raise SpecsimError(f"cannot read SLO {part!r} (use ttft=2s,tpot=50ms)")
-        key, val = (x.strip().lower() for x in part.split("=", 1))
-        if key not in ("ttft", "tpot"):
-            raise SpecsimError(f"unknown SLO {key!r} (known: ttft, tpot)")
-        if key in out:
-            raise SpecsimError(f"SLO {key!r} given twice in {text!r}")
-        out[key] = parse_duration(val)
-    return out
 
 
 def parse_category_map(text: str | None) -> dict[str, tuple[str, ...]] | None:

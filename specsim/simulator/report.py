@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from specsim.metrics import fmt_slo  # noqa: F401 - re-exported
+
 # (key, label, scale, format): the rows a capacity planner reads first
 ROWS: tuple[tuple[str, str, float, str], ...] = (
     ("completed", "completed requests", 1, "{:.0f}"),
@@ -34,15 +36,6 @@ ROWS: tuple[tuple[str, str, float, str], ...] = (
 
 SLO_KEYS = ("goodput_rps", "slo_attainment", "goodput")
 """Metrics that need an SLO: null in a summary simulated or measured without one, shown as n/a."""
-
-
-def fmt_slo(v: Any, scale: float = 1.0, fmt: str = "{:.3f}") -> str:
-    """An SLO metric for display: n/a when there was no SLO (None or NaN)."""
-    try:
-        x = float(v) * scale
-    except (TypeError, ValueError):
-        return "n/a"
-    return "n/a" if x != x else fmt.format(x)
 
 
 def _fmt(v: Any, scale: float, fmt: str) -> str:

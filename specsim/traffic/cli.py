@@ -162,7 +162,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
                              tokenizer=args.tokenizer, seed=args.seed or 0,
                              category="conv" if category == "" else category, limit=args.limit)
     else:
-        from specsim.simulator.options import parse_slo
+        from specsim.metrics import parse_slo
         from specsim.traffic.vllm_bench import import_vllm_bench, measured_run, read_bench
 
         slo = parse_slo(args.slo)

@@ -161,9 +161,9 @@ def import_vllm_bench(path: str | Path, category: str | None = None, limit: int 
 
 def measured_run(path: str | Path, slo_ttft: float | None = None, slo_tpot: float | None = None,
                  run: BenchRun | None = None) -> Any:
-    """The benchmark as a measured run (`specsim.policies.loadgen.LoadgenResult`): requests.csv and
+    """The benchmark as a measured run (`specsim.runs.MeasuredRun`): requests.csv and
     summary.json with the simulator's names, in the order the requests were sent."""
-    from specsim.policies.loadgen import LoadgenConfig, LoadgenResult, summarise
+    from specsim.runs import MeasuredRun, summarise
 
     b = run or read_bench(path)
     order = np.argsort(b.start, kind="stable")
@@ -191,7 +191,7 @@ def measured_run(path: str | Path, slo_ttft: float | None = None, slo_tpot: floa
         "decode_steps": np.array([len(g) for g in gaps], dtype=np.int64),
     }
     itl = np.concatenate([g for g in gaps if len(g)]) if any(len(g) for g in gaps) else np.zeros(0)
-    summary = summarise(cols, itl, LoadgenConfig(slo_ttft=slo_ttft, slo_tpot=slo_tpot))
+    summary = summarise(cols, itl, slo_ttft, slo_tpot)
     r = b.result
     summary.update({"source": "vllm-bench", "source_file": Path(path).name})
     summary.update({k: r[k] for k in SETTINGS if k in r})
@@ -207,4 +207,4 @@ def measured_run(path: str | Path, slo_ttft: float | None = None, slo_tpot: floa
     ids = [f"bench-{i}" for i in order.tolist()]
     errors = [f"{ids[j]}: {b.errors[i]}" for j, i in enumerate(order.tolist()) if not b.ok[i]]
     summary["errors"] = errors[:20]
-    return LoadgenResult(summary, cols, tuple(ids), (None,) * n, errors)
+    return MeasuredRun(summary, cols, tuple(ids), (None,) * n, errors)

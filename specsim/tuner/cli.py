@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from specsim.simulator.options import add_engine_args, config_from_args
 
 MAX_JOBS = 256
 """Most worker processes tune and sweep start."""
+POST_TUNE: dict[str, Callable[[argparse.Namespace, Any, Any, Any], Any]] = {}
+"""Steps later stages plug into `tune` (the verify stage registers "verify" for `tune --verify`): passed as
+objects, so the tuner never imports a stage downstream of it."""
 MAX_RATE = 1e6
 """Highest offered load (requests/s) sweep and tune --loads accept."""
 
@@ -235,7 +239,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if result.held_back:
         print(f"note: {result.held_back}")
     if args.verify:
-        result = _verify_tuned(args, result, profile, traffic)
+        step = POST_TUNE.get("verify")
+        if step is None:
+            raise SpecsimError("tune --verify needs specsim's verify stage, which is not installed")
+        result = step(args, result, profile, traffic)
     save_policy(result.policy, args.out)
     _print_table(summaries_for_report(result), f"tuned vs baselines ({len(traffic)} requests)")
     for line in describe_result(result):
@@ -245,48 +252,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     if notice := estimated_costs_notice(profile):
         print(notice)
     return 0
-
-
-def _verify_tuned(args: argparse.Namespace, result: Any, profile: Any, traffic: Any) -> Any:
-    """Measure the tuned policy, its runners-up and the baselines live; keep the measured winner."""
-    import dataclasses
-
-    from specsim.formats.policy import Policy
-    from specsim.profiler.prompts import load_prompts
-    from specsim.verify.cli import sim_config_for
-    from specsim.verify.config import VerifyConfig
-    from specsim.verify.report import markdown, plot, write_json
-    from specsim.verify.run import verify
-
-    out = args.verify_out or args.out.with_name(args.out.name + ".verify")
-    prompts = load_prompts(None)
-    vcfg = VerifyConfig(repeats=args.verify_repeats, max_requests=args.verify_max_requests,
-                        time_limit_s=args.verify_time_limit, runners_up=max(args.runners_up, 0),
-                        eager=args.verify_eager or None, seed=args.seed)
-    res = verify(result.policy, profile, args.profile, traffic, out, vcfg, sim_config_for(profile, result.policy),
-                 prompts=[(q.category, q.text) for q in prompts], prompts_by_id={q.prompt_id: q.text for q in prompts},
-                 progress=lambda s: print(f"verify: {s}", flush=True))
-    write_json(res, out / "verify.json")
-    from specsim.io import atomic_write_text
-
-    atomic_write_text(out / "report.md", markdown(res, f"tune --verify on {args.traffic.name}"))
-    if res.candidates:
-        plot(res, out / "verify.png")
-    # the winner: the best measured candidate when the verdict favours it, else the best baseline
-    winner = "policy"
-    best_val = None
-    for name, c in res.candidates.items():
-        v = c["measured"]["value"]
-        if best_val is None or (v > best_val if res.direction == "maximize" else v < best_val):
-            winner, best_val = name, v
-    if res.verdict != "ship" and res.best_baseline:
-        winner = res.best_baseline
-    pol = result.policy if winner == "policy" else Policy.model_validate(
-        {**res.candidates[winner]["policy"], "provenance": result.policy.provenance.model_dump()})
-    pol.provenance.verification = {k: v for k, v in res.to_dict().items() if k != "schema"}
-    pol.provenance.notes += f"; verified live: {res.verdict} ({res.reason}); shipped {winner}"
-    print(f"verify: {res.verdict}. {res.reason}; writing {winner}")
-    return dataclasses.replace(result, policy=pol, chosen=winner if winner != "policy" else result.chosen)
 
 
 def _print_table(summaries: dict[str, dict[str, Any]], title: str) -> None:

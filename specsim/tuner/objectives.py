@@ -3,61 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.errors import SpecsimError
 from specsim.formats.profile import Profile
+from specsim.metrics import DEFAULT_SLO, PARETO_DEFAULT, Metric, metric, parse_slo  # noqa: F401 - re-exported
 from specsim.simulator.costs import StepCostModel
-from specsim.simulator.options import parse_slo
-
-DEFAULT_SLO = {"ttft": 2.0, "tpot": 0.05}
-"""SLO used for goodput when none is given (the issue's example: TTFT 2 s, TPOT 50 ms)."""
-
-_NAMED: dict[str, tuple[str, str, str]] = {
-    # name: (summary key, direction, label)
-    "goodput": ("goodput", "maximize", "goodput (req/s in SLO)"),
-    "throughput": ("output_tokens_per_s", "maximize", "output tokens/s"),
-    "requests": ("requests_per_s", "maximize", "requests/s"),
-    "slo-attainment": ("slo_attainment", "maximize", "SLO attainment"),
-}
-_LATENCY = re.compile(r"^(mean|p50|p90|p99)-(tpot|ttft|e2e|itl|queue)$")
-PARETO_DEFAULT = ("throughput", "p99-tpot")
-
-
-@dataclass(frozen=True)
-class Metric:
-    """One optimised quantity: a summary key and a direction."""
-
-    name: str
-    key: str
-    direction: str
-    label: str
-
-    def better(self, a: float, b: float) -> bool:
-        """True if a is strictly better than b."""
-        return a > b if self.direction == "maximize" else a < b
-
-    def gain(self, tuned: float, base: float) -> float | None:
-        """Relative improvement of tuned over base (positive = better), None if undefined."""
-        if not (math.isfinite(tuned) and math.isfinite(base)) or base == 0:
-            return None
-        return (tuned - base) / abs(base) if self.direction == "maximize" else (base - tuned) / abs(base)
-
-
-def metric(name: str) -> Metric:
-    """Look up an objective name: goodput, throughput, requests, slo-attainment, or e.g. p99-tpot."""
-    key = name.strip().lower()
-    if key in _NAMED:
-        k, d, label = _NAMED[key]
-        return Metric(key, k, d, label)
-    m = _LATENCY.match(key)
-    if m:
-        stat, what = m.groups()
-        return Metric(key, f"{what}_{stat}", "minimize", f"{stat} {what.upper()} (s)")
-    known = ", ".join([*_NAMED, "pareto", "mean|p50|p90|p99-tpot|ttft|e2e|itl|queue"])
-    raise SpecsimError(f"unknown objective {name!r} (known: {known})")
 
 
 @dataclass

@@ -13,6 +13,10 @@ _D = VerifyConfig()
 
 
 def register(subparsers: Any) -> None:
+    from specsim.tuner.cli import POST_TUNE
+    from specsim.verify.loop import verify_tuned
+
+    POST_TUNE["verify"] = verify_tuned  # `tune --verify`
     p = subparsers.add_parser(
         "verify",
         help="replay traffic on real vLLM servers for a policy and its baselines, and decide whether it ships",
@@ -74,7 +78,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from specsim.formats.policy import Policy, load_policy, save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.profiler.prompts import load_prompts
+    from specsim.prompts import load_prompts
     from specsim.verify.report import markdown, plot, write_json
     from specsim.verify.run import verify
 

@@ -24,9 +24,9 @@ import numpy as np
 from specsim.formats.policy import DrafterRef, Policy, save_policy
 from specsim.formats.profile import Profile
 from specsim.formats.traffic import Traffic
+from specsim.metrics import DEFAULT_SLO, Metric, metric
 from specsim.simulator.config import SimConfig
 from specsim.simulator.run import simulate
-from specsim.tuner.objectives import DEFAULT_SLO, Metric, metric
 from specsim.verify.config import VerifyConfig
 from specsim.verify.stats import Columns, Interval, bootstrap, metric_value
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from specsim.simulator.metrics import meets_slo
-from specsim.tuner.objectives import Metric
+from specsim.metrics import Metric, meets_slo
 
 Columns = dict[str, np.ndarray]
 

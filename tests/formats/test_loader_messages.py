@@ -12,7 +12,7 @@ from specsim.errors import SpecsimError
 from specsim.formats import load_policy, load_profile, load_traffic
 from specsim.formats.policy import Policy, check_drafter_matches
 from specsim.formats.profile import Profile
-from specsim.profiler.prompts import load_jsonl_prompts
+from specsim.prompts import load_jsonl_prompts
 from specsim.traffic.azure import import_azure
 from tests.formats.samples import VALID_POLICY, VALID_PROFILE, VALID_TRAFFIC, write_json, write_jsonl
 

@@ -135,7 +135,7 @@ def test_vllm_schedule_turns_drafts_off_above_threshold(tmp_path: Path) -> None:
 
 
 def test_vllm_custom_proposer_hysteresis_and_floor(tmp_path: Path) -> None:
-    from specsim.profiler.prompts import BUILTIN
+    from specsim.prompts import BUILTIN
 
     policy = {"version": 1, "drafter": NGRAM, "k_schedule": [[1, 2, 4], [3, 16, 0]], "hysteresis": 1,
               "acceptance_floor": {"min_rate": 1.0, "warmup_steps": 1}}

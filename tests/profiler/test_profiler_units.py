@@ -22,8 +22,8 @@ from specsim.formats.profile import (
 )
 from specsim.profiler.checkpoint import Checkpoint, checkpoint_path
 from specsim.profiler.engine import EngineSettings, parse_drafter
-from specsim.profiler.prompts import BUILTIN, load_jsonl_prompts, load_prompts, stratified
 from specsim.profiler.report import acceptance_summary, plot_costs
+from specsim.prompts import BUILTIN, load_jsonl_prompts, load_prompts, stratified
 from specsim.shared_data import spec_bench_path
 
 SPEC_BENCH = spec_bench_path()
@@ -238,8 +238,15 @@ def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.Mo
     from specsim.profiler.engine import check_drafter_supported
 
     target = tmp_path / "t"
-    with pytest.raises(SpecsimError, match="not supported .* on CPU"):
+    with pytest.raises(SpecsimError, match="needs a GPU build of vLLM.*not on this CPU") as profiler_says:
         check_drafter_supported(parse_drafter("eagle:/some/head"), "cpu", target)
+    # the server refuses with the very same check (specsim.vllmkit.env.check_drafter_runnable)
+    from specsim.formats.policy import DrafterRef, Policy
+    from specsim.policies.serve import check_drafter
+
+    with pytest.raises(SpecsimError) as serve_says:
+        check_drafter(Policy.static(DrafterRef(name="e", method="eagle", model="/some/head"), 2), target, "cpu")
+    assert str(serve_says.value) == str(profiler_says.value)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "arctic_inference" else real(n, *a))
     with pytest.raises(SpecsimError, match="arctic-inference"):

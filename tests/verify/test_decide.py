@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from specsim.formats.policy import DrafterRef, Policy, Provenance
+from specsim.metrics import metric
 from specsim.profiler.analytic import constant_profile
 from specsim.simulator.config import SimConfig
-from specsim.tuner.objectives import metric
 from specsim.verify.config import VerifyConfig
 from specsim.verify.run import Candidate, _decide, candidates
 from specsim.verify.stats import bootstrap, metric_value
