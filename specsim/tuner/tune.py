@@ -121,6 +121,8 @@ def tune(
         traffic_sha256=traffic.digest(),
         traffic_window=traffic_window,
         traffic_loads=traffic_loads,
+        prune_percentile=settings.prune_percentile,
+        startup_trials=settings.startup_trials,
     )
     study = run_study(ev, space, task, settings)
     return finish(study, ev, space, base, settings, validated_margin(profile) if margin is None else margin,
