@@ -179,7 +179,12 @@ class Traffic:
 
 
 def load_traffic(path: str | Path) -> Traffic:
-    """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError."""
+    """Read and validate a JSONL traffic trace; every defect is a one-line SpecsimError.
+
+    Example (also `specsim.load_traffic`; traces come from `specsim traffic import` or `traffic synth`):
+        >>> traffic = load_traffic("T.jsonl")
+        >>> len(traffic), traffic.rate
+    """
     p = Path(path)
     text = read_text(p, "traffic")
     ts: list[float] = []
