@@ -456,10 +456,18 @@ class KController:
 
 
 def load_policy(path: str | Path) -> Policy:
-    """Read and validate a policy; every defect is a one-line SpecsimError."""
+    """Read and validate a policy; every defect is a one-line SpecsimError.
+
+    Example (also `specsim.load_policy`):
+        >>> policy = load_policy("POL.json")
+        >>> policy.k_at(1), policy.k_at(64)
+    """
     return load_document(path, Policy, "policy", SCHEMA, VERSIONS)
 
 
 def save_policy(policy: Policy, path: str | Path) -> None:
-    """Write a policy as JSON atomically."""
+    """Write a policy as JSON atomically.
+
+    Example (also `specsim.save_policy`): `save_policy(specsim.tune(...).policy, "POL.json")`.
+    """
     atomic_write_text(path, policy.model_dump_json(by_alias=True, indent=2) + "\n")

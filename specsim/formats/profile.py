@@ -332,7 +332,12 @@ class Profile(_Strict):
 
 
 def load_profile(path: str | Path) -> Profile:
-    """Read and validate a profile; every defect is a one-line SpecsimError."""
+    """Read and validate a profile; every defect is a one-line SpecsimError.
+
+    Example (also `specsim.load_profile`):
+        >>> profile = load_profile("profiles/smollm2-135m-cpu.json")
+        >>> sorted(profile.drafters), profile.k_max
+    """
     return load_document(path, Profile, "profile", SCHEMA, VERSIONS)
 
 

@@ -256,7 +256,12 @@ def load_traffic(path: str | Path, time_unit: str | None = None) -> Traffic:
 
     `time_unit` ("s", "ms" or None) is the unit of a third-party trace's timestamps (`to_seconds`;
     None: seconds, refused if they look like milliseconds). A trace with a specsim header line was
-    written by specsim in seconds: it is never rescaled or refused, and "ms" is an error."""
+    written by specsim in seconds: it is never rescaled or refused, and "ms" is an error.
+
+    Example (also `specsim.load_traffic`; traces come from `specsim traffic import` or `traffic synth`):
+        >>> traffic = load_traffic("T.jsonl")
+        >>> len(traffic), traffic.rate
+    """
     if time_unit is not None and time_unit not in TIME_UNITS:
         raise SpecsimError(f"unknown time unit {time_unit!r} (use s or ms)")
     p = Path(path)

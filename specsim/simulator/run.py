@@ -168,6 +168,13 @@ def simulate(
 
     `cost` and `replay` may be passed in to reuse their precomputation across many runs (tuning).
     `detail` records every scheduled row and preemption (`SimResult.detail`), for parity checks.
+
+    Example (also `specsim.simulate`):
+        >>> import specsim
+        >>> run = specsim.simulate(specsim.load_profile("P.json"), specsim.load_traffic("T.jsonl"),
+        ...                        specsim.load_policy("POL.json"), specsim.SimConfig(max_num_seqs=64))
+        >>> run.summary["tpot_p99"], run.summary["output_tokens_per_s"]
+        >>> run.write_csv("requests.csv")
     """
     cfg = cfg or SimConfig()
     cfg.validate()

@@ -287,7 +287,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     import optuna
 
     from specsim.tuner.storage import open_storage, recover_orphans
-    from specsim.tuner.study import Progress, TrialRunner, make_pruner, make_sampler, stored_task
+    from specsim.tuner.study import Progress, TrialRunner, search_for, stored_task
 
     storage = open_storage(args.storage)
     deadline = time.monotonic() + args.wait
@@ -305,11 +305,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     task = stored_task(study)
     ev, space = evaluator_from_task(task)
     seed = args.seed if args.seed is not None else os.getpid()
-    study = optuna.load_study(
-        study_name=args.study, storage=storage,
-        sampler=make_sampler(ev.objective, seed, task.n_trials),
-        pruner=make_pruner(ev.objective, ev.prefix is not None, 50.0),
-    )
+    # NOTE: the study's own startup trials and prune percentile, as `tune` was asked (stored in its task)
+    sampler, pruner = search_for(task, ev.objective, ev.prefix is not None, seed)
+    study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
     recover_orphans(study)
     runner = TrialRunner(study, ev, space, task.n_trials)
     with Progress(study, ev.objective, task.n_trials, not args.no_progress) as bar:

@@ -36,6 +36,7 @@ from specsim.tuner.storage import is_persistent, open_storage, recover_orphans, 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TASK_ATTR = "specsim_task"
+_MISSING = object()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
@@ -72,6 +73,10 @@ class TaskSpec:
     traffic_sha256: str = ""
     traffic_window: list[float] | None = None
     traffic_loads: list[float] | None = None
+    prune_percentile: float = 50.0
+    """Prune a trial whose prefix value falls below this percentile of earlier trials (every worker)."""
+    startup_trials: int | None = None
+    """Random trials before TPE samples (None: from n_trials, see `make_sampler`), for every worker."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> str:
@@ -94,6 +99,14 @@ def make_sampler(
     return optuna.samplers.TPESampler(
         n_startup_trials=n_start, multivariate=True, group=True, constant_liar=True, seed=seed
     )
+
+
+def search_for(task: TaskSpec, objective: Objective, prefix: bool, seed: int
+               ) -> tuple[optuna.samplers.BaseSampler, optuna.pruners.BasePruner]:
+    """The sampler and pruner a worker of this study uses: the study's stored startup trials and prune
+    percentile, so `tune --jobs N` children and `tune-worker` processes search as `tune` was asked to."""
+    return (make_sampler(objective, seed, task.n_trials, task.startup_trials),
+            make_pruner(objective, prefix, task.prune_percentile))
 
 
 def make_pruner(objective: Objective, prefix: bool, percentile: float) -> optuna.pruners.BasePruner:
@@ -142,8 +155,12 @@ def open_study(
                 f"study {name!r} was created for different inputs (profile, traffic, objective or search space); "
                 "resume it with the same arguments, or choose another --study"
             )
-        if task is not None and stored is not None and task.n_trials != stored.get("n_trials"):
-            study.set_user_attr(TASK_ATTR, {**stored, "n_trials": task.n_trials})
+        if task is not None and stored is not None:
+            # how the search runs may change on resume (not what a trial is worth): workers follow it
+            search = {"n_trials": task.n_trials, "prune_percentile": task.prune_percentile,
+                      "startup_trials": task.startup_trials}
+            if any(stored.get(k, _MISSING) != v for k, v in search.items()):
+                study.set_user_attr(TASK_ATTR, {**stored, **search})
         return study
     if resume and task is None:
         raise SpecsimError(f"study {name!r} not found in {where}")
@@ -308,8 +325,7 @@ def _child(storage_url: str, name: str, ev: Evaluator, space: SearchSpace, task:
     code = 0
     try:
         seed = settings.seed * 1000 + index + 1
-        sampler = make_sampler(ev.objective, seed, task.n_trials, settings.startup_trials)
-        pruner = make_pruner(ev.objective, ev.prefix is not None, settings.prune_percentile)
+        sampler, pruner = search_for(task, ev.objective, ev.prefix is not None, seed)
         study = optuna.load_study(study_name=name, storage=open_storage(storage_url), sampler=sampler, pruner=pruner)
         TrialRunner(study, ev, space, task.n_trials).loop()
     except BaseException as exc:  # report in one line, exit non-zero
@@ -337,8 +353,7 @@ def run_study(ev: Evaluator, space: SearchSpace, task: TaskSpec, settings: Study
         tmpdir = tempfile.mkdtemp(prefix="specsim-tune-")
         url = f"journal:{Path(tmpdir) / 'study.log'}"
     try:
-        sampler = make_sampler(ev.objective, settings.seed, task.n_trials, settings.startup_trials)
-        pruner = make_pruner(ev.objective, ev.prefix is not None, settings.prune_percentile)
+        sampler, pruner = search_for(task, ev.objective, ev.prefix is not None, settings.seed)
         study = open_study(url, settings.study_name, task, ev.objective, sampler, pruner, settings.resume)
         if not study.get_trials(deepcopy=False):
             for params in space.starting_points():  # the engine family's own defaults go first

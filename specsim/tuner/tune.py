@@ -123,6 +123,8 @@ def tune(
         traffic_window=traffic_window,
         traffic_loads=traffic_loads,
         extra={"traffic_time_unit": traffic_time_unit} if traffic_time_unit else {},
+        prune_percentile=settings.prune_percentile,
+        startup_trials=settings.startup_trials,
     )
     study = run_study(ev, space, task, settings)
     return finish(study, ev, space, base, settings, validated_margin(profile) if margin is None else margin,

@@ -1,0 +1,91 @@
+"""The import rules of docs/architecture.md: data flows one way, profile -> simulate -> tune -> policy -> server.
+
+Every `import specsim.X` / `from specsim.X import ...` in the package (inside functions too) is checked
+against the layer table below, which mirrors the doc's "may import" column.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "specsim"
+SHARED = {"errors", "io", "formats", "shared_data", "metrics", "prompts", "runs"}
+ALLOWED: dict[str, set[str]] = {
+    "errors": set(),
+    "shared_data": set(),
+    "io": {"errors"},
+    "metrics": {"errors"},
+    "formats": {"errors", "io"},
+    "prompts": {"errors", "formats", "shared_data"},
+    "runs": {"io", "metrics"},
+    "vllmkit": {"errors", "models"},
+    "models": {"errors", "io"},
+    "traffic": SHARED,
+    "profiler": SHARED | {"models", "vllmkit"},
+    "simulator": SHARED | {"vllmkit"},
+    "tuner": SHARED | {"simulator", "profiler"},
+    "policies": SHARED | {"models", "vllmkit"},
+    "verify": SHARED | {"policies", "tuner", "simulator", "profiler", "models", "vllmkit"},
+}
+"""Package -> the specsim packages it may import (besides itself)."""
+TOP = {"__init__", "__main__", "cli", "api", "demo"}
+"""Top-level modules above every stage: they may import anything."""
+EXCEPTIONS: dict[tuple[str, str], str] = {}
+"""Upward imports the doc lists as known exceptions, with their reason."""
+
+
+def _imports(path: Path) -> set[str]:
+    """The specsim packages a file imports, anywhere in it."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "specsim":
+            names = [f"specsim.{a.name}" for a in node.names]  # from specsim import runs
+        else:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        for n in names:
+            parts = n.split(".")
+            if parts[0] == "specsim" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+def test_every_import_follows_the_layers() -> None:
+    bad: list[str] = []
+    used: set[tuple[str, str]] = set()
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).as_posix()
+        owner = rel.split("/")[0].removesuffix(".py")
+        if owner in TOP:
+            continue
+        assert owner in ALLOWED, f"new package specsim/{owner}: add it to docs/architecture.md and ALLOWED here"
+        for target in _imports(path) - {owner}:
+            if target in ALLOWED[owner]:
+                continue
+            if (rel, target) in EXCEPTIONS:
+                used.add((rel, target))
+                continue
+            bad.append(f"specsim/{rel} imports specsim.{target}")
+    assert not bad, "imports against docs/architecture.md's layers: " + "; ".join(bad)
+    assert used == set(EXCEPTIONS), f"listed exceptions no longer needed: {set(EXCEPTIONS) - used}"
+
+
+def test_the_doc_lists_every_package() -> None:
+    doc = (PKG.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    for name in ALLOWED:
+        if (PKG / name).is_dir():
+            assert f"| `{name}` |" in doc, f"docs/architecture.md has no row for specsim/{name}"
+
+
+def test_the_layers_have_no_cycle() -> None:
+    # the allowed imports form a DAG, so packages that follow them cannot import each other in a circle
+    order: list[str] = []
+    left = {k: set(v) - {k} for k, v in ALLOWED.items()}
+    while left:
+        ready = sorted(k for k, deps in left.items() if not deps - set(order))
+        assert ready, f"the layer table has a cycle among {sorted(left)}"
+        order += ready
+        for k in ready:
+            del left[k]
+    assert order.index("formats") < order.index("simulator") < order.index("tuner") < order.index("verify")
