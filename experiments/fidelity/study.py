@@ -146,19 +146,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tuned", default=None, help="tuned policy JSON")
     ap.add_argument("--drafter", default="ngram")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--kv-blocks", type=int, default=16,
+    # NOTE: 20 blocks of 128 tokens: the fewest vLLM starts with at this profile's max_model_len (2314)
+    ap.add_argument("--kv-blocks", type=int, default=20,
                     help="KV blocks of the KV-starved server (vLLM num_gpu_blocks; CPU blocks hold 128 tokens)")
     ap.add_argument("--quick", action="store_true", help="three tiny cells (a smoke test)")
     ap.add_argument("--eager", action="store_true", help="serve without compilation (quick checks only)")
     ap.add_argument("--timeout", type=float, default=600.0)
     ap.add_argument("--out", default="experiments/fidelity/results")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--record-margin", action="store_true",
+                    help="write the simulator's validated error on predicted gains into the profile "
+                         "(metadata.fit['fidelity']), which `specsim tune` then uses as its margin")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(args.out)
     profile = load_profile(args.profile)
     if args.report_only:
-        return report(out, profile)
+        code = report(out, profile)
+        if args.record_margin:
+            record_margin(out, profile, Path(args.profile))
+        return code
     out.mkdir(parents=True, exist_ok=True)
     (out / "runs").mkdir(exist_ok=True)
     spec = profile.drafters[args.drafter]
@@ -328,6 +335,53 @@ def ranking(results: list[dict[str, Any]], metric: str, out: Path | None = None)
     return rows
 
 
+GAIN_METRICS = ("tpot_mean", "ttft_mean", "e2e_mean", "output_tokens_per_s")
+
+
+def gain_errors(results: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """How far the simulator's predicted gain of each policy over speculation off was from the measured
+    gain, per metric over every (cell, policy) pair: mean and 90th percentile of |predicted - measured|.
+    This is the error a tuner's predicted gain must exceed before it is trusted."""
+    out: dict[str, dict[str, float]] = {}
+    for metric in GAIN_METRICS:
+        errs = []
+        for cell in {r["cell"] for r in results}:
+            by_pol: dict[str, list[dict[str, Any]]] = {}
+            for r in results:
+                if r["cell"] == cell:
+                    by_pol.setdefault(r["policy"], []).append(r)
+            if "off" not in by_pol:
+                continue
+            sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
+            m_off = float(np.mean([r["measured"][metric] for r in by_pol["off"]]))
+            s_off = float(np.mean([r["simulated"][metric] for r in by_pol["off"]]))
+            for pol, rs in by_pol.items():
+                if pol == "off" or not m_off or not s_off:
+                    continue
+                gm = sign * (float(np.mean([r["measured"][metric] for r in rs])) - m_off) / m_off
+                gs = sign * (float(np.mean([r["simulated"][metric] for r in rs])) - s_off) / s_off
+                errs.append(abs(gs - gm))
+        if errs:
+            out[metric] = {"mean": float(np.mean(errs)), "p90": float(np.percentile(errs, 90)), "pairs": len(errs)}
+    return out
+
+
+def record_margin(out: Path, profile: Profile, path: Path) -> None:
+    """Write the gain errors into the profile's metadata.fit['fidelity'] (atomically); the margin the
+    tuner uses is the mean error on the TPOT gain (the objective the study's tuned policy used)."""
+    from specsim.formats.profile import save_profile
+
+    errs = gain_errors(_results(out))
+    if "tpot_mean" not in errs:
+        raise SystemExit("no cell with off and another policy: nothing to record")
+    fit = dict(profile.metadata.fit)
+    fit["fidelity"] = {"margin": round(errs["tpot_mean"]["mean"], 4), "margin_metric": "tpot_mean",
+                       "gain_errors": errs, "study": str(out), "recorded": time.strftime("%Y-%m-%d")}
+    meta = profile.metadata.model_copy(update={"fit": fit})
+    save_profile(profile.model_copy(update={"metadata": meta}), path)
+    print(f"recorded margin {fit['fidelity']['margin']:.1%} (mean error on predicted TPOT gains) in {path}")
+
+
 def report(out: Path, profile: Profile) -> int:
     results = _results(out)
     if not results:
@@ -348,6 +402,15 @@ def report(out: Path, profile: Profile) -> int:
             lines.append(f"| {row['cell']} | {metric} | {' < '.join(row['measured_order'])} | "
                          f"{' < '.join(row['simulated_order'])} | {row['separated_pairs']} | {row['right']} |")
     lines += ["", f"**Ranking right on {total['right']} of {total['pairs']} separated pairs.**", ""]
+    errs = gain_errors(results)
+    if errs:
+        lines += ["## Error on predicted gains over speculation off", "",
+                  "What the tuner relies on: for every cell and policy, |predicted gain - measured gain| "
+                  "(relative to off, positive = better). `--record-margin` writes the TPOT row's mean into "
+                  "the profile, and `specsim tune` then needs a predicted gain above it.", "",
+                  "| metric | pairs | mean error | p90 error |", "|---|---|---|---|"]
+        lines += [f"| {m} | {e['pairs']} | {e['mean']:.1%} | {e['p90']:.1%} |" for m, e in errs.items()]
+        lines.append("")
     lines += ["## Per metric", "",
               "| policy | cell | metric | measured mean [min, max] | simulated | error | in range | target |",
               "|---|---|---|---|---|---|---|---|"]
