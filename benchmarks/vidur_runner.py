@@ -6,6 +6,10 @@ prediction tables, then starts this script with Vidur's interpreter.
     python vidur_runner.py patch-restart       # fix Request.restart in the installed file (idempotent)
     python vidur_runner.py run SPEC.json       # one simulation; prints 'VIDUR_RESULT {json}' last
 
+With "record_batches" in the spec, every batch's composition (decode rows and their KV
+tokens, prefill rows and tokens) and Vidur's predicted time are returned too, so the caller can
+compare them with specsim's step time for the same composition.
+
 `run` times Vidur's event loop (`Simulator.run` without its output writing) with wall and CPU
 clocks, separately from start-up (config, trace and table loading), and reports per-request
 latencies read from Vidur's own Request objects (metric collection off, so it does not cost Vidur time).
@@ -121,7 +125,7 @@ def run(spec_path: str) -> dict[str, Any]:
     from vidur.simulator import Simulator
     from vidur.utils.random import set_seeds
 
-    restart_fix = "not needed"
+    restart_fix = "the installed Request.restart resets the stage counters"
     if _restart_is_buggy():
         _monkeypatch_restart()
         restart_fix = "applied in memory (installed file not patched)"
@@ -170,6 +174,20 @@ def run(spec_path: str) -> dict[str, Any]:
         raise RuntimeError(f"{spec['model_name']} has {n_layers} layers in Vidur, "
                            f"the tables assume {spec['num_layers']}")
     _install_tables(spec, RandomForrestExecutionTimePredictor, pred_cfg, replica_cfg, cache_cfg)
+    batches: list[tuple[int, int, int, int, float]] = []
+    if spec.get("record_batches"):  # cost check only: it slows the loop, so timed runs leave it off
+        original = SklearnExecutionTimePredictor.get_execution_time
+
+        def recorded(self: Any, batch: Any, stage: int) -> Any:
+            et = original(self, batch, stage)
+            q, kv = batch.num_q_tokens, batch.num_kv_tokens
+            dec = [k for n, k in zip(q, kv, strict=True) if n == 1]
+            pre = [n for n in q if n != 1]
+            # decode rows, their KV tokens, prefill rows, prefill tokens, Vidur's time (s)
+            batches.append((len(dec), sum(dec), len(pre), sum(pre), float(et.total_time)))
+            return et
+
+        SklearnExecutionTimePredictor.get_execution_time = recorded
     set_seeds(cfg.seed)
     sim = Simulator(cfg)
     reqs = sorted((ev._request for _, ev in sim._event_queue), key=lambda r: r.id)
@@ -201,6 +219,7 @@ def run(spec_path: str) -> dict[str, Any]:
         "mean_tpot_s": sum(tpot) / len(tpot) if tpot else float("nan"),
         "mean_e2e_s": sum(e2e) / len(e2e),
         "preemptions": int(sum(r.num_restarts for r in reqs)),
+        "batches": batches,
     }
 
 

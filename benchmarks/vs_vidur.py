@@ -77,8 +77,11 @@ def ensure_vidur(cache: Path, python: str | None) -> tuple[str, bool]:
     print(f"creating {venv} and installing vidur=={VIDUR_VERSION} from PyPI (first use: about 90 s)...",
           flush=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    f"vidur=={VIDUR_VERSION}"], check=True)
+    pip = subprocess.run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                          f"vidur=={VIDUR_VERSION}"], capture_output=True, text=True)
+    if pip.returncode != 0:
+        sys.stderr.write(pip.stdout[-4000:] + pip.stderr[-4000:])
+        sys.exit(f"pip install vidur=={VIDUR_VERSION} into {venv} failed (exit {pip.returncode})")
     return str(py), True
 
 
@@ -139,6 +142,26 @@ def write_vidur_tables(cost: Any, out: Path, layers: int, max_batch: int, max_to
     write("network/all_reduce", [tokens], np.zeros(tokens.size))
 
 
+def check_costs(python: str, work: Path, spec: dict[str, Any], cost: Any) -> None:
+    """Vidur's predicted time of every batch it ran against specsim's step time for the same
+    composition (decode rows with their KV tokens as context, prefill tokens)."""
+    path = work / "spec-check.json"
+    path.write_text(json.dumps({**spec, "record_batches": True}, indent=1))
+    v = runner_json(python, "run", str(path))
+    b = np.asarray(v["batches"], dtype=np.float64).reshape(-1, 5)
+    ours = np.array([cost.step_s(int(n), 0.0, int(p), float(ctx)) for n, ctx, _, p, _ in b])
+    rel = b[:, 4] / ours - 1.0
+    kinds = {"decode only": (b[:, 0] > 0) & (b[:, 2] == 0), "prefill only": (b[:, 0] == 0) & (b[:, 2] > 0),
+             "mixed, 1 chunk": (b[:, 0] > 0) & (b[:, 2] == 1), "2+ chunks": b[:, 2] >= 2}
+    print(f"step-cost check: {len(b)} Vidur batches, Vidur's time / specsim's step time - 1")
+    print(f"{'batches':<16} {'count':>7} {'mean %':>8} {'mean |%|':>9} {'max |%|':>8}")
+    for name, m in {"all": np.ones(len(b), dtype=bool), **kinds}.items():
+        if m.any():
+            r = rel[m] * 100
+            print(f"{name:<16} {int(m.sum()):>7} {r.mean():>8.3f} {np.abs(r).mean():>9.3f} {np.abs(r).max():>8.3f}")
+    print(f"total busy time: Vidur {b[:, 4].sum():.1f} s, specsim's costs {ours.sum():.1f} s")
+
+
 def load_avg() -> str:
     try:
         return " ".join(f"{x:.2f}" for x in os.getloadavg())
@@ -168,6 +191,9 @@ def main() -> int:
     ap.add_argument("--block-size", type=int, default=16)
     ap.add_argument("--num-kv-blocks", type=int, default=None,
                     help="KV blocks as vLLM counts them, its null block included (default: the profile's capacity)")
+    ap.add_argument("--check-costs", action="store_true",
+                    help="instead of timing, compare Vidur's time of every batch it runs with specsim's step "
+                         "time for the same composition (use with --max-requests)")
     args = ap.parse_args()
     if not args.trace.is_file():
         print(f"skipped: {args.trace} not present")
@@ -230,6 +256,10 @@ def main() -> int:
     (work / "spec.json").write_text(json.dumps(spec, indent=1))
     print(f"vidur {VIDUR_VERSION}: {python}; {fix_note}; inputs: {work}", flush=True)
 
+    if args.check_costs:
+        check_costs(python, work, spec, StepCostModel(profile, None, b_max=max(args.max_num_seqs, 2)))
+        return 0
+
     # specsim: the whole simulate() call (set-up, loop and metrics), best of --repeats, after a
     # short warm-up run that loads the compiled kernel (numba's on-disk cache, compiled on first use)
     simulate(profile, traffic.head(min(len(traffic), 50)), Policy(), cfg)
@@ -250,7 +280,7 @@ def main() -> int:
     n = len(traffic)
 
     print(f"\npython {platform.python_version()} (specsim), {v['python']} (Vidur); "
-          f"Vidur's restart fix in this run: {v['restart_fix'] if not own else 'file patched'}")
+          f"Vidur: {v['restart_fix']}")
     print(f"{'simulator':<10} {'loop wall s':>12} {'loop CPU s':>11} {'sim req/s':>10} {'start-up s':>11}")
     print(f"{'specsim':<10} {s_wall:>12.2f} {s_cpu:>11.2f} {n / s_wall:>10.0f} {'(included)':>11}"
           f"   best of {args.repeats}: whole simulate() call")
