@@ -230,7 +230,7 @@ def main() -> int:
         fix_note = "Request.restart fix: applied in memory if needed (interpreter not owned by the benchmark)"
     max_tokens = _round_up(longest, KV_GRANULARITY)
     max_chunk = args.max_num_batched_tokens if args.vidur_scheduler == "sarathi" else max_tokens
-    key = hashlib.sha256(json.dumps([profile.digest(), traffic.digest(), blocks, args.block_size,
+    key = hashlib.sha256(json.dumps([profile.target.model_dump_json(), traffic.digest(), blocks, args.block_size,
                                      args.max_num_seqs, args.max_num_batched_tokens, args.vidur_scheduler,
                                      VIDUR_MODEL, VIDUR_TP, 2], sort_keys=True).encode()).hexdigest()[:16]
     work = cache / "vidur-inputs" / key
