@@ -183,6 +183,24 @@ class ReplicaEngine:
                 raise SpecsimError(self._stuck_message())
             return
 
+    def run_open_loop(self, arrival: np.ndarray) -> None:
+        """Serve requests 0..n-1 arriving at `arrival` (seconds, sorted) on this replica alone, without
+        SimPy: the compiled loop queues arrivals itself (kernel.run_open_loop), which is what makes a
+        day of traffic take seconds. Equivalent to the SimPy process with `workload.open_loop`."""
+        nxt = np.zeros(1, dtype=np.int64)
+        self.rep.rf[kernel.RF_CLOCK] = 0.0
+        while True:
+            code = kernel.run_open_loop(self.req, self.rep, self.params, self.acc, self.cost, self.log.arrays,
+                                        self.rows, self.rows2, arrival, nxt)
+            if code == kernel.RET_LOGFULL:
+                self.log.flush(self.rep.ri)
+                continue
+            if code == kernel.RET_STUCK:
+                raise SpecsimError(self._stuck_message())
+            if code == kernel.RET_IDLE:
+                return
+            raise RuntimeError(f"the step loop returned {code} in open loop")  # pragma: no cover
+
     def _run(self):  # noqa: ANN202 - SimPy process generator
         env = self.env
         rep = self.rep

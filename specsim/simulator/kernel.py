@@ -1395,6 +1395,37 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
 
 
 @njit(cache=True)
+def run_open_loop(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows, rows2: Rows,
+                  arrival: np.ndarray, next_arrival: np.ndarray) -> int:
+    """One replica under open-loop arrivals, arrivals included in the compiled loop (no SimPy event per
+    request). Before each run of steps every request whose arrival time is at or before the clock is
+    queued, in trace order, as SimPy orders an arrival before the engine's resumption at the same time
+    (workload.open_loop, ReplicaEngine._run); an idle replica jumps to the next arrival, and steps run
+    until the clock passes it (run_steps' t_limit is the next arrival, as env.peek() is there).
+    `next_arrival[0]` is the next request to arrive. Returns RET_IDLE once every request has arrived
+    and the replica is idle, else the code of run_steps for the caller (a full log, a stuck engine)."""
+    n = arrival.shape[0]
+    ri = rep.ri
+    rf = rep.rf
+    while True:
+        pos = next_arrival[0]
+        while pos < n and arrival[pos] <= rf[RF_CLOCK]:
+            submit(req, rep, pos)
+            pos += 1
+        next_arrival[0] = pos
+        if ri[RI_NRUN] == 0 and ri[RI_WLEN] == 0 and ri[RI_PENDN] < 0:
+            if pos >= n:
+                return RET_IDLE
+            rf[RF_CLOCK] = arrival[pos]  # the idle engine wakes at the arrival
+            continue
+        t_limit = arrival[pos] if pos < n else np.inf
+        code = run_steps(req, rep, p, acc, cost, log, rows, rows2, t_limit)
+        ri[RI_NFIN] = 0  # nobody listens for finishes in open loop
+        if code != RET_EVENT and code != RET_IDLE:
+            return code
+
+
+@njit(cache=True)
 def k_now(p: Params, rep: Rep) -> int:
     """The K the last async schedule set (stored for its log record)."""
     return rep.ri[RI_KLAST]

@@ -285,8 +285,16 @@ def simulate(
         closed = ClosedLoop(env, len(traffic), router, cfg.concurrency, cfg.think_time)
     else:
         t0 = float(traffic.timestamps[0])
-        times = ((traffic.timestamps - t0) / cfg.rate_scale).tolist()
-        env.process(open_loop(env, times, router))
+        arrival = (traffic.timestamps - t0) / cfg.rate_scale
+        if type(engines[0]) is ReplicaEngine and cfg.replicas == 1 and not params.pi[kernel.P_STOPFIN]:
+            # NOTE: one replica in open loop needs no router and no SimPy event per request: the
+            # compiled loop takes the arrivals itself (the same order of events; the parity tests
+            # against vLLM's scheduler run through this path)
+            table.arrival[:] = arrival
+            table.replica[:] = 0
+            engines[0].run_open_loop(np.ascontiguousarray(arrival, dtype=np.float64))
+        else:
+            env.process(open_loop(env, arrival.tolist(), router))
     env.run()
 
     if not np.isfinite(table.finish).all():  # pragma: no cover - would be a simulator bug

@@ -51,8 +51,8 @@ def _assert_identical(profile, traffic, policy, cfg) -> None:
 
 
 def test_kv_starved_static_k_preempts_like_vllm(cpu_profile) -> None:
-    traffic = _traffic(60, rate=1.0, inp=(50, 400), out=(20, 120), seed=1)
-    cfg = SimConfig(max_num_seqs=16, max_num_batched_tokens=512, num_kv_blocks=60)
+    traffic = _traffic(60, rate=2.0, inp=(50, 400), out=(20, 120), seed=1)
+    cfg = SimConfig(max_num_seqs=16, max_num_batched_tokens=512, num_kv_blocks=64, block_size=16)
     rep, fast, _ = check_against_vllm(cpu_profile, traffic, Policy.static(NGRAM, 4), cfg)
     assert rep.exact and rep.first_difference is None
     assert fast.summary["preemptions"] >= 20  # the case really is KV-starved
