@@ -26,7 +26,9 @@ class StepLog:
     def __init__(self, detail: bool, max_rows: int) -> None:
         self.detail = detail
         self.max_rows = max_rows
-        self.chunks: list[tuple[np.ndarray, np.ndarray]] = []
+        self.int_cols: list[list[np.ndarray]] = [[] for _ in range(kernel.L_NCOL)]
+        """Flushed chunks of each integer column (int32)."""
+        self.float_cols: list[list[np.ndarray]] = [[] for _ in range(kernel.LF_NCOL)]
         self.det_chunks: list[np.ndarray] = []
         self.pre_chunks: list[np.ndarray] = []
         self.arrays = self._fresh(_LOG_ROWS)
@@ -38,11 +40,17 @@ class StepLog:
             np.zeros((det_rows, 5), dtype=np.int64), np.zeros((max(det_rows // 4, 1), 2), dtype=np.int64))
 
     def flush(self, ri: np.ndarray) -> None:
-        """Move the rows written so far out of the kernel's arrays (and make room for more)."""
+        """Move the rows written so far out of the kernel's arrays (and make room for more).
+
+        NOTE: kept per column, integers as int32 (counts, tokens and blocks fit), so a day of traffic's
+        millions of steps take half the memory and `columns()` never holds two copies of the log."""
         n = int(ri[kernel.RI_LOGN])
         a = self.arrays
         if n:
-            self.chunks.append((a.li[:n].copy(), a.lf[:n].copy()))
+            for j in range(kernel.L_NCOL):
+                self.int_cols[j].append(a.li[:n, j].astype(np.int32))
+            for j in range(kernel.LF_NCOL):
+                self.float_cols[j].append(a.lf[:n, j].copy())
         if self.detail:
             self.det_chunks.append(a.det[: int(ri[kernel.RI_DETN])].copy())
             self.pre_chunks.append(a.pre[: int(ri[kernel.RI_PREN])].copy())
@@ -51,20 +59,27 @@ class StepLog:
             self.arrays = self._fresh(grow)
         ri[kernel.RI_LOGN] = ri[kernel.RI_DETN] = ri[kernel.RI_PREN] = 0
 
+    @staticmethod
+    def _column(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        """One column from its chunks, which it then holds alone (the chunks are freed)."""
+        col = np.concatenate(parts) if parts else np.zeros(0, dtype)
+        parts[:] = [col] if len(col) else []
+        return col
+
     def columns(self) -> dict[str, np.ndarray]:
         """The whole log as named columns."""
-        li = np.concatenate([c[0] for c in self.chunks]) if self.chunks else np.zeros((0, kernel.L_NCOL), np.int64)
-        lf = np.concatenate([c[1] for c in self.chunks]) if self.chunks else np.zeros((0, kernel.LF_NCOL))
+        li = [self._column(self.int_cols[j], np.int32) for j in range(kernel.L_NCOL)]
+        lf = [self._column(self.float_cols[j], np.float64) for j in range(kernel.LF_NCOL)]
         return {
-            "start": lf[:, kernel.LF_START], "duration": lf[:, kernel.LF_DUR],
-            "scheduled": li[:, kernel.L_SCHED], "basis_batch": li[:, kernel.L_BASIS],
-            "decoding": li[:, kernel.L_DEC], "k": li[:, kernel.L_K],
-            "decode_tokens": li[:, kernel.L_DECTOK], "spec_tokens": li[:, kernel.L_SPECTOK],
-            "prefill_tokens": li[:, kernel.L_PRETOK], "prefill_rows": li[:, kernel.L_PREROWS],
-            "emitted": li[:, kernel.L_EMIT], "preempted": li[:, kernel.L_PREEMPT],
-            "running": li[:, kernel.L_RUN], "waiting": li[:, kernel.L_WAIT], "context_tokens": lf[:, kernel.LF_CTX],
-            "free_blocks": li[:, kernel.L_FREE], "accepted": li[:, kernel.L_ACC],
-            "draft_rows": li[:, kernel.L_DROWS],
+            "start": lf[kernel.LF_START], "duration": lf[kernel.LF_DUR],
+            "scheduled": li[kernel.L_SCHED], "basis_batch": li[kernel.L_BASIS],
+            "decoding": li[kernel.L_DEC], "k": li[kernel.L_K],
+            "decode_tokens": li[kernel.L_DECTOK], "spec_tokens": li[kernel.L_SPECTOK],
+            "prefill_tokens": li[kernel.L_PRETOK], "prefill_rows": li[kernel.L_PREROWS],
+            "emitted": li[kernel.L_EMIT], "preempted": li[kernel.L_PREEMPT],
+            "running": li[kernel.L_RUN], "waiting": li[kernel.L_WAIT], "context_tokens": lf[kernel.LF_CTX],
+            "free_blocks": li[kernel.L_FREE], "accepted": li[kernel.L_ACC],
+            "draft_rows": li[kernel.L_DROWS],
         }
 
     def detail_rows(self) -> tuple[np.ndarray, np.ndarray]:

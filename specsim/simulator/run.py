@@ -356,6 +356,8 @@ _NO_TRACES = kernel.Acc(np.zeros(1, dtype=np.int16), np.zeros(1, dtype=np.int16)
 
 def _merge_steps(engines: list[ReplicaEngine]) -> dict[str, np.ndarray]:
     logs = [e.log.columns() for e in engines]
+    if len(logs) == 1:  # one replica: its columns as they are (a day of steps is not copied again)
+        return {**logs[0], "replica": np.zeros(len(logs[0]["start"]), dtype=np.int32)}
     out = {k: np.concatenate([lg[k] for lg in logs]) for k in logs[0]}
     out["replica"] = np.concatenate([np.full(len(lg["start"]), e.index) for e, lg in zip(engines, logs, strict=True)])
     return out
