@@ -48,8 +48,7 @@ def main() -> int:
     args = ap.parse_args()
     traffic = trace()
     prof = analytic_profile(target="llama-3.1-8b", drafter_model=None, gpu="h100", ngram=True)
-    d = prof.drafters["ngram"]
-    ref = DrafterRef(name="ngram", method=d.method, params=dict(d.params))
+    ref = DrafterRef.from_profile(prof, "ngram")
     cfg = SimConfig(prefix_caching="on", max_num_seqs=256, max_num_batched_tokens=8192)
     simulate(prof, traffic.head(200), Policy(), cfg)  # load the compiled kernel once
     print(f"trace: {len(traffic)} requests, mean prompt {traffic.input_lengths.mean():.0f} tokens, "

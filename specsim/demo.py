@@ -79,7 +79,7 @@ def _cmd(args: argparse.Namespace) -> int:
         return 0
     name = "draft_model" if "draft_model" in profile.drafters else sorted(profile.drafters)[0]
     spec = profile.drafters[name]
-    drafter = DrafterRef(name=name, method=spec.method, model=spec.model, params=spec.params)
+    drafter = DrafterRef.from_profile(profile, name)
     k = min(4, spec.k_max, profile.k_max)
     dec = profile.target.decode
     cutoff = _crossover_batch(profile, name, k)

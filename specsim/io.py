@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import secrets
 import shutil
@@ -312,16 +311,7 @@ def output_set(folder: str | os.PathLike[str], names: Iterable[str]) -> Iterator
         out.discard()
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Hex SHA-256 of a file's bytes (used for provenance)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 __all__ = [
     "OutputSet", "Terminated", "atomic_path", "atomic_write_text", "check_output_dir", "check_output_file",
-    "file_sha256", "os_error_message", "output_set", "raise_on_signals", "signals_deferred",
+    "os_error_message", "output_set", "raise_on_signals", "signals_deferred",
 ]

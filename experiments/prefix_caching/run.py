@@ -60,8 +60,7 @@ def conversations(n_conv: int, rate: float, seed: int = 0) -> Traffic:
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     prof = analytic_profile(target="llama-3.1-8b", drafter_model=None, gpu="h100", ngram=True)
-    draft = prof.drafters["ngram"]
-    ref = DrafterRef(name="ngram", method=draft.method, params=dict(draft.params))
+    ref = DrafterRef.from_profile(prof, "ngram")
     policies = {"off": Policy(), **{f"K={k}": Policy.static(ref, k) for k in KS}}
     results = []
     for cache in ("on", "off"):

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from specsim.errors import SpecsimError
 
@@ -116,3 +116,9 @@ def iter_text_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
         raise SpecsimError(f"{what} {p} is not UTF-8 text: {exc.reason} near line {lineno + 1}") from None
     except OSError as exc:
         raise SpecsimError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+
+
+class _Strict(BaseModel):
+    """Base of every contract model: unknown keys are refused, fields also load by their alias."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)

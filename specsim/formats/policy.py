@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from specsim.errors import SpecsimError
-from specsim.formats._common import load_document
+from specsim.formats._common import _Strict, load_document
 from specsim.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ SCHEDULE_TOP = 1 << 16
 """A range reaching this batch size covers every batch size an engine can have."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-
-
 class DrafterRef(_Strict):
     """The drafter a policy uses; `name` is a key of the profile's drafters."""
 
@@ -42,6 +38,23 @@ class DrafterRef(_Strict):
     model: str | None = None
     """Draft model path (draft_model / eagle / mtp)."""
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, name: str) -> DrafterRef:
+        """The reference to one of a profile's drafters, with the method, model and parameters it was
+        measured with (a one-line error when the profile has no such drafter)."""
+        spec = profile.drafters.get(name)
+        if spec is None:
+            have = ", ".join(profile.drafters) or "none"
+            raise SpecsimError(f"drafter {name!r} is not in the profile (it has: {have})")
+        return cls(name=name, method=spec.method, model=spec.model, params=dict(spec.params))
+
+
+def floor_trips(accepted: int, drafted: int, verify_steps: int, min_rate: float, warmup_steps: int) -> bool:
+    """The acceptance floor's rule, the one place it is written (the simulator's compiled loop and the
+    live proposer both call it): after `warmup_steps` verifications, a request whose accepted / drafted
+    rate is below `min_rate` stops speculating."""
+    return min_rate > 0.0 and verify_steps >= warmup_steps and accepted < min_rate * drafted
 
 
 class AcceptanceFloor(_Strict):

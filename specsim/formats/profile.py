@@ -11,19 +11,15 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from specsim.formats._common import load_document
+from specsim.formats._common import _Strict, load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.profile"
 VERSIONS = (1, 2)
 """1: decode table + prefill curve. 2 adds (all optional) the composition cost model, drafter
 composition costs, KV capacity, the engine's mode and the start-to-start spread."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
 def _increasing(values: list[int] | list[float], name: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from specsim.formats.policy import KController, Policy
+from specsim.formats.policy import KController, Policy, floor_trips
 from specsim.io import atomic_write_text
 from specsim.policies.export import POLICY_ENV, drafter_params
 
@@ -72,9 +72,8 @@ class PolicyLogic:
             st.accepted += min(len(toks) - 1, st.pending)
             st.verify_steps += 1
             st.pending = 0
-            if not st.off and st.verify_steps >= self.floor.warmup_steps and (
-                st.accepted < self.floor.min_rate * st.drafted
-            ):
+            if not st.off and floor_trips(st.accepted, st.drafted, st.verify_steps, self.floor.min_rate,
+                                          self.floor.warmup_steps):
                 st.off = True
                 self.switched_off += 1
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.profiler.ngram import ngram_trace
-from specsim.profiler.replay import Counters, r_from_argmax, relative_gap, step_agreement, walk
+from specsim.profiler.replay import Counters, relative_gap, step_agreement, walk
 from specsim.profiler.steplogger import StepLogger
 from specsim.prompts import Prompt
 
@@ -118,12 +118,6 @@ def draft_argmax(draft_llm: Any, prompt_ids: Sequence[int], output_ids: Sequence
             best = int(ranked[0][0])
         argmax.append(best)
     return argmax
-
-
-def draft_model_r(draft_llm: Any, prompt_ids: Sequence[int], output_ids: Sequence[int],
-                  k_max: int) -> list[int]:
-    """r[pos] for a greedy draft model from its teacher-forced argmax."""
-    return r_from_argmax(output_ids, draft_argmax(draft_llm, prompt_ids, output_ids), k_max)
 
 
 @dataclass

@@ -31,6 +31,11 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
+from specsim.formats.policy import floor_trips
+
+floor_trips_c = njit(cache=True)(floor_trips)
+"""The acceptance floor's rule (formats.policy.floor_trips), compiled for the step loop."""
+
 # ---- per-replica integer state (Rep.ri) -------------------------------------------------------
 RI_NRUN = 0  # requests in `running`
 RI_WHEAD = 1  # ring-buffer head of `waiting`
@@ -1058,7 +1063,7 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
             acc_sum += a
             draft_sum += d
             draft_rows += 1
-            if floor_rate > 0.0 and req.verify_steps[i] >= warm and req.accepted[i] < floor_rate * req.drafted[i]:
+            if floor_trips_c(req.accepted[i], req.drafted[i], req.verify_steps[i], floor_rate, warm):
                 req.floor_off[i] = 1
         req.gen[i] += emit
         req.last_token[i] = now

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing as mp
-import os
 import signal
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -36,14 +35,6 @@ def fork_context() -> mp.context.BaseContext:
         return mp.get_context("fork")
     except ValueError:  # pragma: no cover - platforms without fork
         return mp.get_context()
-
-
-def default_jobs() -> int:
-    """Cores this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover
-        return max(1, os.cpu_count() or 1)
 
 
 def _init() -> None:

@@ -394,8 +394,7 @@ def normalise_schedule(ranges: list[tuple[int, int, int]]) -> list[tuple[int, in
 
 def drafter_ref(profile: Profile, name: str) -> DrafterRef:
     """A policy's reference to a profile drafter, with the parameters it was measured with."""
-    spec = profile.drafters[name]
-    return DrafterRef(name=name, method=spec.method, model=spec.model, params=dict(spec.params))
+    return DrafterRef.from_profile(profile, name)
 
 
 def describe(policy: Policy) -> str:
