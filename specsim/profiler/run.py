@@ -63,7 +63,7 @@ class ProfileConfig:
     model: str = "default"
     drafters: list[str] = field(default_factory=lambda: ["ngram"])
     prompts: str | None = None
-    num_prompts: int | None = 64
+    num_prompts: int | None = 24
     crosscheck_prompts: int = 16
     max_tokens: int = 128
     max_prompt_tokens: int = 768
