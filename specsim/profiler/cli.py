@@ -30,7 +30,8 @@ def register(subparsers: Any) -> None:
                    "(repeatable; default ngram)")
     p.add_argument("--prompts", default=None,
                    help="JSONL prompts (Spec-Bench format); default Spec-Bench when present, else 'builtin'")
-    p.add_argument("--num-prompts", type=int, default=_D.num_prompts, help="prompts used, stratified by category (0 = all)")
+    p.add_argument("--num-prompts", type=int, default=_D.num_prompts,
+                   help="prompts used, stratified by category (0 = all)")
     p.add_argument("--crosscheck-prompts", type=int, default=_D.crosscheck_prompts,
                    help="prompts also run with speculation to cross-check traces against vLLM's counters")
     p.add_argument("--max-tokens", type=int, default=_D.max_tokens, help="output tokens per prompt")
