@@ -33,6 +33,7 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check specsim tests benchmarks experiments
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) benchmarks/sim_speed.py

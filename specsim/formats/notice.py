@@ -18,7 +18,7 @@ def estimated_costs_notice(profile: Profile) -> str | None:
     model = f"analytic profile, {fit['cost_model']}" if fit.get("cost_model") else "analytic profile"
     mean, worst = fit.get("validation_mean_abs_rel_error"), fit.get("validation_max_abs_rel_error")
     try:
-        err = f"held-out error {float(mean):.0%} mean, {float(worst):.0%} max"
+        err = f"held-out error {float(mean):.0%} mean, {float(worst):.0%} max"  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return f"costs are estimated ({model}; no validation error recorded)"
     where = fit.get("table")

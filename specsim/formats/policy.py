@@ -244,7 +244,7 @@ class QueueRule(_Strict):
 class Policy(_Strict):
     """A speculative-decoding policy: drafter, K schedule over batch size, and optional guards."""
 
-    schema_name: Literal["specsim.policy"] = Field(default=SCHEMA, alias="schema")
+    schema_name: Literal["specsim.policy"] = Field(default="specsim.policy", alias="schema")
     version: int = VERSIONS[-1]
     drafter: DrafterRef | None = None
     """None means speculation is off everywhere."""

@@ -296,7 +296,7 @@ class AcceptanceTrace(_Strict):
 class Profile(_Strict):
     """A complete profile: metadata, the target's cost model, drafters and acceptance traces."""
 
-    schema_name: Literal["specsim.profile"] = Field(default=SCHEMA, alias="schema")
+    schema_name: Literal["specsim.profile"] = Field(default="specsim.profile", alias="schema")
     version: int = VERSIONS[-1]
     metadata: ProfileMetadata
     k_max: int = Field(ge=0)

@@ -384,8 +384,9 @@ def save_traffic(traffic: Traffic, path: str | Path) -> None:
             rec["conversation_id"] = traffic.conversation_ids[i]
         if traffic.turns is not None and traffic.turns[i] is not None:
             rec["turn"] = traffic.turns[i]
-        if traffic.hash_ids is not None and traffic.hash_ids[i]:
-            rec["hash_ids"] = list(traffic.hash_ids[i])
+        hashes = traffic.hash_ids[i] if traffic.hash_ids is not None else None
+        if hashes:
+            rec["hash_ids"] = list(hashes)
         lines.append(json.dumps(rec))
     with atomic_path(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")

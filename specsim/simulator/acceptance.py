@@ -13,11 +13,13 @@ output position pos as `flat[start + pos % length]`:
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 
 import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats.profile import AcceptanceTrace, Profile
+from specsim.formats.traffic import Traffic
 from specsim.simulator import kernel
 
 MODE_GREEDY = 1
@@ -67,7 +69,7 @@ def matching_warning(drawn: dict[str, int], profile_categories: list[str]) -> st
             f"(profile categories: {known})")
 
 
-def traffic_warning(profile: Profile, traffic: object,
+def traffic_warning(profile: Profile, traffic: Traffic,
                     category_map: dict[str, tuple[str, ...]] | None = None) -> str | None:
     """`matching_warning` for a trace about to be simulated on `profile` (tune, sweep)."""
     if not profile.acceptance:
@@ -76,7 +78,7 @@ def traffic_warning(profile: Profile, traffic: object,
     return matching_warning(drawn, sorted({t.category for t in profile.acceptance if t.category is not None}))
 
 
-def summary_warning(summary: dict[str, object]) -> str | None:
+def summary_warning(summary: Mapping[str, object]) -> str | None:
     """`matching_warning` from a simulation summary's `acceptance_matching`."""
     m = summary.get("acceptance_matching")
     if not isinstance(m, dict):
@@ -95,7 +97,7 @@ class AcceptanceReplay:
             raise SpecsimError("a drafter's acceptance traces mix greedy and sampled modes")
         self.sampled = modes == {"sampled"}
         self.k_cap = min(t.k_max for t in traces)
-        self.lengths = np.array([len(t.p if self.sampled else t.r) for t in traces], dtype=np.int64)
+        self.lengths = np.array([len((t.p if self.sampled else t.r) or ()) for t in traces], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(self.lengths)[:-1]]).astype(np.int64)
         total = int(self.lengths.sum())
         self.has_drafted = any(t.drafted is not None for t in traces)
@@ -110,7 +112,7 @@ class AcceptanceReplay:
             p = np.zeros((total, max(width, 1)))
             for t, off, n in zip(traces, self.offsets, self.lengths, strict=True):
                 if per_token:
-                    for pos, row in enumerate(t.pj):
+                    for pos, row in enumerate(t.pj or ()):
                         m = min(len(row), width)
                         p[off + pos, :m] = row[:m]
                 else:
@@ -155,7 +157,8 @@ class AcceptanceReplay:
         self.map_matches = 0
         self.drawn = {}
         for i, cat in enumerate(categories):
-            own = self._by_prompt.get(prompt_ids[i]) if prompt_ids is not None and prompt_ids[i] else None
+            pid = prompt_ids[i] if prompt_ids is not None else None
+            own = self._by_prompt.get(pid) if pid else None
             if own is not None:
                 pick[i] = own
                 self.prompt_matches += 1

@@ -96,6 +96,13 @@ class SimConfig:
     profile categories whose traces its requests draw from (`--category-map conv=writing+roleplay`).
     A request naming a prompt the profile recorded, or a category it has, is matched by that first."""
 
+    @property
+    def block_tokens(self) -> int:
+        """block_size once resolved (`simulate` fills it from the profile before any use)."""
+        if self.block_size is None:  # pragma: no cover - a caller bug, not a user error
+            raise RuntimeError("block_size is resolved from the profile before the engine runs")
+        return self.block_size
+
     def validate(self) -> None:
         """Raise SpecsimError for impossible settings (one line, naming the setting)."""
         for name in ("max_num_seqs", "max_num_batched_tokens", "replicas"):

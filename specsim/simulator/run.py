@@ -58,7 +58,7 @@ def async_scheduling(cfg: SimConfig, policy: Policy, device: str) -> bool:
     speculating = policy.drafter is not None and policy.max_k > 0
     if speculating and (policy.hysteresis or policy.acceptance_floor is not None):
         return False  # specsim's custom proposer (method custom_class): vLLM schedules it synchronously
-    return not speculating or policy.drafter.method in ASYNC_METHODS
+    return policy.drafter is None or not speculating or policy.drafter.method in ASYNC_METHODS
 
 
 def prefix_caching_on(cfg: SimConfig, traffic: Traffic) -> bool:
@@ -78,12 +78,12 @@ def kv_blocks(profile: Profile, cfg: SimConfig) -> int:
         if kv is None or not kv.bytes_per_block:
             raise SpecsimError("--kv-space needs a profile that records its KV bytes per block (profile version 2); "
                                "give --kv-blocks instead")
-        per_block = kv.bytes_per_block * cfg.block_size / kv.block_size
+        per_block = kv.bytes_per_block * cfg.block_tokens / kv.block_size
         return max(2, int(cfg.kv_space_gib * (1 << 30) // per_block))
     if kv is not None:
-        return max(2, kv.blocks * kv.block_size // cfg.block_size)
+        return max(2, kv.blocks * kv.block_size // cfg.block_tokens)
     tokens = profile.target.kv_cache_tokens
-    return tokens // cfg.block_size if tokens else _UNLIMITED_BLOCKS
+    return tokens // cfg.block_tokens if tokens else _UNLIMITED_BLOCKS
 
 
 def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | None, max_model_len: int,
@@ -97,7 +97,7 @@ def engine_params(cfg: SimConfig, policy: Policy, replay: AcceptanceReplay | Non
     pi[kernel.P_TOKBUDGET] = cfg.max_num_batched_tokens
     pi[kernel.P_INBUDGET] = cfg.max_num_batched_tokens
     pi[kernel.P_DRAFTSLOTS] = DRAFT_SLOT_METHODS.get(method, 0) if speculating else 0
-    pi[kernel.P_BS] = cfg.block_size
+    pi[kernel.P_BS] = cfg.block_tokens
     pi[kernel.P_LOOKAHEAD] = (policy.max_k if speculating and cfg.lookahead == "auto"
                               and method in LOOKAHEAD_METHODS else 0)
     pi[kernel.P_MAXLEN] = max_model_len
@@ -194,10 +194,10 @@ def simulate(
     )
     cfg.validate()
     speculating = policy.drafter is not None and policy.max_k > 0
-    drafter = policy.drafter.name if speculating else None
+    drafter = policy.drafter.name if policy.drafter is not None and speculating else None
     if cost is None:
         cost = StepCostModel(profile, drafter, b_max=max(cfg.max_num_seqs, 1))
-    if speculating and replay is None:
+    if drafter is not None and replay is None:
         replay = AcceptanceReplay(profile.traces_for(drafter), seed=cfg.seed)
     if not speculating:
         replay = None
@@ -219,13 +219,13 @@ def simulate(
         capped = int(over.sum())
         if capped:
             out_lengths = np.minimum(out_lengths, cfg.max_model_len - traffic.input_lengths)
-    lookahead = policy.max_k if speculating and cfg.lookahead == "auto" and \
+    lookahead = policy.max_k if policy.drafter is not None and speculating and cfg.lookahead == "auto" and \
         policy.drafter.method in LOOKAHEAD_METHODS else 0
     largest = min(longest + policy.max_k + lookahead, max_model_len)
-    if -(-largest // cfg.block_size) > usable:
+    if -(-largest // cfg.block_tokens) > usable:
         raise SpecsimError(
             f"a request needs {largest} tokens of KV cache but a replica holds only "
-            f"{usable * cfg.block_size}; raise --kv-blocks or cut long requests"
+            f"{usable * cfg.block_tokens}; raise --kv-blocks or cut long requests"
         )
     if not cfg.chunked_prefill and longest > cfg.max_num_batched_tokens:
         raise SpecsimError(
@@ -243,7 +243,7 @@ def simulate(
     if prefix:
         from specsim.simulator.prefix import block_identities
 
-        identities = block_identities(traffic, cfg.block_size, policy.max_k + lookahead + 2)
+        identities = block_identities(traffic, cfg.block_tokens, policy.max_k + lookahead + 2)
         table.with_arenas(identities.offsets, identities.ids)
         if num_blocks >= _UNLIMITED_BLOCKS:  # never binds: room for every request's blocks at once
             num_blocks = int(len(identities.ids)) + 2
@@ -279,6 +279,7 @@ def simulate(
     ]
     if cfg.scheduler == "vllm":
         for e in engines:
+            assert isinstance(e, VllmReplicaEngine)
             e.configure(cfg, policy, profile, num_blocks, max_model_len, traffic)
     router = Router(engines, table, cfg.router)
     if cfg.concurrency is not None:
@@ -302,7 +303,7 @@ def simulate(
     for e in engines:
         e.finish_log()
     steps = _merge_steps(engines)
-    itl_hist = sum(e.rep.itl_hist for e in engines)
+    itl_hist = np.sum([e.rep.itl_hist for e in engines], axis=0)
     itl_sum = sum(float(e.rep.rf[kernel.RF_ITL_SUM]) for e in engines)
     busy = sum(e.busy_time for e in engines)
     summary = summarise(table, steps, itl_hist, itl_sum, busy, cfg.replicas, cfg.slo_ttft, cfg.slo_tpot)

@@ -82,7 +82,7 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
         long_prefill_token_threshold=cfg.long_prefill_token_threshold,
         scheduler_reserve_full_isl=cfg.reserve_full_isl, watermark=cfg.watermark, async_scheduling=False,
     )
-    cache = CacheConfig(block_size=cfg.block_size, enable_prefix_caching=prefix)
+    cache = CacheConfig(block_size=cfg.block_tokens, enable_prefix_caching=prefix)
     spec = None
     if policy.drafter is not None and policy.max_k > 0:
         method = policy.drafter.method
@@ -101,7 +101,7 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
     vcfg = VllmConfig(model_config=model, scheduler_config=sched_cfg, cache_config=cache,
                       speculative_config=spec)
     kv = KVCacheConfig(num_blocks=num_blocks, kv_cache_tensors=[], kv_cache_groups=[
-        KVCacheGroupSpec(["layer"], FullAttentionSpec(block_size=cfg.block_size, num_kv_heads=1, head_size=1,
+        KVCacheGroupSpec(["layer"], FullAttentionSpec(block_size=cfg.block_tokens, num_kv_heads=1, head_size=1,
                                                       dtype=torch.float32))])
     cache.num_gpu_blocks = num_blocks
     # NOTE: vLLM's CPU platform switches async scheduling off in the config; the scheduler class is
@@ -113,10 +113,10 @@ def build_scheduler(cfg: SimConfig, policy: Policy, num_blocks: int, max_model_l
 
         # the class `--scheduler-cls` names; it builds the async variant when the config is async
         sched_cfg.async_scheduling = is_async
-        cls = policy_scheduler.PolicyScheduler
+        cls = policy_scheduler.PolicyScheduler  # type: ignore[assignment]  # built lazily, a Scheduler subclass
         extra["queue_rule"] = (policy.queue.max_waiting, policy.queue.k)
     return cls(vllm_config=vcfg, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vcfg),
-               block_size=cfg.block_size, log_stats=False, **extra)
+               block_size=cfg.block_tokens, log_stats=False, **extra)
 
 
 class VllmReplicaEngine(ReplicaEngine):
@@ -130,7 +130,7 @@ class VllmReplicaEngine(ReplicaEngine):
             raise SpecsimError("--scheduler vllm cannot build an EAGLE/MTP drafter config without its model; "
                                "use the fast scheduler (it reserves the same lookahead slots)")
         if num_blocks >= 1 << 30:  # "unlimited": enough that KV never binds, and few enough to allocate
-            need = -(-(int(self.req.inp.max() + self.req.out.max()) + 2 * policy.max_k + 2) // cfg.block_size)
+            need = -(-(int(self.req.inp.max() + self.req.out.max()) + 2 * policy.max_k + 2) // cfg.block_tokens)
             num_blocks = cfg.max_num_seqs * need + 2
         self._pending: tuple | None = None
         prefix = bool(self.params.pi[kernel.P_PREFIX])
@@ -145,7 +145,7 @@ class VllmReplicaEngine(ReplicaEngine):
             from specsim.simulator.prefix import TokenModel
 
             init_none_hash(sha256)
-            self._hasher = get_request_block_hasher(cfg.block_size, sha256)
+            self._hasher = get_request_block_hasher(cfg.block_tokens, sha256)
             self._tokens = TokenModel(self._traffic)
         self.expect_k = policy.static_k == 0 and policy.hysteresis == 0 and policy.acceptance_floor is None \
             and cfg.k_basis == "scheduled"
