@@ -371,6 +371,12 @@ class SearchSpace:
             k_prev = k
             if last_key is not None and b >= last_key:
                 break
+        merged: dict[int, int] = {}
+        for b in sorted(keys):  # adjacent keys with the same draft length are one range
+            if merged and merged[max(merged)] == keys[b]:
+                del merged[max(merged)]
+            merged[b] = keys[b]
+        keys = merged
         sched: dict[int, int] | None = keys if (len(keys) > 1 or max(keys) < TOP) else None
         gate = params.get("tr_gate")
         t = TrtllmSchedule(max_draft_len=k0, draft_len_schedule=sched, min_draft_len=floor,
