@@ -38,7 +38,8 @@ def planted_profile(path: Path) -> Path:
     step = [[v / 3 if j == dec.ks.index(4) else v for j, v in enumerate(row)] for row in dec.step_ms]
     target = prof.target.model_copy(update={"composition": None, "decode": dec.model_copy(update={"step_ms": step})})
     draft = d.model_copy(update={"composition": None, "cost": None, "model": str(resolve_model("default-l4"))})
-    planted = prof.model_copy(update={"target": target, "drafters": {DRAFT: draft}})
+    traces = [t for t in prof.acceptance if t.drafter == DRAFT]
+    planted = prof.model_copy(update={"target": target, "drafters": {DRAFT: draft}, "acceptance": traces})
     save_profile(planted, path)
     return path
 
