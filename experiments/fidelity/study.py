@@ -14,7 +14,7 @@ a rerun resumes. The live servers record every engine step (--record-steps), so 
 cost model is also checked step by step on what the servers actually scheduled.
 
     .venv/bin/python experiments/fidelity/study.py --profile profiles/smollm2-135m-cpu.json \\
-        --tuned experiments/fidelity/tuned.json --out experiments/fidelity/results
+        --tuned experiments/fidelity/tuned.json --out experiments/fidelity/study
     .venv/bin/python experiments/fidelity/study.py ... --report-only   # tables and plots again
 """
 
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="three tiny cells (a smoke test)")
     ap.add_argument("--eager", action="store_true", help="serve without compilation (quick checks only)")
     ap.add_argument("--timeout", type=float, default=600.0)
-    ap.add_argument("--out", default="experiments/fidelity/results")
+    ap.add_argument("--out", default="experiments/fidelity/study")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--record-margin", action="store_true",
                     help="write the simulator's validated error on predicted gains into the profile "
