@@ -96,7 +96,9 @@ def test_the_engine_watchdog_reaches_the_user_as_one_line(inputs: dict[str, Path
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from specsim.simulator import kernel
 
+    # both ways into the compiled loop: the SimPy-driven one and the open-loop one
     monkeypatch.setattr(kernel, "run_steps", lambda *a: kernel.RET_STUCK)
+    monkeypatch.setattr(kernel, "run_open_loop", lambda *a: kernel.RET_STUCK)
     refused(capsys, sim(inputs), "can never be scheduled")
 
 
