@@ -98,7 +98,11 @@ def test_the_engine_watchdog_reaches_the_user_as_one_line(inputs: dict[str, Path
 
     # both ways into the compiled loop: the SimPy-driven one and the open-loop one
     monkeypatch.setattr(kernel, "run_steps", lambda *a: kernel.RET_STUCK)
-    monkeypatch.setattr(kernel, "run_open_loop", lambda *a: kernel.RET_STUCK)
+    def stuck_after_the_first_arrival(req, rep, *a):  # noqa: ANN001, ANN002, ANN202
+        kernel.submit(req, rep, 0)
+        return kernel.RET_STUCK
+
+    monkeypatch.setattr(kernel, "run_open_loop", stuck_after_the_first_arrival)
     refused(capsys, sim(inputs), "can never be scheduled")
 
 
