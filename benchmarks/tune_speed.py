@@ -86,7 +86,8 @@ def main() -> int:
     print(f"study: {len(trials)} trials ({pruned} pruned on the {args.prune_prefix:.0%} prefix, {cached} re-used an "
           f"identical earlier policy) in {wall:.1f} s wall = {len(trials) / wall:.2f} trials/s")
     print(f"best: {res.best.values[0]:.4f} req/s goodput, {describe(res.policy)}")
-    print(f"target < 120 s: {'met' if wall < 120 else 'NOT met'}")
+    target = 60.0 if args.window == "all" else 120.0  # issue 13: 100 trials on the whole trace in < 60 s
+    print(f"target < {target:.0f} s: {'met' if wall < target else 'NOT met'}")
     return 0
 
 
