@@ -17,13 +17,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from study import engine_limits, prompt_set, trace  # noqa: E402
+from study import capacity, engine_limits, profile_lengths, prompt_set, trace  # noqa: E402
 
-from specsim.formats.policy import Policy  # noqa: E402
 from specsim.formats.profile import load_profile  # noqa: E402
 from specsim.formats.traffic import Traffic, save_traffic  # noqa: E402
-from specsim.simulator.config import SimConfig  # noqa: E402
-from specsim.simulator.run import simulate  # noqa: E402
 
 
 def main() -> int:
@@ -35,10 +32,8 @@ def main() -> int:
     profile = load_profile(args.profile)
     limits = engine_limits(profile)
     prompts, _ = prompt_set(profile)
-    drafter = next(iter(profile.drafters))
-    lengths = {t.prompt_id: int(t.prompt_length) for t in profile.traces_for(drafter)}
-    flood = trace(prompts, lengths, 96, 100.0, seed=1)
-    cap = float(simulate(profile, flood, Policy(), SimConfig(**limits)).summary["requests_per_s"])
+    lengths = profile_lengths(profile)
+    cap = capacity(profile, limits, prompts, lengths)
     parts, t0 = [], 0.0
     for i, frac in enumerate((0.3, 0.8, 1.3)):
         part = trace(prompts, lengths, args.per_load, cap * frac, seed=100 + i)

@@ -93,6 +93,13 @@ def prompt_set(profile: Profile) -> tuple[list[tuple[str, str | None, str, int]]
     return out, {pid: text for pid, _, text, _ in out}
 
 
+def profile_lengths(profile: Profile) -> dict[str, int]:
+    """Each traced prompt's length as the profiler sent it (chat template included), by prompt id:
+    what an offline tool uses where `chat_lengths` would need a running server."""
+    drafter = next(iter(profile.drafters))
+    return {t.prompt_id: int(t.prompt_length) for t in profile.traces_for(drafter)}
+
+
 def trace(prompts: list[tuple[str, str | None, str, int]], lengths: dict[str, int], n: int, rate: float | None,
           seed: int) -> Traffic:
     """n requests over the prompts (seeded order); Poisson arrivals at `rate`, or all at 0 (closed loop)."""

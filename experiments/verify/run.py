@@ -29,7 +29,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "fidelity"))
 
-from study import engine_limits, prompt_set  # noqa: E402
+from study import engine_limits, profile_lengths, prompt_set  # noqa: E402
 
 from specsim.formats.policy import Policy  # noqa: E402
 from specsim.formats.profile import load_profile  # noqa: E402
@@ -73,8 +73,7 @@ def main() -> int:
     profile = load_profile(args.profile)
     limits = engine_limits(profile)
     prompts, _ = prompt_set(profile)
-    drafter = next(iter(profile.drafters))
-    lengths = {t.prompt_id: int(t.prompt_length) for t in profile.traces_for(drafter)}
+    lengths = profile_lengths(profile)
     flood = real_pattern(96, 100.0, prompts, lengths, seed=1)
     cap = float(simulate(profile, flood, Policy(), SimConfig(**limits)).summary["requests_per_s"])
     print(f"simulated capacity without speculation: {cap:.3f} req/s", flush=True)
