@@ -89,3 +89,38 @@ def test_the_layers_have_no_cycle() -> None:
         for k in ready:
             del left[k]
     assert order.index("formats") < order.index("simulator") < order.index("tuner") < order.index("verify")
+
+
+def test_no_module_imports_itself_back_at_load_time() -> None:
+    # module granularity, module-level imports only (those inside functions run after loading); a
+    # package counts as its __init__, so `from specsim.simulator import kernel` inside the simulator
+    # reaches the package and everything its __init__ imports
+    mods = {".".join(p.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+            for p in PKG.rglob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for path in PKG.rglob("*.py"):
+        mod = ".".join(path.relative_to(PKG.parent).with_suffix("").parts).removesuffix(".__init__")
+        out = edges.setdefault(mod, set())
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("specsim"):
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    out.add(full if full in mods else str(node.module))
+            elif isinstance(node, ast.Import):
+                out |= {a.name for a in node.names if a.name.startswith("specsim")}
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(m: str) -> None:
+        state[m] = 1
+        path.append(m)
+        for n in sorted(edges.get(m, ())):
+            assert state.get(n) != 1, "import cycle: " + " -> ".join(path[path.index(n):] + [n])
+            if n not in state:
+                visit(n)
+        path.pop()
+        state[m] = 2
+
+    for m in sorted(mods):
+        if m not in state:
+            visit(m)

@@ -17,10 +17,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
 from specsim.formats.profile import AcceptanceTrace, Profile
 from specsim.formats.traffic import Traffic
-from specsim.simulator import kernel
 
 MODE_GREEDY = 1
 MODE_SAMPLED = 2

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 
+import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
 from specsim.formats.profile import CostTable, Profile
-from specsim.simulator import kernel
 
 
 def _dense_bk(table: CostTable, b_max: int, k_max: int) -> np.ndarray:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
+import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
-from specsim.simulator import kernel
 from specsim.simulator.state import RequestTable
 
 _LOG_ROWS = 4096

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+import specsim.simulator.kernel as kernel
 from specsim.io import atomic_path, atomic_write_text
 from specsim.metrics import PERCENTILES, meets_slo, percentile_stats, slo_metrics  # noqa: F401 - re-exported
 from specsim.metrics import percentile_stats as _pcts
-from specsim.simulator import kernel
 from specsim.simulator.state import RequestTable
 
 

@@ -7,11 +7,11 @@ import dataclasses
 import numpy as np
 import simpy
 
+import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
 from specsim.formats.profile import Profile
 from specsim.formats.traffic import Traffic
-from specsim.simulator import kernel
 from specsim.simulator.acceptance import MODE_SAMPLED_LEGACY, AcceptanceReplay, check_category_map
 from specsim.simulator.config import SimConfig
 from specsim.simulator.costs import StepCostModel

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+import specsim.simulator.kernel as kernel
 from specsim.formats.traffic import Traffic
-from specsim.simulator import kernel
 
 
 class RequestTable:

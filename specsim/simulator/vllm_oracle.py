@@ -18,10 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
 from specsim.formats.profile import Profile
-from specsim.simulator import kernel
 from specsim.simulator.config import SimConfig
 from specsim.simulator.engine import ReplicaEngine
 
