@@ -90,21 +90,10 @@ def natural_prompts(url: str, prompts: list[tuple[str, str, str]], n: int) -> tu
 
 
 def warm_up(url: str, requests: int = 2) -> None:
-    """A few short completions before measuring: the first request after start-up pays one-off
-    costs (1.7-2.4 s extra TTFT here) that belong to no load level."""
-    import asyncio
+    """Short completions before measuring (the first requests after start-up pay one-off costs)."""
+    from specsim.policies.server_process import warm_up as server_warm_up
 
-    from specsim.policies.loadgen import Endpoint, fetch, server_model
-
-    async def go() -> None:
-        ep = Endpoint.parse(url)
-        model = await server_model(ep)
-        for _ in range(requests):
-            await fetch(ep, "POST", "/v1/completions",
-                        {"model": model, "prompt": "Hello, how are you today?", "max_tokens": 16,
-                         "temperature": 0.0}, timeout=120.0)
-
-    asyncio.run(go())
+    server_warm_up(url, requests, timeout=120.0)
 
 
 def cpu_times() -> tuple[float, float]:

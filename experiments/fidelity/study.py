@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from run import cpu_times  # noqa: E402 - the first design's /proc/stat reader, beside this file
 
 from specsim.formats.policy import DrafterRef, Policy, load_policy, save_policy
 from specsim.formats.profile import Profile, load_profile
@@ -79,7 +80,7 @@ def engine_limits(profile: Profile) -> dict[str, int]:
 
 def prompt_set(profile: Profile) -> tuple[list[tuple[str, str | None, str, int]], dict[str, str]]:
     """(prompt id, category, text, natural output length) of every prompt the profile traced."""
-    from specsim.profiler.prompts import load_prompts
+    from specsim.prompts import load_prompts
 
     texts = {p.prompt_id: p for p in load_prompts(None)}
     drafter = next(iter(profile.drafters))
@@ -132,14 +133,6 @@ def capacity(profile: Profile, limits: dict[str, int], prompts: list[tuple[str, 
     """Requests/s the simulator predicts without speculation when flooded with these prompts."""
     flood = trace(prompts, lengths, 96, 100.0, seed=1)
     return float(simulate(profile, flood, Policy(), SimConfig(**limits)).summary["requests_per_s"])
-
-
-def cpu_times() -> tuple[float, float]:
-    try:
-        fields = [float(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return (0.0, 0.0)
-    return (sum(fields), fields[7] if len(fields) > 7 else 0.0)
 
 
 def sim_config(limits: dict[str, int], cell: Cell, kv_blocks: int | None, seed: int) -> SimConfig:

@@ -71,19 +71,7 @@ class ServerProcess:
 
     def warm_up(self, requests: int = 2) -> None:
         """A few short completions: the first requests after start-up pay one-off costs."""
-        import asyncio
-
-        from specsim.policies.loadgen import Endpoint, fetch, server_model
-
-        async def go() -> None:
-            ep = Endpoint.parse(self.url)
-            model = await server_model(ep)
-            for _ in range(requests):
-                await fetch(ep, "POST", "/v1/completions",
-                            {"model": model, "prompt": "Hello, how are you today?", "max_tokens": 16,
-                             "temperature": 0.0}, timeout=300.0)
-
-        asyncio.run(go())
+        warm_up(self.url, requests)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -104,3 +92,21 @@ class ServerProcess:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def warm_up(url: str, requests: int = 2, timeout: float = 300.0) -> None:
+    """A few short completions against a server at `url`: the first requests after start-up pay
+    one-off costs (compilation, allocation) that a measurement must not see."""
+    import asyncio
+
+    from specsim.policies.loadgen import Endpoint, fetch, server_model
+
+    async def go() -> None:
+        ep = Endpoint.parse(url)
+        model = await server_model(ep)
+        for _ in range(requests):
+            await fetch(ep, "POST", "/v1/completions",
+                        {"model": model, "prompt": "Hello, how are you today?", "max_tokens": 16,
+                         "temperature": 0.0}, timeout=timeout)
+
+    asyncio.run(go())

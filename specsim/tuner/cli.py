@@ -504,7 +504,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     table = Table(title=f"engine families on {args.traffic.name} ({objective.describe()})")
     for h in HEADER:
         table.add_column(h)
-    for row in table_rows(results, objective):
+    for row in table_rows(results):
         table.add_row(*row)
     Console().print(table)
     with output_set(args.out, COMPARE_FILES) as files:

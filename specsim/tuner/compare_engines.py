@@ -96,6 +96,7 @@ def compare_engines(
         load = traffic.rate_scaled(scale) if scale != 1.0 else traffic
         rows: list[FamilyRow] = []
         base: dict[str, Any] = {}
+        evaluator: Any = None
         for fam in families:
             if progress is not None:
                 progress(f"load x{scale:g}: tuning family {fam} ({trials} trials)")
@@ -103,15 +104,15 @@ def compare_engines(
             res = tune(profile, load, objective, space, dataclasses.replace(cfg),
                        StudySettings(n_trials=trials, seed=seed, progress=False), baselines=not base,
                        runners_up=0, prefix_fraction=None)
-            if not base:
-                base = res.baselines
+            if not base:  # the baselines are simulated once per load, with the first family
+                base, evaluator = res.baselines, res.evaluator
             best_policy = space.policy(res.best.params, profile)
             value = float(res.best.values[0])
             metrics = dict(res.best.user_attrs.get("metrics") or res.evaluator.summary(best_policy))
             rows.append(FamilyRow(scale, fam, best_policy, value, None, metrics=metrics))
         ev_obj = objective.primary
         off = base[OFF_NAME]
-        top = best_baseline({k: v for k, v in base.items() if k != OFF_NAME} or base, res.evaluator)
+        top = best_baseline({k: v for k, v in base.items() if k != OFF_NAME} or base, evaluator)
         for r in rows:
             r.gain_vs_off = ev_obj.gain(r.value, off.values[0])
         static_gain = ev_obj.gain(top.values[0], off.values[0])
@@ -124,7 +125,7 @@ def compare_engines(
     return out
 
 
-def table_rows(results: list[LoadResult], objective: Objective) -> list[list[str]]:
+def table_rows(results: list[LoadResult]) -> list[list[str]]:
     """Rows for the console table and the Markdown report."""
     rows = []
     for lr in results:
@@ -149,7 +150,7 @@ def markdown(results: list[LoadResult], objective: Objective, title: str) -> str
     lines = [f"# {title}", "", f"Objective: {objective.describe()}. Each engine family tuned on its own "
              "rule; the available gain is the best gain over speculation off any family or static K reached.",
              "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results, objective)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in row) + " |" for row in table_rows(results)]
     return "\n".join(lines) + "\n"
 
 
