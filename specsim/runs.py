@@ -37,7 +37,10 @@ class MeasuredRun:
             self._write(files.path("summary.json"), files.path("requests.csv"))
 
     def _write(self, summary: Path, requests: Path) -> None:
-        atomic_write_text(summary, json.dumps(self.summary, indent=2) + "\n")
+        from specsim.formats.run import run_summary
+
+        data = run_summary(self.summary, str(self.summary.get("source", "measured"))).to_json()
+        atomic_write_text(summary, json.dumps(data, indent=2) + "\n")
         names = list(self.requests)
         with atomic_path(requests) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)

@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "metrics": {"errors"},
     "formats": {"errors", "io"},
     "prompts": {"errors", "formats", "shared_data"},
-    "runs": {"io", "metrics"},
+    "runs": {"io", "metrics", "formats"},
     "vllmkit": {"errors", "models"},
     "models": {"errors", "io"},
     "traffic": SHARED,

@@ -30,15 +30,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def load_summary(path: str | Path) -> tuple[str, dict[str, Any]]:
     """(label, summary) of a run folder or summary.json; a one-line error when it is not one."""
-    from specsim.formats._common import read_json
+    from specsim.formats.run import load_run_summary
 
     p = Path(path)
     f = p / "summary.json" if p.is_dir() else p
     if p.is_dir() and not f.is_file():
         raise SpecsimError(f"run folder {p} has no summary.json")
-    data = read_json(f, "run summary")
-    if not isinstance(data, dict) or "requests" not in data or "ttft_mean" not in data:
-        raise SpecsimError(f"run summary {f} is not a specsim run summary (no 'requests' and 'ttft_mean')")
+    data = load_run_summary(f).to_json()
     label = (p if p.is_dir() else p.parent).name or str(p)
     return label, data
 

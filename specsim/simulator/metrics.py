@@ -57,8 +57,11 @@ class SimResult:
     padded] and every preemption [replica, step, request]."""
 
     def write_json(self, path: str | Path) -> None:
-        """Summary as JSON (atomic)."""
-        atomic_write_text(path, json.dumps(self.summary, indent=2, default=_jsonable) + "\n")
+        """Summary as JSON (atomic), validated against the run contract (formats.run.RunSummary)."""
+        from specsim.formats.run import run_summary
+
+        data = run_summary(self.summary, "simulated").to_json()
+        atomic_write_text(path, json.dumps(data, indent=2, default=_jsonable) + "\n")
 
     def write_csv(self, path: str | Path) -> None:
         """One row per request (atomic)."""
