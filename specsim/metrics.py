@@ -51,7 +51,10 @@ def parse_slo(text: str | None) -> dict[str, float]:
             raise SpecsimError(f"unknown SLO {key!r} (known: ttft, tpot)")
         if key in out:
             raise SpecsimError(f"SLO {key!r} given twice in {text!r}")
-        out[key] = parse_duration(val)
+        try:
+            out[key] = parse_duration(val)
+        except SpecsimError as exc:
+            raise SpecsimError(f"SLO {key}: {exc}") from None
     return out
 
 

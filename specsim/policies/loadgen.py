@@ -557,9 +557,9 @@ def check_config(cfg: LoadgenConfig) -> None:
         raise SpecsimError(f"--concurrency must lie in 1..{1 << 20}, got {cfg.concurrency}")
     if not (0.0 <= cfg.think_time <= 1e6):
         raise SpecsimError(f"--think-time must be a number of seconds in [0, 1e6], got {cfg.think_time}")
-    for name, v in (("--slo-ttft", cfg.slo_ttft), ("--slo-tpot", cfg.slo_tpot)):
+    for name, v in (("ttft", cfg.slo_ttft), ("tpot", cfg.slo_tpot)):
         if v is not None and not (v > 0 and math.isfinite(v)):
-            raise SpecsimError(f"{name} must be a finite number of seconds > 0, got {v}")
+            raise SpecsimError(f"the {name} SLO must be a finite number of seconds > 0, got {v}")
 
 
 def run_loadgen(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResult:

@@ -130,7 +130,8 @@ def test_cli_writes_the_simulators_format(tmp_path) -> None:  # noqa: ANN001
     tr.write_text("\n".join(json.dumps({"timestamp": t, "input_length": 5, "output_length": 3, "category": "c"})
                             for t in (0.0, 0.1, 0.2)) + "\n")
     with FakeServer(ttft=0.01, itl=0.01) as srv:
-        rc = main(["loadgen", "--url", srv.url, "--traffic", str(tr), "--out", str(tmp_path / "o"), "--timeout", "20"])
+        rc = main(["loadgen", "--url", srv.url, "--traffic", str(tr), "--out", str(tmp_path / "o"), "--timeout", "20",
+                   "--slo", "ttft=2s,tpot=500ms"])
     assert rc == 0
     with open(tmp_path / "o" / "requests.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -142,8 +143,21 @@ def test_cli_writes_the_simulators_format(tmp_path) -> None:  # noqa: ANN001
                                                       "decode_steps"}
     assert set(COLUMNS) <= sim_cols
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert summary["source"] == "measured" and summary["schema"] == "specsim.run"
+    assert summary["slo_ttft_s"] == 2.0 and summary["slo_tpot_s"] == 0.5 and summary["slo_attainment"] == 1.0
     for key in ("output_tokens_per_s", "ttft_mean", "ttft_p99", "tpot_mean", "tpot_p99", "e2e_p50", "itl_p90"):
         assert np.isfinite(summary[key]), key
+
+
+def test_cli_slo_is_spelt_as_in_simulate_and_tune(tmp_path, capsys) -> None:  # noqa: ANN001
+    tr = tmp_path / "t.jsonl"
+    tr.write_text(json.dumps({"timestamp": 0, "input_length": 5, "output_length": 3}) + "\n")
+    base = ["loadgen", "--url", "http://127.0.0.1:9", "--traffic", str(tr), "--out", str(tmp_path / "o")]
+    assert main([*base, "--slo", "ttft=2s", "--slo-ttft", "1"]) == 2
+    assert "give the SLO once" in capsys.readouterr().err
+    assert main([*base, "--slo", "tpot=-5ms"]) == 2
+    assert "SLO" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_cli_refuses_remote_url(tmp_path, capsys) -> None:  # noqa: ANN001
