@@ -256,8 +256,11 @@ def assemble(records: Mapping[str, dict[str, Any]], cfg: Any, prompts: Sequence[
     specs: dict[str, DrafterSpec] = {}
     for d in drafters:
         fitted = model.drafters.get(d.name)
-        if fitted is None and d.method == "ngram":  # every n-gram setting costs what the measured one does
-            fitted = next((v for k, v in model.drafters.items() if k.startswith("ngram")), None)
+        if fitted is None and d.method == "ngram":
+            # NOTE: a checkpoint without this setting's own engine (made before the profiler served
+            # each n-gram drafter): another n-gram setting's terms, else the K-probe's
+            fitted = next((v for k, v in model.drafters.items() if k.startswith("ngram")),
+                          model.drafters.get(keys.KPROBE_DRAFTER))
         specs[d.name] = DrafterSpec(method=d.method, model=d.model, params=dict(d.params), k_max=cfg.k_max,
                                     composition=DrafterComposition(**{k: round(v, 5) for k, v in fitted.items()})
                                     if fitted else None)

@@ -60,6 +60,8 @@ def register(subparsers: Any) -> None:
                    help="CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE); the profile records the blocks it gives")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="keep OUT.partial.jsonl after success (re-assemble it later without vLLM)")
     p.add_argument("--plot", type=Path, default=None, help="PNG of step time vs batch size (default OUT.png)")
     p.add_argument("--out", type=Path, required=True, help="profile JSON to write")
     p.set_defaults(func=_cmd)
@@ -164,7 +166,8 @@ def _cmd(args: argparse.Namespace) -> int:
         profile = prof.run()
     write_profile_set(profile, args.out, plot)
     print_summary(profile, Console())
-    prof.ckpt.remove()
+    if not args.keep_checkpoint:
+        prof.ckpt.remove()
     Console().print(f"wrote {args.out} and {plot}")
     return 0
 

@@ -9,6 +9,8 @@ CROSSCHECK = "crosscheck/"
 DRAFTER = "drafter/"
 LOAD = "load/"
 CONTEXT = "context"
+KPROBE_DRAFTER = "kprobe"
+"""Drafter label of the K-probe engine's served steps: fitted like a drafter, never exported as one."""
 """The machine and install a run measured on (hardware, vLLM version, environment)."""
 
 

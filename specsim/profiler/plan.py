@@ -34,6 +34,10 @@ class MeasurePlan:
     mixed: list[tuple[int, int]] = field(default_factory=lambda: [(1, 64), (1, 1500), (8, 512), (32, 64), (32, 1500)])
     """(decoding requests, arriving prompt tokens) of the mixed workloads."""
     mixed_heldout: list[tuple[int, int]] = field(default_factory=lambda: [(16, 256), (4, 1000)])
+    cached_prefill: list[tuple[int, int]] = field(default_factory=lambda: [(512, 64), (1024, 256), (1536, 512)])
+    """(cached prompt tokens, new tokens) of partly cached prefills, measured on an engine with prefix
+    caching on and held out: a check of the composition model, which costs them as the new tokens plus
+    their attention over the cached context."""
     mixed_ks: list[int] = field(default_factory=lambda: [0, 4])
     """K of the decoding rows in mixed workloads (0: the plain engine; > 0: the speculative one)."""
     served_rates: list[float] = field(default_factory=lambda: [0.4, 1.2, 2.5])
@@ -53,6 +57,7 @@ class MeasurePlan:
         """A few minutes: enough to exercise every phase (tests, smoke runs)."""
         return cls(decode=[(1, 32), (4, 32), (8, 96)], decode_heldout=[(2, 32)], ks=[0, 2], steps_per_k=4,
                    prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[(3, 48)],
+                   cached_prefill=[(256, 32)],
                    mixed_ks=[0, 2], served_rates=[4.0], served_heldout=[], served_requests=6,
                    served_max_tokens=24, probe_starts=0, probe=[(1, 32)])
 
@@ -62,4 +67,4 @@ class MeasurePlan:
 
     def max_context(self) -> int:
         return max([c for _, c in self.decode + self.decode_heldout + self.mixed + self.mixed_heldout]
-                   + self.prefill + self.prefill_heldout)
+                   + self.prefill + self.prefill_heldout + [c + n for c, n in self.cached_prefill])

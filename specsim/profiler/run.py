@@ -9,8 +9,13 @@ workloads), all with the recording scheduler (recorder.py) and the mode the mode
 - **kprobe**: specsim's KProbeProposer at K_max, K changed between steps: decode workloads cycle
   K = 0..K_max, mixed workloads decode at K, served traffic drafts as n-gram does; it also runs the
   n-gram cross-check against vLLM's own counters.
-- one engine per other drafter: suffix (served traffic; traces from vLLM's per-request metrics),
-  draft models (decode and served workloads at K = 1 and K_max; traces teacher-forced).
+- one engine per drafter as it is served: each n-gram setting with vLLM's own n-gram engine
+  (served traffic: what the drafter's terms are fitted on, so a policy is costed by the engine it
+  runs in, not by the K-probe standing in for it), suffix (served traffic; traces from vLLM's
+  per-request metrics), draft models (decode and served workloads at K = 1 and K_max; traces
+  teacher-forced).
+- **prefix**: the plain engine with prefix caching on, for partly cached prefills (held out: they
+  check the composition model's cost of new tokens attending over a cached context).
 - **probe** starts of the plain engine: the same small workload on each fresh start, for the
   start-to-start spread.
 
@@ -187,11 +192,11 @@ class Profiler:
             n = len(p.decode) + len(p.decode_heldout) + len(p.prefill) + len(p.prefill_heldout)
             n_mixed = len(p.mixed) + len(p.mixed_heldout)
             n_served = len(p.served_rates) + len(p.served_heldout)
-            u["plain"] = n + n_mixed + n_served
+            u["plain"] = n + n_mixed + n_served + len(p.cached_prefill)
             u["kprobe"] = len(p.decode) + len(p.decode_heldout) + n_mixed * len([k for k in p.mixed_ks if k]) + n_served
             u["probe"] = p.probe_starts * len(p.probe)
             for d in self.drafters:
-                if d.method == "suffix":
+                if d.method in ("suffix", "ngram"):
                     u["drafters"] += n_served
                 elif d.method == "draft_model":
                     u["drafters"] += 2 * (len(p.decode[:4]) + 1)
@@ -208,16 +213,17 @@ class Profiler:
             pass
 
     def _start(self, label: str, spec: dict[str, Any] | None = None, detailed: bool = False,
-               model: str | None = None, eager: bool = False) -> tuple[Any, StepReader, StepLogger]:
+               model: str | None = None, eager: bool = False,
+               extra: dict[str, Any] | None = None) -> tuple[Any, StepReader, StepLogger]:
         """Start an engine with the recording scheduler; its step log is a fresh file."""
         n = sum(1 for k in self.ckpt.records if k.startswith("engine/"))
         log = self.logdir / f"{n:02d}-{label.replace('/', '_')}.jsonl"
         log.unlink(missing_ok=True)
         os.environ[STEP_LOG_ENV] = str(log)
-        settings = self.settings if model is None and not eager else EngineSettings(
-            **{**asdict(self.settings), "model": model or self.settings.model, "extra": {},
-               "enforce_eager": True if eager else self.settings.enforce_eager})
-        settings.extra = {**settings.extra, "scheduler_cls": SCHEDULER}
+        settings = EngineSettings(**{**asdict(self.settings), "model": model or self.settings.model,
+                                     "extra": dict(extra or {}),
+                                     "enforce_eager": True if eager else self.settings.enforce_eager})
+        settings.extra["scheduler_cls"] = SCHEDULER
         t0 = time.monotonic()
         llm, kwargs = build_llm(settings, spec, detailed_spec=detailed)
         kv = _kv_info(llm)
@@ -385,14 +391,19 @@ class Profiler:
                     if k:
                         self._mixed_workloads(llm, reader, "kprobe", k, probe, None)
                 set_probe(probe, cfg.k_max, "ngram", lookup)
-                self._served_workloads(llm, reader, "kprobe", ngram.name if ngram else "ngram")
+                # NOTE: labelled as the probe, not as the n-gram drafter: the drafter's own terms come
+                # from its real engine (_served_engine), which costs up to 5% more or less per step
+                # than the probe at the same composition (experiments/fidelity/proposer_check.py)
+                self._served_workloads(llm, reader, "kprobe", keys.KPROBE_DRAFTER)
         finally:
             shutdown(llm)
 
     def _drafter_engines(self) -> None:
         cfg = self.cfg
         for d in self.drafters:
-            if d.method == "suffix":
+            if d.method == "ngram":
+                self._served_engine(d)
+            elif d.method == "suffix":
                 self._suffix(d)
             elif d.method == "draft_model":
                 self._draft_model(d)
@@ -414,6 +425,23 @@ class Profiler:
                 self._vllm_metrics_traces(llm, logger, d)
             if not self.cfg.skip_costs:
                 self._served_workloads(llm, reader, f"drafter-{d.name}", d.name)
+        finally:
+            shutdown(llm)
+
+    def _served_engine(self, d: DrafterConfig) -> None:
+        """Served traffic through the drafter's own vLLM engine at K_max (its acceptance comes from the
+        n-gram replay of the reference outputs, cross-checked against vLLM's counters)."""
+        if self.cfg.skip_costs:
+            return
+        engine = f"drafter-{d.name}"
+        served = [keys.workload(engine, "served", f"r{r:g}")
+                  for r in self.cfg.plan.served_rates + self.cfg.plan.served_heldout]
+        if all(self.ckpt.done(k) for k in served):
+            return
+        llm, reader, _ = self._start(engine, d.speculative_config(self.cfg.k_max))
+        try:
+            self._warmup(llm)
+            self._served_workloads(llm, reader, engine, d.name)
         finally:
             shutdown(llm)
 
@@ -481,6 +509,26 @@ class Profiler:
             finally:
                 shutdown(llm)
 
+    def _cached_prefill(self) -> None:
+        p = self.cfg.plan
+        todo = [(c, n) for c, n in p.cached_prefill
+                if not self.ckpt.done(keys.workload("prefix", "cached_prefill", f"c{c}-n{n}"))]
+        if self.cfg.skip_costs or not todo:
+            return
+        llm, reader, _ = self._start("prefix", extra={"enable_prefix_caching": True})
+        try:
+            self._warmup(llm)
+            tok = llm.get_tokenizer()
+            for j, (c, n) in enumerate(todo):
+                key = keys.workload("prefix", "cached_prefill", f"c{c}-n{n}")
+                self._note_load()
+                prefix, new = filler_ids(tok, c, offset=300 + j), filler_ids(tok, n, offset=500 + j)
+                w = workloads.cached_prefill(llm, prefix, new, key, {"cached": c, "new": n})
+                self._save(key, reader, w, None, True)
+                self.advance("plain", f"prefill of {n} tokens after {c} cached")
+        finally:
+            shutdown(llm)
+
     def _probes(self) -> None:
         p = self.cfg.plan
         for s in range(p.probe_starts):
@@ -541,6 +589,7 @@ class Profiler:
         self._plain()
         self._kprobe()
         self._drafter_engines()
+        self._cached_prefill()
         self._probes()
         return assemble(self.ckpt.records, self.cfg, self.prompts, self.drafters, self.ckpt.get(keys.CONTEXT))
 

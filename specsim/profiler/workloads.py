@@ -24,7 +24,7 @@ class Window:
 
     label: str
     role: str
-    """decode | mixed | prefill | served | probe | warmup"""
+    """decode | mixed | prefill | cached_prefill | served | probe | warmup"""
     t0: float
     t1: float
     params: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +113,20 @@ def prefill(llm: Any, prompt: Sequence[int], label: str, params: dict[str, Any])
     _add(engine, prompt, 2)
     drain(engine)
     return Window(label, "prefill", t0, time.perf_counter(), params)
+
+
+def cached_prefill(llm: Any, prefix: Sequence[int], new: Sequence[int], label: str, params: dict[str, Any]) -> Window:
+    """A prompt, then the same prompt extended by `new` tokens, on an engine with prefix caching on:
+    the second request finds the first's full blocks cached and computes only the rest, attending
+    over the cached context. The window holds the second request only (its prefill, then one decode
+    step, so that the prefill step has a successor and therefore a measured period)."""
+    engine = llm.llm_engine
+    _add(engine, prefix, 1)
+    drain(engine)
+    t0 = time.perf_counter()
+    _add(engine, list(prefix) + list(new), 2)
+    drain(engine)
+    return Window(label, "cached_prefill", t0, time.perf_counter(), params)
 
 
 def served(llm: Any, arrivals: Sequence[tuple[float, Sequence[int], int]], label: str, params: dict[str, Any],

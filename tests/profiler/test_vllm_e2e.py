@@ -29,6 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
 
     plan = MeasurePlan(decode=[(1, 32), (8, 32), (2, 96)], decode_heldout=[(4, 32)], ks=[0, K], steps_per_k=5,
                        prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[], mixed_ks=[0, K],
+                       cached_prefill=[(256, 32)],
                        served_rates=[6.0], served_heldout=[], served_requests=6, served_max_tokens=16,
                        probe_starts=0, probe=[(1, 32)])
     # eager keeps the test's engine starts short; the default model as its own draft model exercises
@@ -70,6 +71,33 @@ def test_step_time_grows_with_batch_and_the_fit_reports_every_kind(run) -> None:
     kv = profile.target.kv
     assert kv is not None and kv.blocks > 100 and kv.bytes_per_block and kv.space_gib
     assert profile.target.mode is not None and profile.target.mode.compiled is False
+
+
+def test_ngram_is_costed_by_its_own_engine(run) -> None:
+    prof, profile, _ = run
+    from specsim.profiler import keys
+
+    rec = prof.ckpt.get(keys.workload("drafter-ngram", "served", "r6"))
+    assert rec["drafter"] == "ngram" and len(rec["steps"]) > 5
+    assert any(step[1 + 4] > 0 for step in rec["steps"])  # rows with drafts (stepfit.DRAFT_ROWS)
+    probe = prof.ckpt.get(keys.workload("kprobe", "served", "r6"))
+    assert probe["drafter"] == keys.KPROBE_DRAFTER
+    assert profile.drafters["ngram"].composition is not None
+
+
+def test_partly_cached_prefill_computes_only_the_new_tokens(run) -> None:
+    prof, profile, _ = run
+    from specsim.profiler import keys
+    from specsim.profiler.stepfit import KPAIRS, TOKENS
+
+    rec = prof.ckpt.get(keys.workload("prefix", "cached_prefill", "c256-n32"))
+    assert rec["heldout"] is True
+    prefill = [s for s in rec["steps"] if s[1 + TOKENS] > 1]
+    assert prefill, rec["steps"]
+    tokens, kpairs = prefill[0][1 + TOKENS], prefill[0][1 + KPAIRS]
+    assert tokens < 256  # the cached blocks were not recomputed
+    assert kpairs * 1000 > tokens * 128  # and the new tokens attended over the cached context
+    assert "cached_prefill/heldout" in profile.metadata.fit["errors"]
 
 
 def test_replayed_traces_reproduce_vllm_counters(run) -> None:
