@@ -81,10 +81,7 @@ def model_of(profile: Profile) -> FittedModel:
     comp = profile.target.composition
     if comp is None:
         raise SpecsimError("the profile has no composition cost model")
-    return FittedModel(knots=comp.token_knots, token_ms=comp.token_ms, base_ms=comp.base_ms,
-                       per_request_ms=comp.per_request_ms, per_kpair_ms=comp.per_kpair_ms,
-                       per_draft_token_ms=comp.per_draft_token_ms,
-                       drafters={n: d.composition.model_dump() for n, d in profile.drafters.items() if d.composition})
+    return FittedModel.from_composition(comp, profile.drafters)
 
 
 def compare(records: dict[str, Any], model: FittedModel, rate: float) -> list[dict[str, Any]]:

@@ -456,10 +456,7 @@ def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
     comp = profile.target.composition
     if comp is None:
         return {}
-    model = FittedModel(knots=comp.token_knots, token_ms=comp.token_ms, base_ms=comp.base_ms,
-                        per_request_ms=comp.per_request_ms, per_kpair_ms=comp.per_kpair_ms,
-                        per_draft_token_ms=comp.per_draft_token_ms,
-                        drafters={n: d.composition.model_dump() for n, d in profile.drafters.items() if d.composition})
+    model = FittedModel.from_composition(comp, profile.drafters)
     out_: dict[str, dict[str, float]] = {}
     for path in sorted((out / "runs").glob("steps-*.jsonl")):
         tag = path.stem[len("steps-"):]

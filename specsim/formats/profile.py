@@ -132,7 +132,11 @@ class CompositionCost(_Strict):
     attention pairs (sum over rows of new tokens x (context before + (new + 1) / 2)) and S draft
     tokens verified:
 
-        period_ms = base_ms + F(T) + per_request_ms * N + per_kpair_ms * A / 1000 + per_draft_token_ms * S
+        period_ms = base_ms + F(T) + per_request_ms * N + per_kpair_ms * (A - A_p) / 1000
+                    + per_prefill_kpair_ms * A_p / 1000 + per_draft_token_ms * S
+
+    A_p are the attention pairs of prefill rows (rows computing more than one token besides their
+    drafts: prompt chunks, with or without a cached prefix before them).
 
     F is piecewise linear through (token_knots, token_ms), extended past the last knot with its
     last slope. The period runs from one schedule() to the next, so the scheduler, the drafter's
@@ -146,7 +150,10 @@ class CompositionCost(_Strict):
     """F at each knot (ms), non-decreasing; F(first knot) is 0 by convention."""
     per_request_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
     per_kpair_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
-    """ms per thousand attention (query token, context token) pairs."""
+    """ms per thousand attention (query token, context token) pairs of decode rows (of every row when
+    per_prefill_kpair_ms is null)."""
+    per_prefill_kpair_ms: float | None = Field(default=None, ge=0.0, lt=1e9)
+    """ms per thousand attention pairs of prefill rows. Null (profiles made before it): per_kpair_ms."""
     per_draft_token_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
     """Verification work per draft token beyond its share of F (rejection sampler, bookkeeping)."""
     measured: dict[str, float] = Field(default_factory=dict)

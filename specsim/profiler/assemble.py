@@ -45,7 +45,9 @@ def samples(records: Mapping[str, dict[str, Any]]) -> list[stepfit.Sample]:
         if not key.startswith(keys.WORKLOAD):
             continue
         for row in rec["steps"]:
-            out.append(stepfit.Sample(feats=np.asarray(row[1:], dtype=float), period_ms=float(row[0]),
+            feats = np.full(stepfit.N_FEATURES, np.nan)  # NOTE: records made before prefill pairs lack them
+            feats[:len(row) - 1] = row[1:]
+            out.append(stepfit.Sample(feats=feats, period_ms=float(row[0]),
                                       drafter=rec.get("drafter"), role=rec["role"], label=key,
                                       heldout=bool(rec.get("heldout")), start=int(rec.get("start", 0))))
     return out
@@ -72,6 +74,7 @@ def _prefill_curve(model: stepfit.FittedModel, tokens: Sequence[int]) -> Prefill
     for t in tokens:
         f = np.zeros(stepfit.N_FEATURES)
         f[stepfit.TOKENS], f[stepfit.REQUESTS], f[stepfit.KPAIRS] = t, 1, t * (t + 1) / 2000.0
+        f[stepfit.PREFILL_KPAIRS] = f[stepfit.KPAIRS]
         vals.append(round(model.predict(f, None), 3))
     return PrefillCurve(tokens=list(tokens), step_ms=vals)
 
@@ -107,6 +110,8 @@ def cost_model(records: Mapping[str, dict[str, Any]], k_max: int) -> tuple[Targe
     comp = CompositionCost(base_ms=round(model.base_ms, 4), token_knots=model.knots,
                            token_ms=[round(v, 4) for v in model.token_ms],
                            per_request_ms=round(model.per_request_ms, 5), per_kpair_ms=round(model.per_kpair_ms, 6),
+                           per_prefill_kpair_ms=None if model.per_prefill_kpair_ms is None
+                           else round(model.per_prefill_kpair_ms, 6),
                            per_draft_token_ms=round(model.per_draft_token_ms, 5), measured=measured)
     batches = sorted({int(s.feats[stepfit.REQUESTS]) for s in ss if s.role == "decode"} | {1})
     batches = [b for b in (1, 2, 4, 8, 16, 32, 64, 128, 256) if b <= max(batches)] or [1]

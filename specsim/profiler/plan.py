@@ -34,10 +34,12 @@ class MeasurePlan:
     mixed: list[tuple[int, int]] = field(default_factory=lambda: [(1, 64), (1, 1500), (8, 512), (32, 64), (32, 1500)])
     """(decoding requests, arriving prompt tokens) of the mixed workloads."""
     mixed_heldout: list[tuple[int, int]] = field(default_factory=lambda: [(16, 256), (4, 1000)])
-    cached_prefill: list[tuple[int, int]] = field(default_factory=lambda: [(512, 64), (1024, 256), (1536, 512)])
+    cached_prefill: list[tuple[int, int]] = field(default_factory=lambda: [(512, 64), (1024, 256), (1536, 512),
+                                                                           (640, 1024)])
     """(cached prompt tokens, new tokens) of partly cached prefills, measured on an engine with prefix
-    caching on and held out: a check of the composition model, which costs them as the new tokens plus
-    their attention over the cached context."""
+    caching on: the new tokens attend over a context they did not compute, which tells the attention
+    rate of prefill rows apart from F's curvature (stepfit.split_attention)."""
+    cached_prefill_heldout: list[tuple[int, int]] = field(default_factory=lambda: [(1024, 64)])
     mixed_ks: list[int] = field(default_factory=lambda: [0, 4])
     """K of the decoding rows in mixed workloads (0: the plain engine; > 0: the speculative one)."""
     served_rates: list[float] = field(default_factory=lambda: [0.4, 1.2, 2.5])
@@ -57,7 +59,7 @@ class MeasurePlan:
         """A few minutes: enough to exercise every phase (tests, smoke runs)."""
         return cls(decode=[(1, 32), (4, 32), (8, 96)], decode_heldout=[(2, 32)], ks=[0, 2], steps_per_k=4,
                    prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[(3, 48)],
-                   cached_prefill=[(256, 32)],
+                   cached_prefill=[(256, 32)], cached_prefill_heldout=[(128, 64)],
                    mixed_ks=[0, 2], served_rates=[4.0], served_heldout=[], served_requests=6,
                    served_max_tokens=24, probe_starts=0, probe=[(1, 32)])
 
@@ -66,5 +68,6 @@ class MeasurePlan:
         return max(sizes + [1]) + 1
 
     def max_context(self) -> int:
+        cached = [c + n for c, n in [*self.cached_prefill, *self.cached_prefill_heldout]]
         return max([c for _, c in self.decode + self.decode_heldout + self.mixed + self.mixed_heldout]
-                   + self.prefill + self.prefill_heldout + [c + n for c, n in self.cached_prefill])
+                   + self.prefill + self.prefill_heldout + cached)

@@ -14,8 +14,8 @@ workloads), all with the recording scheduler (recorder.py) and the mode the mode
   runs in, not by the K-probe standing in for it), suffix (served traffic; traces from vLLM's
   per-request metrics), draft models (decode and served workloads at K = 1 and K_max; traces
   teacher-forced).
-- **prefix**: the plain engine with prefix caching on, for partly cached prefills (held out: they
-  check the composition model's cost of new tokens attending over a cached context).
+- **prefix**: the plain engine with prefix caching on, for partly cached prefills (new tokens
+  attending over a cached context: the attention rate of prefill rows).
 - **probe** starts of the plain engine: the same small workload on each fresh start, for the
   start-to-start spread.
 
@@ -192,7 +192,7 @@ class Profiler:
             n = len(p.decode) + len(p.decode_heldout) + len(p.prefill) + len(p.prefill_heldout)
             n_mixed = len(p.mixed) + len(p.mixed_heldout)
             n_served = len(p.served_rates) + len(p.served_heldout)
-            u["plain"] = n + n_mixed + n_served + len(p.cached_prefill)
+            u["plain"] = n + n_mixed + n_served + len(p.cached_prefill) + len(p.cached_prefill_heldout)
             u["kprobe"] = len(p.decode) + len(p.decode_heldout) + n_mixed * len([k for k in p.mixed_ks if k]) + n_served
             u["probe"] = p.probe_starts * len(p.probe)
             for d in self.drafters:
@@ -511,7 +511,8 @@ class Profiler:
 
     def _cached_prefill(self) -> None:
         p = self.cfg.plan
-        todo = [(c, n) for c, n in p.cached_prefill
+        todo = [(c, n, held) for c, n, held in [(c, n, False) for c, n in p.cached_prefill]
+                + [(c, n, True) for c, n in p.cached_prefill_heldout]
                 if not self.ckpt.done(keys.workload("prefix", "cached_prefill", f"c{c}-n{n}"))]
         if self.cfg.skip_costs or not todo:
             return
@@ -519,12 +520,12 @@ class Profiler:
         try:
             self._warmup(llm)
             tok = llm.get_tokenizer()
-            for j, (c, n) in enumerate(todo):
+            for j, (c, n, held) in enumerate(todo):
                 key = keys.workload("prefix", "cached_prefill", f"c{c}-n{n}")
                 self._note_load()
                 prefix, new = filler_ids(tok, c, offset=300 + j), filler_ids(tok, n, offset=500 + j)
                 w = workloads.cached_prefill(llm, prefix, new, key, {"cached": c, "new": n})
-                self._save(key, reader, w, None, True)
+                self._save(key, reader, w, None, held)
                 self.advance("plain", f"prefill of {n} tokens after {c} cached")
         finally:
             shutdown(llm)

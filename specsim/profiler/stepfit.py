@@ -2,16 +2,21 @@
 
 Model (formats.profile.CompositionCost and DrafterComposition):
 
-    period = base + F(T) + n N + a A / 1000 + s S + drafter(R, S, K)
+    period = base + F(T) + n N + a A / 1000 + a_p A_p / 1000 + s S + drafter(R, S, K)
 
 T tokens in the step (prefill chunks, decode tokens, draft tokens), N requests, A attention pairs
 (each row's new tokens times its context before the step plus half of them), S draft tokens
-verified, R rows with drafts, K the longest draft. F is piecewise linear and non-decreasing in T.
+verified, R rows with drafts, K the longest draft; A_p are the attention pairs of prefill rows
+(rows computing more than one token besides drafts), and A the rest (decode rows). F is piecewise
+linear and non-decreasing in T.
 
 Why this form: a transformer step is dominated by its matmuls, whose time depends on the tokens in
 the step (flat while the weights' bandwidth dominates, then linear: F captures either regime from
 measurements, with no assumption on where the knee lies); attention grows with context times query
-tokens; sampling and bookkeeping grow with requests. Prefill chunks, decode rows and draft tokens
+tokens, at two rates: a decode row reads its whole context's KV for one query (memory-bound), a
+prefill row's many queries share each read (compute-bound), so a prefill over a cached prefix costs
+far less per pair than decode (measured: experiments/prefix_caching/cached_prefill); sampling and
+bookkeeping grow with requests. Prefill chunks, decode rows and draft tokens
 are then costed by the same terms, so a mixed step costs what its parts cost together, not the sum
 of a decode table and a prefill curve that each carry a full step's fixed cost (the old model's
 double counting). It is linear in its parameters, so one non-negative least-squares solve fits it
@@ -22,26 +27,32 @@ Pure numpy/scipy: used by `specsim profile` and tested on recorded steps without
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 DEFAULT_KNOTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-N_FEATURES = 7
-TOKENS, REQUESTS, KPAIRS, DRAFTS, DRAFT_ROWS, KMAX, MAXCTX = range(N_FEATURES)
+N_FEATURES = 8
+TOKENS, REQUESTS, KPAIRS, DRAFTS, DRAFT_ROWS, KMAX, MAXCTX, PREFILL_KPAIRS = range(N_FEATURES)
 
 
 def features(rows: Iterable[Sequence[int]]) -> np.ndarray:
-    """[tokens, requests, kilo attention pairs, drafts, rows with drafts, longest draft, longest context]
-    of one step from recorder rows [new, computed_before, drafts, prompt_tokens]. Same arithmetic as
-    the simulator's kernel.step_time."""
+    """[tokens, requests, kilo attention pairs, drafts, rows with drafts, longest draft, longest context,
+    kilo attention pairs of prefill rows] of one step from recorder rows [new, computed_before, drafts,
+    prompt_tokens]. A prefill row computes more than one token besides its drafts (a prompt chunk,
+    cached context or not). Same arithmetic as the simulator's kernel.step_time."""
     f = np.zeros(N_FEATURES)
     for row in rows:
         new, before, drafts = int(row[0]), int(row[1]), int(row[2])
         f[TOKENS] += new
         f[REQUESTS] += 1
-        f[KPAIRS] += new * (before + (new + 1) * 0.5) / 1000.0
+        pairs = new * (before + (new + 1) * 0.5) / 1000.0
+        f[KPAIRS] += pairs
+        if new > 1 + drafts:
+            f[PREFILL_KPAIRS] += pairs
         if drafts > 0:
             f[DRAFTS] += drafts
             f[DRAFT_ROWS] += 1
@@ -77,6 +88,25 @@ class FittedModel:
     per_draft_token_ms: float
     drafters: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per drafter: per_step_ms, per_row_ms, per_token_ms, per_forward_ms, per_forward_row_ms."""
+    per_prefill_kpair_ms: float | None = None
+    """ms per thousand attention pairs of prefill rows; None: per_kpair_ms for every pair (a fit on
+    steps recorded before prefill pairs were, or a profile made before)."""
+
+    @classmethod
+    def from_composition(cls, comp: Any, drafters: dict[str, Any] | None = None) -> FittedModel:
+        """The model a profile's `target.composition` (and drafters' compositions) describes."""
+        return cls(knots=list(comp.token_knots), token_ms=list(comp.token_ms), base_ms=comp.base_ms,
+                   per_request_ms=comp.per_request_ms, per_kpair_ms=comp.per_kpair_ms,
+                   per_draft_token_ms=comp.per_draft_token_ms, per_prefill_kpair_ms=comp.per_prefill_kpair_ms,
+                   drafters={n: d.composition.model_dump() for n, d in (drafters or {}).items()
+                             if d.composition is not None})
+
+    def attention_ms(self, feats: np.ndarray) -> float:
+        """The attention-pair terms of a step (prefill pairs at their own rate when fitted)."""
+        pre = float(feats[PREFILL_KPAIRS]) if len(feats) > PREFILL_KPAIRS else math.nan
+        if self.per_prefill_kpair_ms is None or not math.isfinite(pre):
+            return self.per_kpair_ms * float(feats[KPAIRS])
+        return self.per_kpair_ms * (float(feats[KPAIRS]) - pre) + self.per_prefill_kpair_ms * pre
 
     def predict(self, feats: np.ndarray, drafter: str | None) -> float:
         """Period (ms) of a step with these features."""
@@ -87,7 +117,7 @@ class FittedModel:
             f = float(np.interp(t, knots, vals))
         else:
             f = float(vals[-1] + (vals[-1] - vals[-2]) / (knots[-1] - knots[-2]) * (t - knots[-1]))
-        ms = (self.base_ms + f + self.per_request_ms * feats[REQUESTS] + self.per_kpair_ms * feats[KPAIRS]
+        ms = (self.base_ms + f + self.per_request_ms * feats[REQUESTS] + self.attention_ms(feats)
               + self.per_draft_token_ms * feats[DRAFTS])
         d = self.drafters.get(drafter or "") if drafter else None
         if d and feats[DRAFT_ROWS] > 0:
@@ -112,9 +142,22 @@ def _token_columns(t: np.ndarray, knots: Sequence[int]) -> np.ndarray:
     return np.stack(cols, axis=1)
 
 
-def _design(samples: Sequence[Sample], knots: Sequence[int], drafters: Sequence[str]) -> np.ndarray:
-    x = np.stack([s.feats for s in samples])
-    cols = [np.ones(len(samples)), *_token_columns(x[:, TOKENS], knots).T, x[:, REQUESTS], x[:, KPAIRS],
+def split_attention(samples: Sequence[Sample]) -> bool:
+    """Whether every sample carries its prefill pairs and some prefill rows attend over a context
+    computed before them (a later chunk, or a cached prefix): only then are the two rates identifiable
+    apart from F's curvature, and the fit gives prefill pairs a rate of their own."""
+    if not samples or any(len(s.feats) <= PREFILL_KPAIRS or not math.isfinite(s.feats[PREFILL_KPAIRS])
+                          for s in samples):
+        return False
+    return any(s.feats[PREFILL_KPAIRS] * 2000.0 > s.feats[TOKENS] * (s.feats[TOKENS] + 1) * 1.5 for s in samples)
+
+
+def _design(samples: Sequence[Sample], knots: Sequence[int], drafters: Sequence[str],
+            split: bool = False) -> np.ndarray:
+    x = np.stack([s.feats[:N_FEATURES] if len(s.feats) >= N_FEATURES
+                  else np.concatenate([s.feats, np.zeros(N_FEATURES - len(s.feats))]) for s in samples])
+    pairs = [x[:, KPAIRS] - x[:, PREFILL_KPAIRS], x[:, PREFILL_KPAIRS]] if split else [x[:, KPAIRS]]
+    cols = [np.ones(len(samples)), *_token_columns(x[:, TOKENS], knots).T, x[:, REQUESTS], *pairs,
             x[:, DRAFTS]]
     for name in drafters:
         mine = np.array([s.drafter == name for s in samples], dtype=float) * (x[:, DRAFT_ROWS] > 0)
@@ -135,7 +178,8 @@ def fit(samples: Sequence[Sample], knots: Sequence[int] = DEFAULT_KNOTS) -> Fitt
     if len(knots) < 2:
         knots = [1, max(2, int(top))]
     drafters = sorted({s.drafter for s in train if s.drafter})
-    a = _design(train, knots, drafters)
+    split = split_attention(train)
+    a = _design(train, knots, drafters, split)
     y = np.array([s.period_ms for s in train])
     w = 1.0 / y
     coef, _ = nnls(a * w[:, None], y * w, maxiter=50 * a.shape[1])
@@ -147,8 +191,9 @@ def fit(samples: Sequence[Sample], knots: Sequence[int] = DEFAULT_KNOTS) -> Fitt
     off = 1 + m
     model = FittedModel(knots=list(knots), token_ms=token_ms, base_ms=float(coef[0]),
                         per_request_ms=float(coef[off]), per_kpair_ms=float(coef[off + 1]),
-                        per_draft_token_ms=float(coef[off + 2]))
-    off += 3
+                        per_draft_token_ms=float(coef[off + 2 + split]),
+                        per_prefill_kpair_ms=float(coef[off + 2]) if split else None)
+    off += 3 + split
     for name in drafters:
         model.drafters[name] = {t: float(v) for t, v in zip(DRAFTER_TERMS, coef[off:off + 5], strict=True)}
         off += 5

@@ -87,6 +87,9 @@ class StepCostModel:
             cf[kernel.C_BASE] = comp.base_ms / 1e3
             cf[kernel.C_PERREQ] = comp.per_request_ms / 1e3
             cf[kernel.C_PERKPAIR] = comp.per_kpair_ms / 1e3
+            # NOTE: profiles made before prefill pairs had a rate of their own cost them as decode pairs
+            pre_pair = comp.per_prefill_kpair_ms
+            cf[kernel.C_PERPREKPAIR] = (comp.per_kpair_ms if pre_pair is None else pre_pair) / 1e3
             cf[kernel.C_PERDRAFT] = comp.per_draft_token_ms / 1e3
             dc = spec.composition if spec is not None else None
             if dc is not None:
@@ -106,8 +109,8 @@ class StepCostModel:
     def prefill_s(self, tokens: int) -> float:
         """Time of a prefill-only step that processes `tokens` prompt tokens."""
         if self.composition:
-            return float(kernel.composition_seconds(self.arrays, float(tokens), 1, tokens * (tokens + 1) / 2e3,
-                                                    0, 0, 0))
+            kpairs = tokens * (tokens + 1) / 2e3
+            return float(kernel.composition_seconds(self.arrays, float(tokens), 1, kpairs, kpairs, 0, 0, 0))
         return float(kernel.prefill_seconds(self.arrays, float(tokens)))
 
     def decode_s(self, batch: int, k: float) -> float:
@@ -119,7 +122,7 @@ class StepCostModel:
             q = 1.0 + k
             ctx = float(self.arrays.cf[kernel.C_REFCTX])
             kpairs = batch * q * (ctx + (q + 1) / 2) / 1e3
-            return float(kernel.composition_seconds(self.arrays, batch * q, int(batch), kpairs,
+            return float(kernel.composition_seconds(self.arrays, batch * q, int(batch), kpairs, 0.0,
                                                     int(round(batch * k)), int(batch) if k > 0 else 0,
                                                     int(np.ceil(k))))
         return float(kernel.decode_seconds(self.arrays, int(batch), float(k)))

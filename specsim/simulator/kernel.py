@@ -169,7 +169,8 @@ C_D_FWDROW = 15
 C_MTOKENS = 16  # measured range: tokens per step, requests per step, context per request
 C_MREQS = 17
 C_MCTX = 18
-C_SIZE = 19
+C_PERPREKPAIR = 19  # s per thousand attention pairs of prefill rows
+C_SIZE = 20
 MIN_FRACTION = 0.25  # a context shorter than the reference never makes a step cheaper than this
 
 # ---- ITL histogram: log-spaced bins from 1 us to 1e5 s ---------------------------------------
@@ -788,9 +789,10 @@ def step_seconds(cost: Cost, n_dec: int, spec_tokens: int, prefill_tokens: int, 
 
 
 @njit(cache=True)
-def composition_seconds(cost: Cost, tokens: float, requests: int, kpairs: float, drafts: int,
-                        draft_rows: int, kmax: int) -> float:
-    """A step's period from its composition (profile version 2, formats.profile.CompositionCost)."""
+def composition_seconds(cost: Cost, tokens: float, requests: int, kpairs: float, prefill_kpairs: float,
+                        drafts: int, draft_rows: int, kmax: int) -> float:
+    """A step's period from its composition (profile version 2, formats.profile.CompositionCost);
+    `kpairs` counts every row's attention pairs, `prefill_kpairs` those of prefill rows."""
     cf = cost.cf
     knots = cost.pre_tok
     vals = cost.pre_s
@@ -801,7 +803,8 @@ def composition_seconds(cost: Cost, tokens: float, requests: int, kpairs: float,
         f = vals[-1] + slope * (tokens - knots[-1])
     else:
         f = vals[-1]
-    t = cf[C_BASE] + f + cf[C_PERREQ] * requests + cf[C_PERKPAIR] * kpairs + cf[C_PERDRAFT] * drafts
+    t = (cf[C_BASE] + f + cf[C_PERREQ] * requests + cf[C_PERKPAIR] * (kpairs - prefill_kpairs)
+         + cf[C_PERPREKPAIR] * prefill_kpairs + cf[C_PERDRAFT] * drafts)
     if draft_rows > 0:
         t += (cf[C_D_STEP] + cf[C_D_ROW] * draft_rows + cf[C_D_TOK] * drafts + cf[C_D_FWD] * kmax
               + cf[C_D_FWDROW] * kmax * draft_rows)
@@ -819,6 +822,7 @@ def step_time(cost: Cost, req: Req, rows: Rows, n_rows: int, n_dec: int, spec_to
         return step_seconds(cost, n_dec, spec_tok, pre_tok, ctx)
     tokens = 0
     kpairs = 0.0
+    prefill_kpairs = 0.0
     draft_rows = 0
     kmax = 0
     maxctx = 0
@@ -826,8 +830,11 @@ def step_time(cost: Cost, req: Req, rows: Rows, n_rows: int, n_dec: int, spec_to
         new = rows.new[j]
         before = req.computed[rows.ids[j]] - new  # computed tokens before this step
         tokens += new
-        kpairs += new * (before + (new + 1) * 0.5)
+        pairs = new * (before + (new + 1) * 0.5)
+        kpairs += pairs
         d = rows.spec[j]
+        if new > 1 + d:  # a prefill row (stepfit.features draws the same line)
+            prefill_kpairs += pairs
         if d > 0:
             draft_rows += 1
             if d > kmax:
@@ -836,7 +843,8 @@ def step_time(cost: Cost, req: Req, rows: Rows, n_rows: int, n_dec: int, spec_to
             maxctx = before + new
     if tokens > cf[C_MTOKENS] or n_rows > cf[C_MREQS] or maxctx > cf[C_MCTX]:
         rf[RF_EXTRAP] += 1.0
-    return composition_seconds(cost, tokens, n_rows, kpairs / 1000.0, spec_tok, draft_rows, kmax)
+    return composition_seconds(cost, tokens, n_rows, kpairs / 1000.0, prefill_kpairs / 1000.0, spec_tok,
+                               draft_rows, kmax)
 
 
 # =============================================================================================

@@ -79,11 +79,7 @@ def test_fit_reports_every_kind_and_predicts_its_own_steps() -> None:
     _, records = read_records(SMALL)
     comp = profile.target.composition
     assert comp is not None
-    model = stepfit.FittedModel(knots=comp.token_knots, token_ms=comp.token_ms, base_ms=comp.base_ms,
-                                per_request_ms=comp.per_request_ms, per_kpair_ms=comp.per_kpair_ms,
-                                per_draft_token_ms=comp.per_draft_token_ms,
-                                drafters={n: d.composition.model_dump() for n, d in profile.drafters.items()
-                                          if d.composition})
+    model = stepfit.FittedModel.from_composition(comp, profile.drafters)
     served = [s for s in samples(records) if s.drafter == "ngram"]
     ratio = sum(model.predict(s.feats, s.drafter) for s in served) / sum(s.period_ms for s in served)
     assert 0.8 < ratio < 1.25  # the served total within 25% (the model is fitted on these steps)

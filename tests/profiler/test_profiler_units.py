@@ -133,6 +133,40 @@ def test_composition_fit_recovers_a_known_model_and_reports_heldout_error() -> N
     assert f[6] == 300
 
 
+def test_prefill_pairs_get_their_own_rate_once_cached_prefills_tell_them_apart() -> None:
+    from specsim.profiler.stepfit import N_FEATURES, PREFILL_KPAIRS, Sample, errors, features, fit, split_attention
+
+    def step(rows: list[list[int]], role: str, held: bool = False, old: bool = False) -> Sample:
+        f = features(rows)
+        dec = f[2] - f[PREFILL_KPAIRS]
+        ms = 20.0 + 0.5 * f[0] + 0.3 * f[1] + 2.5 * dec + 0.7 * f[PREFILL_KPAIRS]  # decode pairs dearer
+        if old:  # a step recorded before prefill pairs were
+            f = f.copy()
+            f[PREFILL_KPAIRS] = np.nan
+        return Sample(feats=f, period_ms=ms, drafter=None, role=role, label=f"{role}/{rows}", heldout=held)
+
+    def steps(old: bool = False) -> list[Sample]:
+        out = [step([[1, c, 0, c]] * b, "decode", old=old) for b in (1, 4, 16) for c in (64, 1000, 2000)]
+        out += [step([[t, 0, 0, t]], "prefill", old=old) for t in (16, 256, 1024, 2000)]
+        out += [step([[n, c, 0, c + n]], "cached_prefill", old=old) for c, n in ((512, 64), (1536, 512), (640, 1024))]
+        out += [step([[64, 1024, 0, 1088]], "cached_prefill", held=True, old=old),
+                step([[1, 1500, 0, 1500]] * 2, "decode", held=True, old=old)]
+        return out
+
+    new, old = steps(), steps(old=True)
+    assert len(new[0].feats) == N_FEATURES and split_attention(new) and not split_attention(old)
+    model = fit(new)
+    assert model.per_kpair_ms == pytest.approx(2.5, rel=0.02)
+    assert model.per_prefill_kpair_ms == pytest.approx(0.7, rel=0.05)
+    assert errors(model, new)["cached_prefill/heldout"]["step_mean_abs_rel_error"] < 0.01
+    one_rate = fit(old)
+    assert one_rate.per_prefill_kpair_ms is None
+    assert errors(one_rate, old)["cached_prefill/heldout"]["step_mean_abs_rel_error"] > 0.05
+    # a recorder row computing more than one token besides its drafts is a prefill row
+    f = features([[5, 99, 4, 50], [300, 100, 0, 400], [1, 40, 0, 30]])
+    assert f[PREFILL_KPAIRS] == pytest.approx(300 * (100 + 150.5) / 1000)
+
+
 def test_start_spread_is_half_the_range_of_per_start_ratios() -> None:
     from specsim.profiler.stepfit import fit, start_spread
 

@@ -29,7 +29,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
 
     plan = MeasurePlan(decode=[(1, 32), (8, 32), (2, 96)], decode_heldout=[(4, 32)], ks=[0, K], steps_per_k=5,
                        prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[], mixed_ks=[0, K],
-                       cached_prefill=[(256, 32)],
+                       cached_prefill=[(256, 32), (128, 96)], cached_prefill_heldout=[(256, 64)],
                        served_rates=[6.0], served_heldout=[], served_requests=6, served_max_tokens=16,
                        probe_starts=0, probe=[(1, 32)])
     # eager keeps the test's engine starts short; the default model as its own draft model exercises
@@ -91,7 +91,8 @@ def test_partly_cached_prefill_computes_only_the_new_tokens(run) -> None:
     from specsim.profiler.stepfit import KPAIRS, TOKENS
 
     rec = prof.ckpt.get(keys.workload("prefix", "cached_prefill", "c256-n32"))
-    assert rec["heldout"] is True
+    assert rec["heldout"] is False
+    assert prof.ckpt.get(keys.workload("prefix", "cached_prefill", "c256-n64"))["heldout"] is True
     prefill = [s for s in rec["steps"] if s[1 + TOKENS] > 1]
     assert prefill, rec["steps"]
     tokens, kpairs = prefill[0][1 + TOKENS], prefill[0][1 + KPAIRS]

@@ -73,3 +73,41 @@ def test_k_controller_with_and_without_hysteresis() -> None:
     seq = [hyst.k(b) for b in (3, 5, 6, 7, 5, 4, 3, 2, 6, 7)]
     # stays at K=4 until the batch leaves [1, 4+2], then K=2 until it leaves [5-2, 8+2]
     assert seq == [4, 4, 4, 2, 2, 2, 2, 4, 4, 2]
+
+
+def test_prefill_pairs_at_their_own_rate_in_the_simulator() -> None:
+    """The compiled step cost and the profiler's model agree, with and without a prefill-pair rate,
+    and a request whose prompt is mostly cached reaches its first token sooner under a cheaper rate."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from specsim.formats.profile import load_profile
+    from specsim.formats.traffic import Traffic
+    from specsim.profiler.stepfit import KPAIRS, N_FEATURES, PREFILL_KPAIRS, REQUESTS, TOKENS, FittedModel
+    from specsim.simulator import SimConfig, simulate
+
+    path = Path(__file__).resolve().parents[2] / "profiles" / "smollm2-135m-cpu.json"
+    if not path.is_file():
+        pytest.skip("the committed CPU profile is absent")
+    base = load_profile(path)
+    comp = base.target.composition
+    assert comp is not None and comp.per_prefill_kpair_ms is None  # made before the split: one rate
+    cheap = base.model_copy(deep=True)
+    assert cheap.target.composition is not None
+    cheap.target.composition.per_prefill_kpair_ms = comp.per_kpair_ms / 4
+    for prof in (base, cheap):
+        model = FittedModel.from_composition(prof.target.composition)
+        for t in (16, 512, 2000):
+            f = np.zeros(N_FEATURES)
+            f[TOKENS], f[REQUESTS], f[KPAIRS] = t, 1, t * (t + 1) / 2000
+            f[PREFILL_KPAIRS] = f[KPAIRS]
+            assert StepCostModel(prof, None).prefill_s(t) * 1e3 == pytest.approx(model.predict(f, None), rel=1e-9)
+    # two turns of one conversation: the second prompt holds the first and its answer (cached)
+    tr = Traffic.from_arrays([0.0, 60.0], [1200, 1400], [8, 8], conversation_ids=["c", "c"], turns=[0, 1])
+    ttft = {}
+    for name, prof in (("one rate", base), ("cheap prefill pairs", cheap)):
+        res = simulate(prof, tr, Policy(), SimConfig(max_num_seqs=8, max_num_batched_tokens=2048))
+        assert res.summary["prefix_cached_tokens"] > 1000
+        ttft[name] = res.requests["ttft"]
+    assert ttft["cheap prefill pairs"][1] < ttft["one rate"][1] * 0.8

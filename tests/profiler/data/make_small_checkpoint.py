@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 def main() -> None:
     plan = MeasurePlan(decode=[(1, 32), (4, 32), (2, 96)], decode_heldout=[(3, 32)], ks=[0, 1, 2], steps_per_k=4,
                        prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[], mixed_ks=[0, 2],
-                       cached_prefill=[(256, 32)],
+                       cached_prefill=[(256, 32), (128, 96)], cached_prefill_heldout=[(256, 64)],
                        served_rates=[6.0], served_heldout=[], served_requests=6, served_max_tokens=16,
                        probe_starts=0, probe=[(1, 32)])
     cfg = ProfileConfig(model="default", drafters=["ngram", "ngram:min=3,max=6"], prompts="builtin", num_prompts=4,
