@@ -149,6 +149,7 @@ def commands(e: dict[str, str]) -> dict[str, tuple[list[str], dict[str, list[str
                              {"--target": ["llama-8b", "", "x"], "--drafter": ["none", "llama-1b", "", "x"],
                               "--gpu": ["h100", "l4", "", "x"], "--tp": INTS, "--dtype": ["bf16", "fp8", "", "x"],
                               "--k-max": INTS, "--seed": INTS, "--acceptance-from": ins,
+                              "--family": ["heads", "parallel", "block", "tree", ""],
                               "--acceptance-drafter": TEXT, "--out": outs, "--eagle": [], "--no-ngram": [],
                               "--uncalibrated": []}),
         "demo": (["demo", "--profile", f"{d}/p.json", "--quick", "--requests", "20", "--trials", "2",

@@ -17,7 +17,7 @@ from specsim.formats._common import _Strict, load_document
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.profile"
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 """1: decode table + prefill curve. 2 adds (all optional) the composition cost model, drafter
 composition costs, KV capacity, the engine's mode and the start-to-start spread."""
 
@@ -229,6 +229,52 @@ class DrafterComposition(_Strict):
     per_forward_row_ms: float = Field(default=0.0, ge=0.0, lt=1e9)
 
 
+FAMILIES = ("chain", "heads", "parallel", "block", "overlapped", "tree")
+SIMULATED_FAMILIES = ("chain", "heads", "parallel", "block")
+"""Families the simulator replays today: each verifies a linear chain of K draft tokens, and differs
+from the others only in what drafting costs (its cost table or composition) and in its traces."""
+
+
+class DrafterFamily(_Strict):
+    """How a drafter proposes and what a step verifies (version 3; absent: a chain).
+
+    - chain: K tokens from K sequential drafter passes (draft model, EAGLE, MTP) or a text lookup
+      (n-gram, suffix); drafting cost grows with K.
+    - heads: K heads on the target's last hidden state evaluated in one pass (Medusa); no draft KV;
+      acceptance falls with the head's position.
+    - parallel: one drafter pass proposes all K tokens (P-EAGLE); cost nearly independent of K.
+    - block: one call of a block drafter returns K tokens (DFlash-style block diffusion).
+    - overlapped: the drafter prepares the next round while the target verifies (speculative
+      speculative decoding, Saguaro); a step costs max(verify, draft) when the outcome was
+      pre-drafted (probability hit_rate), verify + draft when not.
+    - tree: a step verifies a tree of tree_size candidate tokens per sequence and accepts its longest
+      matching path (EAGLE-2/3, Medusa trees, SpecInfer), at most tree_depth tokens.
+    """
+
+    kind: Literal["chain", "heads", "parallel", "block", "overlapped", "tree"] = "chain"
+    heads: int | None = Field(default=None, ge=1, le=64)
+    """heads: the number of heads (K <= heads)."""
+    hit_rate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """overlapped: probability that the verification outcome was among the pre-drafted ones."""
+    tree_size: int | None = Field(default=None, ge=2, le=4096)
+    """tree: candidate tokens verified per sequence and step (the tree's nodes, root excluded)."""
+    tree_depth: int | None = Field(default=None, ge=1, le=64)
+    """tree: the longest path, the most tokens a step can accept besides the bonus token."""
+    source: str | None = None
+    """Where the parameters come from (a paper, a measurement)."""
+
+    @model_validator(mode="after")
+    def _params(self) -> DrafterFamily:
+        need = {"heads": ("heads",), "overlapped": ("hit_rate",), "tree": ("tree_size", "tree_depth")}
+        for name in need.get(self.kind, ()):
+            if getattr(self, name) is None:
+                raise ValueError(f"a {self.kind} drafter needs {name}")
+        if self.kind == "tree" and self.tree_depth is not None and self.tree_size is not None \
+                and self.tree_depth > self.tree_size:
+            raise ValueError("tree_depth cannot exceed tree_size")
+        return self
+
+
 class DrafterSpec(_Strict):
     """A drafter the profile measured: how to configure it and what it adds to a step."""
 
@@ -244,6 +290,19 @@ class DrafterSpec(_Strict):
     """Extra ms per step on top of target.decode for proposing K tokens at batch B (None = free)."""
     composition: DrafterComposition | None = None
     """Version 2: the drafter's share of a step's period, used with target.composition."""
+    family: DrafterFamily | None = None
+    """Version 3: the drafter's family and its parameters (None: a chain)."""
+
+    @model_validator(mode="after")
+    def _family_fits(self) -> DrafterSpec:
+        if self.family is not None and self.family.kind == "heads" and self.family.heads is not None \
+                and self.k_max > self.family.heads:
+            raise ValueError(f"k_max {self.k_max} exceeds the drafter's {self.family.heads} heads")
+        return self
+
+    @property
+    def family_kind(self) -> str:
+        return self.family.kind if self.family is not None else "chain"
 
 
 class AcceptanceTrace(_Strict):

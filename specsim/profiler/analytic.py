@@ -19,6 +19,7 @@ from specsim.formats.profile import (
     AcceptanceTrace,
     CostTable,
     DecodeCost,
+    DrafterFamily,
     DrafterSpec,
     PrefillCurve,
     Profile,
@@ -44,6 +45,16 @@ NGRAM_ALPHA = {"code": 0.55, "math": 0.35, "conv": 0.3, "chat": 0.3, "summarizat
 EAGLE_ALPHA = {"code": 0.75, "math": 0.7, "conv": 0.6, "chat": 0.6, "summarization": 0.6, "translation": 0.5}
 DRAFTER_KINDS = {"draft_model": "draft_model", "eagle": "eagle", "eagle3": "eagle", "mtp": "eagle", "ngram": "ngram",
                  "suffix": "ngram"}
+HEADS_DECAY = 0.8
+"""Assumed, not measured: a Medusa-style head's acceptance falls by this factor per position (the
+head j tokens ahead sees no token between it and the target's last hidden state). Replace with
+measured traces (--acceptance-from) for decisions."""
+FAMILY_DRAFTERS = {  # family -> (drafter name, vLLM-style method)
+    "heads": ("medusa", "medusa"),
+    "parallel": ("p-eagle", "eagle3"),
+    "block": ("block", "dflash"),
+}
+"""Drafter families `analytic_profile(families=...)` adds beside the chain drafters."""
 """Measured drafter method -> the analytic drafter whose costs stand in for it."""
 
 
@@ -55,8 +66,12 @@ def synthetic_traces(
     length: int = 512,
     seed: int = 0,
     mode: str = "greedy",
+    decay: float = 1.0,
 ) -> list[AcceptanceTrace]:
-    """Acceptance traces with i.i.d. per-token acceptance alpha: r[pos] = min(run of successes, k_max)."""
+    """Acceptance traces with per-token acceptance alpha: r[pos] = min(run of successes, k_max). With
+    `decay` < 1 the j-th draft token (j = 0, 1, ...) is accepted with alpha * decay^j (heads)."""
+    if not 0.0 < decay <= 1.0:
+        raise SpecsimError(f"acceptance decay must be in (0, 1], got {decay}")
     rng = np.random.default_rng(seed)
     out: list[AcceptanceTrace] = []
     for cat, alpha in alphas.items():
@@ -71,7 +86,12 @@ def synthetic_traces(
                 output_length=length,
                 k_max=k_max,
             )
-            if mode == "greedy":
+            if mode == "greedy" and decay < 1.0:
+                # position j accepted with alpha * decay^j: the run ends at the first failure
+                ok = rng.random((length, k_max)) < alpha * decay ** np.arange(k_max)
+                runs = np.where(ok.all(axis=1), k_max, np.argmin(ok, axis=1))
+                out.append(AcceptanceTrace(**common, mode="greedy", r=runs.tolist()))
+            elif mode == "greedy":
                 # successes before the first failure, capped: a geometric draw minus one
                 runs = rng.geometric(1.0 - alpha, size=length) - 1 if alpha > 0 else np.zeros(length, int)
                 out.append(AcceptanceTrace(**common, mode="greedy", r=np.minimum(runs, k_max).tolist()))
@@ -111,12 +131,21 @@ def analytic_profile(
     eagle: bool = False,
     acceptance_from: Profile | None = None,
     acceptance_drafter: str | None = None,
+    families: tuple[str, ...] = (),
 ) -> Profile:
     """An analytic profile for a named target (and draft model) on a named GPU.
 
-    `eagle` adds an EAGLE-style head drafter; `acceptance_from` copies a measured profile's acceptance
-    traces (of `acceptance_drafter`, default: each of its drafters) over the synthetic ones.
+    `eagle` adds an EAGLE-style head drafter; `families` adds one drafter per family named
+    (FAMILY_DRAFTERS: Medusa-style heads, parallel drafting, block drafting), each costed as its family
+    drafts (StepModel.heads_s / parallel_s) with EAGLE-like synthetic acceptance (heads: falling by
+    HEADS_DECAY per position); `acceptance_from` copies a measured profile's acceptance traces (of
+    `acceptance_drafter`, default: each of its drafters) over the synthetic ones.
     """
+    unknown = [f for f in families if f not in FAMILY_DRAFTERS]
+    if unknown:
+        raise SpecsimError(f"unknown drafter family {unknown[0]!r} for an analytic profile "
+                           f"(choose from {', '.join(FAMILY_DRAFTERS)}; trees and overlapped drafting are not "
+                           "simulated yet)")
     tm = lookup_model(target)
     g = lookup_gpu(gpu)
     weights = Deployment(tm, g, 1, dtype).weight_bytes()
@@ -158,6 +187,17 @@ def analytic_profile(
         drafters["eagle"] = DrafterSpec(method="eagle", model=f"{target}-eagle-head", k_max=k_max,
                                         cost=table(lambda b, k: sm.head_s(b, k, ref)))
         traces += synthetic_traces("eagle", EAGLE_ALPHA, k_max, seed=seed + 2)
+    for n, fam in enumerate(dict.fromkeys(families)):
+        name, method = FAMILY_DRAFTERS[fam]
+        if fam == "heads":
+            cost = table(lambda b, k: sm.heads_s(b, k_max) if k > 0 else 0.0)
+            family = DrafterFamily(kind="heads", heads=k_max, source="analytic (StepModel.heads_s)")
+        else:
+            cost = table(lambda b, k: sm.parallel_s(b, k, ref))
+            family = DrafterFamily(kind=fam, source="analytic (StepModel.parallel_s)")
+        drafters[name] = DrafterSpec(method=method, model=f"{target}-{name}", k_max=k_max, cost=cost, family=family)
+        traces += synthetic_traces(name, EAGLE_ALPHA, k_max, seed=seed + 3 + n,
+                                   decay=HEADS_DECAY if fam == "heads" else 1.0)
     if ngram:
         drafters["ngram"] = DrafterSpec(
             method="ngram", params={"prompt_lookup_min": 2, "prompt_lookup_max": 4}, k_max=k_max,

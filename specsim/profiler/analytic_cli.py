@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="bf16", help=f"weight dtype ({', '.join(DTYPE_BYTES)})")
     p.add_argument("--k-max", type=int, default=8)
     p.add_argument("--eagle", action="store_true", help="also model an EAGLE/MTP-style head drafter named 'eagle'")
+    p.add_argument("--family", action="append", default=[], choices=("heads", "parallel", "block"),
+                   help="also model a drafter of this family: heads (Medusa-style, 'medusa'), parallel (P-EAGLE, "
+                        "'p-eagle'), block (DFlash-style, 'block'); repeatable")
     p.add_argument("--no-ngram", action="store_true", help="leave out the n-gram drafter")
     p.add_argument("--uncalibrated", action="store_true",
                    help="the plain roofline (80%% of peak bandwidth, 60%% of peak FLOPs, 1.5 ms per step)")
@@ -62,6 +65,7 @@ def _cmd(args: argparse.Namespace) -> int:
         target=args.target, drafter_model=drafter, gpu=args.gpu, tp=args.tp, k_max=args.k_max,
         ngram=not args.no_ngram, seed=args.seed, calibrated=not args.uncalibrated, dtype=args.dtype.lower(),
         eagle=args.eagle, acceptance_from=measured, acceptance_drafter=args.acceptance_drafter,
+        families=tuple(args.family),
     )
     save_profile(prof, args.out)
     dec = prof.target.decode

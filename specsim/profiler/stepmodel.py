@@ -264,6 +264,41 @@ class StepModel:
         one += STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * batch if self.cal is None else self.cal.head_fwd_us * 1e-6
         return k * one
 
+    def heads_s(self, batch: float, heads: int) -> float:
+        """Medusa-style heads: every head (a residual block and its own LM head, on the target's last
+        hidden state) evaluated in one pass over `batch` sequences, whatever K the step uses; no KV."""
+        if heads <= 0:
+            return 0.0
+        m = self.target.model
+        params = heads * (m.hidden * m.hidden + m.vocab * m.hidden)
+        weights = params * weight_bytes_per_param(self.target.dtype)[0]
+        one = self._forward(self.target, batch, 0.0, 0.0, layers=0, weights=weights)
+        return one + (STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * batch if self.cal is None else self.cal.head_fwd_us * 1e-6)
+
+    def parallel_s(self, batch: float, k: int, context: float, layers: int = 1) -> float:
+        """Parallel drafting (P-EAGLE) and block drafting (DFlash-style): one pass of a `layers`-layer
+        drafter of the target's width, with its LM head, proposes all K tokens of `batch` sequences."""
+        if k <= 0:
+            return 0.0
+        dep = self.target
+        m = dep.model
+        layer = m.head_params() - 2 * m.hidden * m.hidden - m.vocab * m.hidden
+        params = layers * layer + 2 * m.hidden * m.hidden + m.vocab * m.hidden
+        weights = params * weight_bytes_per_param(dep.dtype)[0]
+        one = self._forward(dep, batch * k, batch * context, batch * k * context, layers=layers, weights=weights)
+        return one + (STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * batch if self.cal is None else self.cal.head_fwd_us * 1e-6)
+
+    def tree_draft_s(self, batch: float, depth: int, width: int, context: float) -> float:
+        """Drafting a tree with an EAGLE-style head: `depth` sequential head passes, each expanding
+        `width` candidate tokens per sequence (EAGLE-2's top-k)."""
+        if depth <= 0:
+            return 0.0
+        dep = self.target
+        weights = dep.model.head_params() * weight_bytes_per_param(dep.dtype)[0]
+        one = self._forward(dep, batch * width, batch * context, batch * width * context, layers=1, weights=weights)
+        one += STEP_OVERHEAD_S + PER_SEQ_OVERHEAD_S * batch if self.cal is None else self.cal.head_fwd_us * 1e-6
+        return depth * one
+
     @staticmethod
     def ngram_s(batch: float, k: int) -> float:
         return 0.0 if k <= 0 else (NGRAM_MS[0] + NGRAM_MS[1] * batch) / 1e3
@@ -277,7 +312,12 @@ class StepModel:
             return self.head_s(batch, k, context)
         if kind == "ngram":
             return self.ngram_s(batch, k)
-        raise SpecsimError(f"unknown drafter kind {kind!r} (known: draft_model, eagle, eagle3, mtp, ngram)")
+        if kind == "heads":
+            return self.heads_s(batch, k) if k > 0 else 0.0
+        if kind in ("parallel", "block"):
+            return self.parallel_s(batch, k, context)
+        raise SpecsimError(f"unknown drafter kind {kind!r} (known: block, draft_model, eagle, eagle3, heads, mtp, "
+                           "ngram, parallel)")
 
 
 __all__ = ["BW_EFF", "FLOP_EFF", "STEP_OVERHEAD_S", "Calibration", "Deployment", "StepModel", "committed_calibration",

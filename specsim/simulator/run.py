@@ -10,7 +10,7 @@ import simpy
 import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
-from specsim.formats.profile import Profile
+from specsim.formats.profile import SIMULATED_FAMILIES, Profile
 from specsim.formats.traffic import Traffic
 from specsim.simulator.acceptance import MODE_SAMPLED_LEGACY, AcceptanceReplay, check_category_map
 from specsim.simulator.config import SimConfig
@@ -195,6 +195,15 @@ def simulate(
     cfg.validate()
     speculating = policy.drafter is not None and policy.max_k > 0
     drafter = policy.drafter.name if policy.drafter is not None and speculating else None
+    spec = profile.drafters.get(drafter) if drafter is not None else None
+    if spec is not None and spec.family_kind not in SIMULATED_FAMILIES:
+        # NOTE: a tree verifies tree_size tokens to accept at most tree_depth, and an overlapped drafter
+        # changes the step's critical path: both need the step loop's support, not only other costs
+        raise SpecsimError(f"drafter {drafter!r} is a {spec.family_kind} drafter, which the simulator does not "
+                           f"replay yet (it replays {', '.join(SIMULATED_FAMILIES)})")
+    if spec is not None and spec.family is not None and spec.family.heads is not None \
+            and policy.max_k > spec.family.heads:
+        raise SpecsimError(f"the policy drafts K={policy.max_k} but drafter {drafter!r} has {spec.family.heads} heads")
     if cost is None:
         cost = StepCostModel(profile, drafter, b_max=max(cfg.max_num_seqs, 1))
     if drafter is not None and replay is None:
