@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -13,6 +14,7 @@ def _module():  # noqa: ANN202
     spec = importlib.util.spec_from_file_location("batch1", SCRIPT)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
+    sys.modules["batch1"] = mod  # dataclasses look their module up while the class is made
     spec.loader.exec_module(mod)
     return mod
 
