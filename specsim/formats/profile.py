@@ -230,9 +230,11 @@ class DrafterComposition(_Strict):
 
 
 FAMILIES = ("chain", "heads", "parallel", "block", "overlapped", "tree")
-SIMULATED_FAMILIES = ("chain", "heads", "parallel", "block")
-"""Families the simulator replays today: each verifies a linear chain of K draft tokens, and differs
-from the others only in what drafting costs (its cost table or composition) and in its traces."""
+SIMULATED_FAMILIES = FAMILIES
+"""Families the simulator replays. chain, heads, parallel and block verify a chain of K draft tokens
+and differ in what drafting costs and in their traces; a tree is replayed as K = tree_size verified
+tokens whose traces hold the accepted path length (at most tree_depth), one tree size per policy; an
+overlapped drafter's cost table combines with the target's as hit x max + miss x sum."""
 
 
 class DrafterFamily(_Strict):

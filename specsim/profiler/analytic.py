@@ -53,7 +53,22 @@ FAMILY_DRAFTERS = {  # family -> (drafter name, vLLM-style method)
     "heads": ("medusa", "medusa"),
     "parallel": ("p-eagle", "eagle3"),
     "block": ("block", "dflash"),
+    "tree": ("eagle-tree", "eagle"),
+    "overlapped": ("ssd", "draft_model"),
 }
+TREE_SIZE, TREE_DEPTH = 59, 6
+"""EAGLE-2's tree as Spec-Bench runs it for 7B models: 60 tokens with the root, 6 levels
+(experiments/drafter_families/spec_bench_configs.md)."""
+OVERLAP_HIT_RATE = 0.7
+"""Assumed, not measured: how often an overlapped drafter pre-drafted the verification outcome."""
+
+
+def tree_alpha(alpha: float) -> float:
+    """Per-depth acceptance of a tree drafter whose chain head accepts `alpha`: the better of two
+    independent candidates, 1 - (1 - alpha)^2. An assumption, checked once: EAGLE's chat alpha 0.6
+    gives 0.84, i.e. a mean accepted length of 4.41 at depth 6 against EAGLE-2's published 4.34
+    (Spec-Bench, A100 Vicuna-7B)."""
+    return 1.0 - (1.0 - alpha) ** 2
 """Drafter families `analytic_profile(families=...)` adds beside the chain drafters."""
 """Measured drafter method -> the analytic drafter whose costs stand in for it."""
 
@@ -67,9 +82,11 @@ def synthetic_traces(
     seed: int = 0,
     mode: str = "greedy",
     decay: float = 1.0,
+    cap: int | None = None,
 ) -> list[AcceptanceTrace]:
     """Acceptance traces with per-token acceptance alpha: r[pos] = min(run of successes, k_max). With
-    `decay` < 1 the j-th draft token (j = 0, 1, ...) is accepted with alpha * decay^j (heads)."""
+    `decay` < 1 the j-th draft token (j = 0, 1, ...) is accepted with alpha * decay^j (heads); `cap`
+    bounds a run below k_max (a tree of k_max nodes accepts at most its depth)."""
     if not 0.0 < decay <= 1.0:
         raise SpecsimError(f"acceptance decay must be in (0, 1], got {decay}")
     rng = np.random.default_rng(seed)
@@ -90,11 +107,12 @@ def synthetic_traces(
                 # position j accepted with alpha * decay^j: the run ends at the first failure
                 ok = rng.random((length, k_max)) < alpha * decay ** np.arange(k_max)
                 runs = np.where(ok.all(axis=1), k_max, np.argmin(ok, axis=1))
-                out.append(AcceptanceTrace(**common, mode="greedy", r=runs.tolist()))
+                out.append(AcceptanceTrace(**common, mode="greedy", r=np.minimum(runs, cap or k_max).tolist()))
             elif mode == "greedy":
                 # successes before the first failure, capped: a geometric draw minus one
                 runs = rng.geometric(1.0 - alpha, size=length) - 1 if alpha > 0 else np.zeros(length, int)
-                out.append(AcceptanceTrace(**common, mode="greedy", r=np.minimum(runs, k_max).tolist()))
+                out.append(AcceptanceTrace(**common, mode="greedy",
+                                           r=np.minimum(runs, min(k_max, cap or k_max)).tolist()))
             else:
                 out.append(AcceptanceTrace(**common, mode="sampled", p=[alpha] * length))
     return out
@@ -144,8 +162,11 @@ def analytic_profile(
     unknown = [f for f in families if f not in FAMILY_DRAFTERS]
     if unknown:
         raise SpecsimError(f"unknown drafter family {unknown[0]!r} for an analytic profile "
-                           f"(choose from {', '.join(FAMILY_DRAFTERS)}; trees and overlapped drafting are not "
-                           "simulated yet)")
+                           f"(choose from {', '.join(FAMILY_DRAFTERS)})")
+    if "overlapped" in families and drafter_model is None:
+        raise SpecsimError("an overlapped drafter is a draft model running beside the target: give --drafter")
+    if "tree" in families:
+        k_max = max(k_max, TREE_SIZE)  # NOTE: the target's table must cover verifying the whole tree
     tm = lookup_model(target)
     g = lookup_gpu(gpu)
     weights = Deployment(tm, g, 1, dtype).weight_bytes()
@@ -189,15 +210,32 @@ def analytic_profile(
         traces += synthetic_traces("eagle", EAGLE_ALPHA, k_max, seed=seed + 2)
     for n, fam in enumerate(dict.fromkeys(families)):
         name, method = FAMILY_DRAFTERS[fam]
+        spec_k, alphas_f, depth = k_max, dict(EAGLE_ALPHA), None
+        model_name: str | None = f"{target}-{name}"
         if fam == "heads":
-            cost = table(lambda b, k: sm.heads_s(b, k_max) if k > 0 else 0.0)
-            family = DrafterFamily(kind="heads", heads=k_max, source="analytic (StepModel.heads_s)")
+            spec_k = min(k_max, 4)
+            cost = table(lambda b, k, h=spec_k: sm.heads_s(b, h) if k > 0 else 0.0)
+            family = DrafterFamily(kind="heads", heads=spec_k, source="analytic (StepModel.heads_s)")
+        elif fam == "tree":
+            spec_k, depth = TREE_SIZE, TREE_DEPTH
+            width = -(-TREE_SIZE // TREE_DEPTH)
+            cost = table(lambda b, k, w=width: sm.tree_draft_s(b, TREE_DEPTH, w, ref) if k > 0 else 0.0)
+            family = DrafterFamily(kind="tree", tree_size=TREE_SIZE, tree_depth=TREE_DEPTH,
+                                   source="EAGLE-2 as Spec-Bench runs it; per-depth acceptance tree_alpha()")
+            alphas_f = {c: tree_alpha(a) for c, a in EAGLE_ALPHA.items()}
+        elif fam == "overlapped":
+            dm = lookup_model(str(drafter_model))
+            model_name = drafter_model
+            cost = table(lambda b, k, m=dm: sm.draft_model_s(m, b, k, ref))
+            family = DrafterFamily(kind="overlapped", hit_rate=OVERLAP_HIT_RATE,
+                                   source="assumed hit rate (OVERLAP_HIT_RATE); draft model costs")
+            alphas_f = dict(alphas or DEFAULT_ALPHA)
         else:
             cost = table(lambda b, k: sm.parallel_s(b, k, ref))
             family = DrafterFamily(kind=fam, source="analytic (StepModel.parallel_s)")
-        drafters[name] = DrafterSpec(method=method, model=f"{target}-{name}", k_max=k_max, cost=cost, family=family)
-        traces += synthetic_traces(name, EAGLE_ALPHA, k_max, seed=seed + 3 + n,
-                                   decay=HEADS_DECAY if fam == "heads" else 1.0)
+        drafters[name] = DrafterSpec(method=method, model=model_name, k_max=spec_k, cost=cost, family=family)
+        traces += synthetic_traces(name, alphas_f, spec_k, seed=seed + 3 + n,
+                                   decay=HEADS_DECAY if fam == "heads" else 1.0, cap=depth)
     if ngram:
         drafters["ngram"] = DrafterSpec(
             method="ngram", params={"prompt_lookup_min": 2, "prompt_lookup_max": 4}, k_max=k_max,

@@ -25,9 +25,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", default="bf16", help=f"weight dtype ({', '.join(DTYPE_BYTES)})")
     p.add_argument("--k-max", type=int, default=8)
     p.add_argument("--eagle", action="store_true", help="also model an EAGLE/MTP-style head drafter named 'eagle'")
-    p.add_argument("--family", action="append", default=[], choices=("heads", "parallel", "block"),
+    p.add_argument("--family", action="append", default=[],
+                   choices=("heads", "parallel", "block", "tree", "overlapped"),
                    help="also model a drafter of this family: heads (Medusa-style, 'medusa'), parallel (P-EAGLE, "
-                        "'p-eagle'), block (DFlash-style, 'block'); repeatable")
+                        "'p-eagle'), block (DFlash-style, 'block'), tree (EAGLE-2's 60-token tree, 'eagle-tree'), "
+                        "overlapped (the draft model drafting beside the target, 'ssd'); repeatable")
     p.add_argument("--no-ngram", action="store_true", help="leave out the n-gram drafter")
     p.add_argument("--uncalibrated", action="store_true",
                    help="the plain roofline (80%% of peak bandwidth, 60%% of peak FLOPs, 1.5 ms per step)")

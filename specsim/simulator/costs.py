@@ -62,6 +62,15 @@ class StepCostModel:
             draft[:, 0] = 0.0
         else:
             draft = np.zeros_like(decode)
+        hit = spec.family.hit_rate if spec is not None and spec.family is not None \
+            and spec.family.kind == "overlapped" else None
+        if hit is not None:
+            # NOTE: the drafter runs beside the target (its own devices): a round pre-drafted while the
+            # target verified costs the longer of the two; a miss drafts after verifying (SSD/Saguaro).
+            # Folded into the table at the reference context: extra context lengthens verification only.
+            both = decode + draft
+            draft = hit * np.maximum(decode, draft) + (1.0 - hit) * both - decode
+            draft[:, 0] = 0.0
         pre = profile.target.prefill
         pre_tokens = np.asarray(pre.tokens, dtype=np.float64)
         pre_s = np.asarray(pre.step_ms, dtype=np.float64) / 1e3

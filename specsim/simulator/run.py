@@ -197,10 +197,19 @@ def simulate(
     drafter = policy.drafter.name if policy.drafter is not None and speculating else None
     spec = profile.drafters.get(drafter) if drafter is not None else None
     if spec is not None and spec.family_kind not in SIMULATED_FAMILIES:
-        # NOTE: a tree verifies tree_size tokens to accept at most tree_depth, and an overlapped drafter
-        # changes the step's critical path: both need the step loop's support, not only other costs
         raise SpecsimError(f"drafter {drafter!r} is a {spec.family_kind} drafter, which the simulator does not "
-                           f"replay yet (it replays {', '.join(SIMULATED_FAMILIES)})")
+                           f"replay (it replays {', '.join(SIMULATED_FAMILIES)})")
+    if spec is not None and spec.family is not None and spec.family.kind == "tree":
+        # NOTE: a tree verifies tree_size tokens and its traces were made for that size; a smaller tree
+        # accepts less than min(r, K), so the policy may only turn the whole tree on or off
+        sizes = sorted({int(r[2]) for r in policy.k_schedule if r[2] > 0})
+        if sizes != [spec.family.tree_size]:
+            raise SpecsimError(f"drafter {drafter!r} is a tree of {spec.family.tree_size} tokens: a policy may "
+                               f"draft K={spec.family.tree_size} (the whole tree) or 0, not {sizes}")
+    if spec is not None and spec.family is not None and spec.family.kind == "overlapped" \
+            and profile.target.composition is not None:
+        raise SpecsimError(f"drafter {drafter!r} drafts overlapped with verification, which the simulator "
+                           "costs from cost tables only (this profile has a composition model)")
     if spec is not None and spec.family is not None and spec.family.heads is not None \
             and policy.max_k > spec.family.heads:
         raise SpecsimError(f"the policy drafts K={policy.max_k} but drafter {drafter!r} has {spec.family.heads} heads")

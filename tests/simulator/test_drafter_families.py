@@ -50,15 +50,46 @@ def test_heads_cost_does_not_grow_with_k_and_their_acceptance_falls(profile: Pro
     assert r_heads.mean() < r_par.mean()  # same first-token alpha, decaying per head position
 
 
-def test_families_the_simulator_cannot_replay_are_refused(profile: Profile) -> None:
-    tree = profile.model_copy(deep=True)
-    tree.drafters["eagle"] = DrafterSpec(method="eagle", k_max=4, cost=profile.drafters["eagle"].cost,
-                                         family=DrafterFamily(kind="tree", tree_size=60, tree_depth=6))
-    with pytest.raises(SpecsimError, match="'eagle' is a tree drafter, which the simulator does not replay yet"):
-        simulate(tree, poisson_traffic(10, 1.0, 64, 16), Policy.static(_ref(tree, "eagle"), 2))
-    with pytest.raises(SpecsimError, match="unknown drafter family 'tree'"):
-        analytic_profile(target="llama-8b", drafter_model=None, families=("tree",))
-    assert set(FAMILY_DRAFTERS) == {"heads", "parallel", "block"}
+def test_trees_and_overlapped_drafting() -> None:
+    prof = analytic_profile(target="llama-8b", drafter_model="llama-1b", gpu="h100", k_max=4, eagle=True,
+                            ngram=False, families=("tree", "overlapped"))
+    tree = prof.drafters["eagle-tree"]
+    assert tree.family is not None and (tree.family.tree_size, tree.family.tree_depth) == (59, 6)
+    assert prof.k_max == 59 and prof.target.decode.ks[-1] == 59  # the target's table covers the whole tree
+    r = np.concatenate([t.r for t in prof.traces_for("eagle-tree")])
+    assert r.max() <= 6  # a tree accepts at most its depth
+    traffic = poisson_traffic(150, 1.0, 256, 128, seed=4)
+    ref = DrafterRef.from_profile(prof, "eagle-tree")
+    res = {k: simulate(prof, traffic, Policy.static(DrafterRef.from_profile(prof, d), k), SimConfig(seed=2)).summary
+           for d, k in (("eagle-tree", 59), ("eagle", 4))}
+    assert res[59]["mean_acceptance_length"] > res[4]["mean_acceptance_length"] + 1.0
+    with pytest.raises(SpecsimError, match="is a tree of 59 tokens: a policy may draft K=59"):
+        simulate(prof, traffic, Policy.static(ref, 8))
+    # overlapped: hit x max(verify, draft) + miss x (verify + draft), never more than drafting in series
+    ssd = DrafterRef.from_profile(prof, "ssd")
+    serial = prof.model_copy(deep=True)
+    serial.drafters["ssd"].family = None
+    t_over = simulate(prof, traffic, Policy.static(ssd, 4), SimConfig(seed=2)).summary["tpot_mean"]
+    t_serial = simulate(serial, traffic, Policy.static(ssd, 4), SimConfig(seed=2)).summary["tpot_mean"]
+    assert t_over < 0.9 * t_serial
+    from specsim.simulator.costs import StepCostModel
+
+    over, plain = StepCostModel(prof, "ssd", b_max=8), StepCostModel(serial, "ssd", b_max=8)
+    tgt = StepCostModel(prof, None, b_max=8)
+    for b in (1, 4, 8):
+        v, d = tgt.decode_s(b, 4), plain.decode_s(b, 4) - tgt.decode_s(b, 4)
+        assert over.decode_s(b, 4) == pytest.approx(0.7 * max(v, d) + 0.3 * (v + d), rel=1e-9)
+    measured = prof.model_copy(deep=True)  # a profile timed by a composition model cannot fold the overlap in
+    from specsim.formats.profile import CompositionCost
+
+    measured.target.composition = CompositionCost(base_ms=5.0, token_knots=[1, 2], token_ms=[0.0, 0.1])
+    with pytest.raises(SpecsimError, match="costs from cost tables only"):
+        simulate(measured, traffic, Policy.static(ssd, 4))
+    with pytest.raises(SpecsimError, match="unknown drafter family 'spiral'"):
+        analytic_profile(target="llama-8b", drafter_model=None, families=("spiral",))
+    with pytest.raises(SpecsimError, match="an overlapped drafter is a draft model"):
+        analytic_profile(target="llama-8b", drafter_model=None, families=("overlapped",))
+    assert set(FAMILY_DRAFTERS) == {"heads", "parallel", "block", "tree", "overlapped"}
 
 
 def test_family_contract() -> None:
