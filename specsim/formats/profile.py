@@ -306,6 +306,13 @@ class DrafterSpec(_Strict):
     def family_kind(self) -> str:
         return self.family.kind if self.family is not None else "chain"
 
+    def static_ks(self, k_max: int) -> list[int]:
+        """The K values a static policy of this drafter may use, up to `k_max`: a tree only its size
+        (it is verified whole), any other family 1..min(k_max, its own k_max)."""
+        if self.family is not None and self.family.kind == "tree" and self.family.tree_size is not None:
+            return [self.family.tree_size]
+        return list(range(1, min(k_max, self.k_max) + 1))
+
 
 class AcceptanceTrace(_Strict):
     """Per-request acceptance: for each output position, how far a verification would get."""

@@ -56,7 +56,7 @@ def compute_baselines(
     cases: list[tuple[str, Policy]] = [(OFF_NAME, Policy())]
     for d in space.drafters:
         ref = drafter_ref(ev.profile, d)
-        for k in range(1, space.k_max + 1):
+        for k in ev.profile.drafters[d].static_ks(space.k_max):
             cases.append((f"static K={k} ({d})", Policy.static(ref, k)))
     results = pmap(_run_one, [(ev, p) for _, p in cases], jobs)
     every = {name: Baseline(name, pol, v, m) for (name, pol), (v, m) in zip(cases, results, strict=True)}
@@ -64,7 +64,7 @@ def compute_baselines(
     prim = ev.objective.primary
     for d in space.drafters:
         best: Baseline | None = None
-        for k in range(1, space.k_max + 1):
+        for k in ev.profile.drafters[d].static_ks(space.k_max):
             b = every[f"static K={k} ({d})"]
             if best is None or prim.better(b.values[0], best.values[0]):
                 best = b
@@ -72,7 +72,8 @@ def compute_baselines(
         k_best = best.policy.max_k
         out[f"best static K={k_best} ({d})"] = Baseline(f"best static K={k_best} ({d})", best.policy, best.values,
                                                         best.metrics)
-    b = every[f"static K={default_k} ({dflt})"]
+    dk = ev.profile.drafters[dflt].static_ks(default_k)[-1]  # a tree's default is the tree
+    b = every[f"static K={dk} ({dflt})"]
     out[f"default K={default_k} ({dflt})"] = Baseline(f"default K={default_k} ({dflt})", b.policy, b.values, b.metrics)
     return out
 

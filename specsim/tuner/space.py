@@ -117,7 +117,9 @@ class SearchSpace:
                 raise SpecsimError(f"the profile has no acceptance traces for drafter {n!r}")
         if not names:
             raise SpecsimError("no drafters to search")
-        k_cap = min([profile.k_max, *(profile.drafters[n].k_max for n in names)])
+        # NOTE: a tree's K is its size whatever K a trial draws (SearchSpace.policy), so trees do not cap K
+        chains = [profile.drafters[n].k_max for n in names if profile.drafters[n].family_kind != "tree"]
+        k_cap = min([profile.k_max, *chains]) if chains else 1
         k_max = int(kw.pop("k_max", k_cap))
         if k_cap < 1:
             raise SpecsimError("the profile covers no K >= 1: nothing to tune")
@@ -309,6 +311,11 @@ class SearchSpace:
         if self.family == "trtllm":
             return self._trtllm_policy(params, drafter_ref(profile, drafter), knobs)
         sched = self.schedule(params)
+        fam = profile.drafters[drafter].family if drafter in profile.drafters else None
+        if fam is not None and fam.kind == "tree" and fam.tree_size is not None:
+            # NOTE: a tree is verified whole (its traces were made for its size): any K > 0 means the tree,
+            # so the search over K is a search over where the tree is on and where it is off
+            sched = normalise_schedule([(lo, hi, fam.tree_size if k > 0 else 0) for lo, hi, k in sched])
         if self.family == "specsim" and sched:
             queue = None
             if params.get("use_queue"):

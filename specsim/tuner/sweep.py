@@ -40,7 +40,8 @@ def sweep_policies(profile: Profile, policy: Policy, default_k: int = 4) -> dict
     out: dict[str, Policy] = {TUNED: policy, OFF: Policy()}
     name = policy.drafter.name if policy.drafter is not None else next(iter(profile.drafters), None)
     if name is not None and name in profile.drafters:
-        k = min(default_k, profile.k_max, profile.drafters[name].k_max)
+        ks = profile.drafters[name].static_ks(min(default_k, profile.k_max))
+        k = ks[-1] if ks else 0
         if k >= 1:
             out[f"static K={k} ({name})"] = Policy.static(drafter_ref(profile, name), k)
     for bname, b in policy.provenance.baselines.items():

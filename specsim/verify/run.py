@@ -72,7 +72,7 @@ def best_static(profile: Profile, traffic: Traffic, drafter: DrafterRef, cfg: Si
     """The static K of this drafter that the simulator ranks first on the traffic."""
     spec = profile.drafters[drafter.name]
     best: tuple[float, Policy] | None = None
-    for k in range(1, min(spec.k_max, profile.k_max) + 1):
+    for k in spec.static_ks(profile.k_max):
         pol = Policy.static(drafter, k)
         res = simulate(profile, traffic, pol, cfg)
         v = metric_value(m, res.requests, slo, offered)

@@ -113,3 +113,25 @@ def test_decaying_acceptance_has_the_expected_mean_run() -> None:
     assert r.max() == 4
     with pytest.raises(SpecsimError, match="decay must be in"):
         synthetic_traces("h", {"chat": 0.6}, 4, decay=0.0)
+
+
+def test_the_tuner_searches_where_each_family_drafts() -> None:
+    """Heads are searched up to their count, a tree only on or off by batch size, an overlapped drafter
+    against the same model drafting in series."""
+    from specsim import api
+
+    prof = analytic_profile(target="llama-8b", drafter_model="llama-1b", gpu="h100", k_max=4, ngram=False,
+                            families=("heads", "tree", "overlapped"))
+    traffic = poisson_traffic(120, 2.0, 256, 64, seed=6)
+    res = api.tune(prof, traffic, "mean-tpot", trials=12, cfg=SimConfig(max_num_seqs=64, seed=0))
+    names = {b.policy.drafter.name for b in res.baselines.values() if b.policy.drafter is not None}
+    assert {"medusa", "eagle-tree", "ssd", "draft_model"} <= names
+    tree_static = [b for b in res.baselines.values()
+                   if b.policy.drafter is not None and b.policy.drafter.name == "eagle-tree"]
+    assert {b.policy.max_k for b in tree_static} == {59}
+    for t in res.study.get_trials(deepcopy=False):  # every tree trial drafted the whole tree or nothing
+        pol = res.space.policy(t.params, prof)
+        if pol.drafter is not None and pol.drafter.name == "eagle-tree":
+            assert {k for _, _, k in pol.k_schedule} <= {59}
+    pol = res.space.policy({"drafter": "eagle-tree", "k0": 2, "segments": 1, "off_above_idx": 3}, prof)
+    assert {k for _, _, k in pol.k_schedule} == {59}
