@@ -150,6 +150,10 @@ def analytic_profile(
     acceptance_from: Profile | None = None,
     acceptance_drafter: str | None = None,
     families: tuple[str, ...] = (),
+    heads: int = 4,
+    tree_size: int = TREE_SIZE,
+    tree_depth: int = TREE_DEPTH,
+    hit_rate: float = OVERLAP_HIT_RATE,
 ) -> Profile:
     """An analytic profile for a named target (and draft model) on a named GPU.
 
@@ -165,8 +169,14 @@ def analytic_profile(
                            f"(choose from {', '.join(FAMILY_DRAFTERS)})")
     if "overlapped" in families and drafter_model is None:
         raise SpecsimError("an overlapped drafter is a draft model running beside the target: give --drafter")
+    if not 1 <= heads <= 64:
+        raise SpecsimError(f"heads must lie in 1..64, got {heads}")
+    if not 1 <= tree_depth <= tree_size <= 512:
+        raise SpecsimError(f"a tree needs 1 <= depth <= size <= 512, got size {tree_size}, depth {tree_depth}")
+    if not 0.0 <= hit_rate <= 1.0:
+        raise SpecsimError(f"the overlap hit rate must lie in [0, 1], got {hit_rate}")
     if "tree" in families:
-        k_max = max(k_max, TREE_SIZE)  # NOTE: the target's table must cover verifying the whole tree
+        k_max = max(k_max, tree_size)  # NOTE: the target's table must cover verifying the whole tree
     tm = lookup_model(target)
     g = lookup_gpu(gpu)
     weights = Deployment(tm, g, 1, dtype).weight_bytes()
@@ -213,22 +223,23 @@ def analytic_profile(
         spec_k, alphas_f, depth = k_max, dict(EAGLE_ALPHA), None
         model_name: str | None = f"{target}-{name}"
         if fam == "heads":
-            spec_k = min(k_max, 4)
+            spec_k = min(k_max, heads)
             cost = table(lambda b, k, h=spec_k: sm.heads_s(b, h) if k > 0 else 0.0)
             family = DrafterFamily(kind="heads", heads=spec_k, source="analytic (StepModel.heads_s)")
         elif fam == "tree":
-            spec_k, depth = TREE_SIZE, TREE_DEPTH
-            width = -(-TREE_SIZE // TREE_DEPTH)
-            cost = table(lambda b, k, w=width: sm.tree_draft_s(b, TREE_DEPTH, w, ref) if k > 0 else 0.0)
-            family = DrafterFamily(kind="tree", tree_size=TREE_SIZE, tree_depth=TREE_DEPTH,
-                                   source="EAGLE-2 as Spec-Bench runs it; per-depth acceptance tree_alpha()")
+            spec_k, depth = tree_size, tree_depth
+            width = -(-tree_size // tree_depth)
+            cost = table(lambda b, k, w=width: sm.tree_draft_s(b, tree_depth, w, ref) if k > 0 else 0.0)
+            family = DrafterFamily(kind="tree", tree_size=tree_size, tree_depth=tree_depth,
+                                   source="tree drafted by an EAGLE-style head, depth passes of size/depth nodes; "
+                                          "per-depth acceptance tree_alpha()")
             alphas_f = {c: tree_alpha(a) for c, a in EAGLE_ALPHA.items()}
         elif fam == "overlapped":
             dm = lookup_model(str(drafter_model))
             model_name = drafter_model
             cost = table(lambda b, k, m=dm: sm.draft_model_s(m, b, k, ref))
-            family = DrafterFamily(kind="overlapped", hit_rate=OVERLAP_HIT_RATE,
-                                   source="assumed hit rate (OVERLAP_HIT_RATE); draft model costs")
+            family = DrafterFamily(kind="overlapped", hit_rate=hit_rate,
+                                   source="given hit rate; draft model costs")
             alphas_f = dict(alphas or DEFAULT_ALPHA)
         else:
             cost = table(lambda b, k: sm.parallel_s(b, k, ref))

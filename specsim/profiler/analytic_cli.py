@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also model a drafter of this family: heads (Medusa-style, 'medusa'), parallel (P-EAGLE, "
                         "'p-eagle'), block (DFlash-style, 'block'), tree (EAGLE-2's 60-token tree, 'eagle-tree'), "
                         "overlapped (the draft model drafting beside the target, 'ssd'); repeatable")
+    p.add_argument("--heads", type=int, default=4, help="--family heads: the number of heads (default 4)")
+    p.add_argument("--tree-size", type=int, default=59,
+                   help="--family tree: tokens verified per sequence besides the root (default 59, EAGLE-2's)")
+    p.add_argument("--tree-depth", type=int, default=6, help="--family tree: the tree's depth (default 6)")
+    p.add_argument("--hit-rate", type=float, default=0.7,
+                   help="--family overlapped: how often the verification outcome was pre-drafted (default 0.7)")
     p.add_argument("--no-ngram", action="store_true", help="leave out the n-gram drafter")
     p.add_argument("--uncalibrated", action="store_true",
                    help="the plain roofline (80%% of peak bandwidth, 60%% of peak FLOPs, 1.5 ms per step)")
@@ -67,7 +73,8 @@ def _cmd(args: argparse.Namespace) -> int:
         target=args.target, drafter_model=drafter, gpu=args.gpu, tp=args.tp, k_max=args.k_max,
         ngram=not args.no_ngram, seed=args.seed, calibrated=not args.uncalibrated, dtype=args.dtype.lower(),
         eagle=args.eagle, acceptance_from=measured, acceptance_drafter=args.acceptance_drafter,
-        families=tuple(args.family),
+        families=tuple(args.family), heads=args.heads, tree_size=args.tree_size, tree_depth=args.tree_depth,
+        hit_rate=args.hit_rate,
     )
     save_profile(prof, args.out)
     dec = prof.target.decode

@@ -85,6 +85,18 @@ def test_trees_and_overlapped_drafting() -> None:
     measured.target.composition = CompositionCost(base_ms=5.0, token_knots=[1, 2], token_ms=[0.0, 0.1])
     with pytest.raises(SpecsimError, match="costs from cost tables only"):
         simulate(measured, traffic, Policy.static(ssd, 4))
+    small = analytic_profile(target="llama-8b", drafter_model="llama-1b", gpu="h100", k_max=4, ngram=False,
+                             families=("tree", "heads", "overlapped"), tree_size=12, tree_depth=4, heads=3,
+                             hit_rate=0.0)
+    assert small.drafters["eagle-tree"].family.tree_size == 12 and small.k_max == 12
+    assert max(max(t.r) for t in small.traces_for("eagle-tree")) <= 4
+    assert small.drafters["medusa"].family.heads == 3 and small.drafters["medusa"].k_max == 3
+    never = StepCostModel(small, "ssd", b_max=8)  # hit rate 0: drafting always in series
+    serial_small = small.model_copy(deep=True)
+    serial_small.drafters["ssd"].family = None
+    assert never.decode_s(4, 4) == pytest.approx(StepCostModel(serial_small, "ssd", b_max=8).decode_s(4, 4))
+    with pytest.raises(SpecsimError, match="a tree needs 1 <= depth <= size"):
+        analytic_profile(target="llama-8b", drafter_model=None, families=("tree",), tree_size=4, tree_depth=6)
     with pytest.raises(SpecsimError, match="unknown drafter family 'spiral'"):
         analytic_profile(target="llama-8b", drafter_model=None, families=("spiral",))
     with pytest.raises(SpecsimError, match="an overlapped drafter is a draft model"):
