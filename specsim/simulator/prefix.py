@@ -58,51 +58,67 @@ def block_identities(traffic: Traffic, block_size: int, slack_tokens: int) -> Bl
     req = np.repeat(np.arange(n), cap)
     k = np.arange(total) - offsets[req]
     valid = k < full[req]
-    # default: the request's own blocks (class 0)
-    cls = np.zeros(total, dtype=np.int64)
-    a = req.copy()
-    b = k.copy()
+    # every valid block gets one class: 0 its request's own, 1 its conversation's stream, 2 a hashed
+    # prompt block, 3 a shared prompt; within a class an identity is a base (per request, conversation,
+    # hash or prompt) plus an offset, so no pass sorts the millions of blocks (only per-request arrays)
+    cls = np.zeros(total, dtype=np.int8)
+    within = np.zeros(total, dtype=np.int64)
     source = "none"
     conv = getattr(traffic, "conversation_ids", None)
     hashes = getattr(traffic, "hash_ids", None)
+    sizes = [0, 0, 0, 0]
     if conv is not None:
-        cid = np.array([-1 if c is None else hash(c) for c in conv], dtype=np.int64)
-        codes, _ = _dense(cid)
+        codes, n_conv = _dense(np.array([-1 if c is None else hash(c) for c in conv], dtype=np.int64))
         has = np.array([c is not None for c in conv])
+        # block k of any turn is block k of the conversation's stream: base + k
+        longest = np.zeros(n_conv, dtype=np.int64)
+        np.maximum.at(longest, codes[has], full[has])
+        base = np.concatenate([[0], np.cumsum(longest)[:-1]])
         sel = valid & has[req]
-        cls[sel], a[sel] = 1, codes[req[sel]]
+        cls[sel] = 1
+        within[sel] = base[codes[req[sel]]] + k[sel]
+        sizes[1] = int(longest.sum())
         source = "conversations"
     if hashes is not None:
         hbs = int(traffic.metadata.get("hash_block_size", 512))
         lens = np.array([len(h) if h is not None else 0 for h in hashes], dtype=np.int64)
         flat = (np.concatenate([np.asarray(h, dtype=np.int64) for h in hashes if h]) if lens.sum()
                 else np.zeros(0, np.int64))
+        hcode, n_hash = _dense(flat) if len(flat) else (flat, 0)
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
         last_tok = (k + 1) * block_size - 1  # a block is identified by the hash block holding its last token
-        hb = last_tok // hbs
         covered = valid & (last_tok < np.minimum(inp[req], lens[req] * hbs))
         cls[covered] = 2
-        a[covered] = flat[starts[req[covered]] + hb[covered]]
-        b[covered] = last_tok[covered] % hbs
+        hc = hcode[starts[req[covered]] + last_tok[covered] // hbs]
+        b = last_tok[covered] % hbs
+        if hbs % block_size == 0:
+            # every b is (block_size - 1) mod block_size, so b // block_size numbers them exactly
+            slots = hbs // block_size
+            within[covered] = hc * slots + b // block_size
+            sizes[2] = n_hash * slots
+        else:  # NOTE: blocks straddle hash blocks at varying offsets: number the (hash, offset) pairs
+            within[covered], sizes[2] = _dense(hc * hbs + b)
         source = "hash_ids"
     pids = traffic.prompt_ids
     if pids is not None and hashes is None and conv is None:
-        codes, _ = _dense(np.array([-1 if p is None else hash(p) for p in pids], dtype=np.int64))
+        codes, n_prompts = _dense(np.array([-1 if p is None else hash(p) for p in pids], dtype=np.int64))
         has = np.array([p is not None for p in pids])
+        shared = inp // block_size  # the prompt's full blocks
+        longest = np.zeros(n_prompts, dtype=np.int64)
+        np.maximum.at(longest, codes[has], shared[has])
+        base = np.concatenate([[0], np.cumsum(longest)[:-1]])
         sel = valid & has[req] & ((k + 1) * block_size <= inp[req])
-        cls[sel], a[sel] = 3, codes[req[sel]]
+        cls[sel] = 3
+        within[sel] = base[codes[req[sel]]] + k[sel]
+        sizes[3] = int(longest.sum())
         source = "prompt_ids"
-    # one int64 key per block: class (2 bits) | dense a (34 bits) | b (24 bits)
-    for c in (1, 2, 3):
-        sel = cls == c
-        if sel.any():
-            a[sel], _ = _dense(a[sel])
-    key = (cls << 58) | (a << 24) | b
+    own = valid & (cls == 0)
+    sizes[0] = int(own.sum())
+    within[own] = np.arange(sizes[0])  # a request's own blocks are its alone
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     ids = np.full(total, -1, dtype=np.int64)
-    if valid.any():
-        ids[valid], count = _dense(key[valid])
-    else:
-        count = 0
+    ids[valid] = start[cls[valid]] + within[valid]
+    count = int(sum(sizes))
     return BlockIdentities(offsets, ids, count, source)
 
 

@@ -112,3 +112,75 @@ def test_prefix_identities_cover_millions_of_blocks() -> None:
     # 50 root hashes x 32 offsets per 512-token block at most, plus every request's own output blocks
     own = int(((tr.input_lengths + tr.output_lengths) // 16 - tr.input_lengths // 16).sum())
     assert ids.count <= 50 * 32 + own + n
+
+
+def _reference_identities(traffic: Traffic, block_size: int, slack_tokens: int) -> np.ndarray:
+    """The first implementation (one np.unique over every block), kept as the reference."""
+    def dense(keys: np.ndarray) -> np.ndarray:
+        return np.unique(keys, return_inverse=True)[1].astype(np.int64)
+
+    inp, out = traffic.input_lengths.astype(np.int64), traffic.output_lengths.astype(np.int64)
+    n = len(traffic)
+    cap = -(-(inp + out + slack_tokens) // block_size) + 1
+    offsets = np.concatenate([[0], np.cumsum(cap)[:-1]]).astype(np.int64)
+    total = int(cap.sum())
+    full = (inp + out) // block_size
+    req = np.repeat(np.arange(n), cap)
+    k = np.arange(total) - offsets[req]
+    valid = k < full[req]
+    cls, a, b = np.zeros(total, dtype=np.int64), req.copy(), k.copy()
+    if traffic.conversation_ids is not None:
+        codes = dense(np.array([-1 if c is None else hash(c) for c in traffic.conversation_ids], dtype=np.int64))
+        has = np.array([c is not None for c in traffic.conversation_ids])
+        sel = valid & has[req]
+        cls[sel], a[sel] = 1, codes[req[sel]]
+    if traffic.hash_ids is not None:
+        hbs = int(traffic.metadata.get("hash_block_size", 512))
+        lens = np.array([len(h) if h is not None else 0 for h in traffic.hash_ids], dtype=np.int64)
+        flat = np.concatenate([np.asarray(h, dtype=np.int64) for h in traffic.hash_ids if h])
+        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
+        last_tok = (k + 1) * block_size - 1
+        covered = valid & (last_tok < np.minimum(inp[req], lens[req] * hbs))
+        cls[covered] = 2
+        a[covered] = flat[starts[req[covered]] + last_tok[covered] // hbs]
+        b[covered] = last_tok[covered] % hbs
+    if traffic.prompt_ids is not None and traffic.hash_ids is None and traffic.conversation_ids is None:
+        codes = dense(np.array([-1 if p is None else hash(p) for p in traffic.prompt_ids], dtype=np.int64))
+        has = np.array([p is not None for p in traffic.prompt_ids])
+        sel = valid & has[req] & ((k + 1) * block_size <= inp[req])
+        cls[sel], a[sel] = 3, codes[req[sel]]
+    for c in (1, 2, 3):
+        sel = cls == c
+        if sel.any():
+            a[sel] = dense(a[sel])
+    ids = np.full(total, -1, dtype=np.int64)
+    ids[valid] = dense((cls << 58) | (a << 24) | b)[valid]
+    return ids
+
+
+@pytest.mark.parametrize("source", ["conversations", "hash_ids", "prompt_ids", "mixed"])
+def test_block_identities_partition_blocks_as_the_reference_does(source: str) -> None:
+    from specsim.simulator.prefix import block_identities
+
+    rng = np.random.default_rng(11)
+    n = 300
+    inp = rng.integers(20, 3000, n)
+    out = rng.integers(1, 300, n)
+    kw: dict = {}
+    if source in ("conversations", "mixed"):
+        kw["conversation_ids"] = [None if rng.random() < 0.2 else f"c{rng.integers(0, 40)}" for _ in range(n)]
+    if source in ("hash_ids", "mixed"):
+        kw["hash_ids"] = [list(rng.integers(0, 30, -(-int(x) // 512))) if rng.random() < 0.8 else None for x in inp]
+        kw["metadata"] = {"hash_block_size": 512}
+    if source == "prompt_ids":
+        kw["prompt_ids"] = [None if rng.random() < 0.3 else f"p{rng.integers(0, 20)}" for _ in range(n)]
+    tr = Traffic.from_arrays(np.arange(n) * 0.5, inp, out, **kw)
+    for bs in (16, 96, 128):
+        got = block_identities(tr, bs, 6)
+        ref = _reference_identities(tr, bs, 6)
+        assert ((got.ids >= 0) == (ref >= 0)).all()
+        g, r = got.ids[got.ids >= 0], ref[ref >= 0]
+        assert g.max() < got.count
+        # the same partition: a one-to-one map between the two labellings
+        pairs = np.unique(np.stack([g, r], axis=1), axis=0)
+        assert len(pairs) == len(np.unique(g)) == len(np.unique(r)), (source, bs)
