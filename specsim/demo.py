@@ -202,7 +202,7 @@ def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traff
 
     # 1. where speculation stops paying, without tuning
     name = sorted(profile.drafters)[0]
-    k = min(4, profile.drafters[name].k_max, profile.k_max)
+    k = profile.drafters[name].static_ks(min(4, profile.k_max))[-1]
     static = Policy.static(DrafterRef.from_profile(profile, name), k)
     rates = list(np.geomspace(cap / 20, 1.5 * cap, cfg.rates))
     first = run_sweep(profile, traffic, sweep_policies(profile, static, k), rates, sim, attainment=ATTAINMENT)
