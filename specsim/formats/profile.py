@@ -262,6 +262,9 @@ class DrafterFamily(_Strict):
     """tree: candidate tokens verified per sequence and step (the tree's nodes, root excluded)."""
     tree_depth: int | None = Field(default=None, ge=1, le=64)
     """tree: the longest path, the most tokens a step can accept besides the bonus token."""
+    tree_sizes: list[int] | None = None
+    """tree, optional: every size the profile has traces for (AcceptanceTrace.tree_size), ascending, the
+    largest being tree_size; a policy may then use a different size per batch size. None: tree_size only."""
     source: str | None = None
     """Where the parameters come from (a paper, a measurement)."""
 
@@ -274,7 +277,20 @@ class DrafterFamily(_Strict):
         if self.kind == "tree" and self.tree_depth is not None and self.tree_size is not None \
                 and self.tree_depth > self.tree_size:
             raise ValueError("tree_depth cannot exceed tree_size")
+        if self.tree_sizes is not None:
+            if self.kind != "tree" or not self.tree_sizes:
+                raise ValueError("tree_sizes belong to a tree drafter and cannot be empty")
+            if any(b <= a for a, b in zip(self.tree_sizes, self.tree_sizes[1:], strict=False)) \
+                    or self.tree_sizes[0] < 1 or self.tree_sizes[-1] != self.tree_size:
+                raise ValueError("tree_sizes must ascend, from >= 1 up to tree_size")
         return self
+
+    @property
+    def sizes(self) -> list[int]:
+        """A tree's sizes with traces (tree_sizes, else [tree_size]); empty for other families."""
+        if self.kind != "tree" or self.tree_size is None:
+            return []
+        return list(self.tree_sizes) if self.tree_sizes else [self.tree_size]
 
 
 class DrafterSpec(_Strict):
@@ -310,7 +326,7 @@ class DrafterSpec(_Strict):
         """The K values a static policy of this drafter may use, up to `k_max`: a tree only its size
         (it is verified whole), any other family 1..min(k_max, its own k_max)."""
         if self.family is not None and self.family.kind == "tree" and self.family.tree_size is not None:
-            return [self.family.tree_size]
+            return self.family.sizes
         return list(range(1, min(k_max, self.k_max) + 1))
 
 
@@ -339,6 +355,8 @@ class AcceptanceTrace(_Strict):
     source: str | None = None
     """How r/p was obtained: 'replay' (drafter re-run over the target's tokens), 'teacher-forced'
     (draft model argmax), 'vllm-metrics' (engine per-request counts), 'synthetic' (analytic)."""
+    tree_size: int | None = Field(default=None, ge=1)
+    """A tree drafter's traces: the tree size they were made for (None: the drafter's tree_size)."""
 
     @model_validator(mode="after")
     def _payload(self) -> AcceptanceTrace:

@@ -63,12 +63,13 @@ OVERLAP_HIT_RATE = 0.7
 """Assumed, not measured: how often an overlapped drafter pre-drafted the verification outcome."""
 
 
-def tree_alpha(alpha: float) -> float:
-    """Per-depth acceptance of a tree drafter whose chain head accepts `alpha`: the better of two
-    independent candidates, 1 - (1 - alpha)^2. An assumption, checked once: EAGLE's chat alpha 0.6
-    gives 0.84, i.e. a mean accepted length of 4.41 at depth 6 against EAGLE-2's published 4.34
-    (Spec-Bench, A100 Vicuna-7B)."""
-    return 1.0 - (1.0 - alpha) ** 2
+def tree_alpha(alpha: float, width: float = 2.0) -> float:
+    """Per-depth acceptance of a tree drafter whose chain head accepts `alpha`, with `width` candidates
+    per depth: the better of two independent candidates, 1 - (1 - alpha)^2, once the tree is at least
+    two wide (a one-wide tree is a chain). An assumption, checked once: EAGLE's chat alpha 0.6 gives
+    0.84, i.e. a mean accepted length of 4.41 at depth 6 against EAGLE-2's published 4.34 (Spec-Bench,
+    A100 Vicuna-7B)."""
+    return 1.0 - (1.0 - alpha) ** (2 if width >= 2 else 1)
 """Drafter families `analytic_profile(families=...)` adds beside the chain drafters."""
 """Measured drafter method -> the analytic drafter whose costs stand in for it."""
 
@@ -151,8 +152,7 @@ def analytic_profile(
     acceptance_drafter: str | None = None,
     families: tuple[str, ...] = (),
     heads: int = 4,
-    tree_size: int = TREE_SIZE,
-    tree_depth: int = TREE_DEPTH,
+    trees: tuple[tuple[int, int], ...] = ((TREE_SIZE, TREE_DEPTH),),
     hit_rate: float = OVERLAP_HIT_RATE,
 ) -> Profile:
     """An analytic profile for a named target (and draft model) on a named GPU.
@@ -171,8 +171,13 @@ def analytic_profile(
         raise SpecsimError("an overlapped drafter is a draft model running beside the target: give --drafter")
     if not 1 <= heads <= 64:
         raise SpecsimError(f"heads must lie in 1..64, got {heads}")
-    if not 1 <= tree_depth <= tree_size <= 512:
-        raise SpecsimError(f"a tree needs 1 <= depth <= size <= 512, got size {tree_size}, depth {tree_depth}")
+    trees = tuple(sorted((int(z), int(d)) for z, d in trees))
+    if not trees or len({z for z, _ in trees}) != len(trees):
+        raise SpecsimError(f"trees must be distinct (size, depth) pairs, got {list(trees)}")
+    for size, depth in trees:
+        if not 1 <= depth <= size <= 512 or depth > 64:
+            raise SpecsimError(f"a tree needs 1 <= depth <= size <= 512 (depth <= 64), got size {size}, depth {depth}")
+    tree_size, tree_depth = trees[-1]
     if not 0.0 <= hit_rate <= 1.0:
         raise SpecsimError(f"the overlap hit rate must lie in [0, 1], got {hit_rate}")
     if "tree" in families:
@@ -228,12 +233,22 @@ def analytic_profile(
             family = DrafterFamily(kind="heads", heads=spec_k, source="analytic (StepModel.heads_s)")
         elif fam == "tree":
             spec_k, depth = tree_size, tree_depth
-            width = -(-tree_size // tree_depth)
-            cost = table(lambda b, k, w=width: sm.tree_draft_s(b, tree_depth, w, ref) if k > 0 else 0.0)
+
+            def tree_cost(b: float, k: int) -> float:
+                # drafting the smallest tree of at least K tokens (a policy drafts whole trees only)
+                z, d = next(((z, d) for z, d in trees if z >= k), trees[-1])
+                return sm.tree_draft_s(b, d, -(-z // d), ref) if k > 0 else 0.0
+
+            cost = table(tree_cost)
             family = DrafterFamily(kind="tree", tree_size=tree_size, tree_depth=tree_depth,
+                                   tree_sizes=[z for z, _ in trees] if len(trees) > 1 else None,
                                    source="tree drafted by an EAGLE-style head, depth passes of size/depth nodes; "
                                           "per-depth acceptance tree_alpha()")
-            alphas_f = {c: tree_alpha(a) for c, a in EAGLE_ALPHA.items()}
+            for z, d in trees[:-1]:  # the smaller trees' traces: same prompts and draws, their own depth
+                small = synthetic_traces(name, {c: tree_alpha(a, z / d) for c, a in EAGLE_ALPHA.items()}, z,
+                                         seed=seed + 3 + n, cap=d)
+                traces += [t.model_copy(update={"tree_size": z}) for t in small]
+            alphas_f = {c: tree_alpha(a, tree_size / tree_depth) for c, a in EAGLE_ALPHA.items()}
         elif fam == "overlapped":
             dm = lookup_model(str(drafter_model))
             model_name = drafter_model

@@ -31,9 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "'p-eagle'), block (DFlash-style, 'block'), tree (EAGLE-2's 60-token tree, 'eagle-tree'), "
                         "overlapped (the draft model drafting beside the target, 'ssd'); repeatable")
     p.add_argument("--heads", type=int, default=4, help="--family heads: the number of heads (default 4)")
-    p.add_argument("--tree-size", type=int, default=59,
-                   help="--family tree: tokens verified per sequence besides the root (default 59, EAGLE-2's)")
-    p.add_argument("--tree-depth", type=int, default=6, help="--family tree: the tree's depth (default 6)")
+    p.add_argument("--tree-size", type=int, action="append", default=None,
+                   help="--family tree: tokens verified per sequence besides the root (default 59, EAGLE-2's); "
+                        "repeat for several sizes, each with its --tree-depth, so a policy can pick one per batch size")
+    p.add_argument("--tree-depth", type=int, action="append", default=None,
+                   help="--family tree: the tree's depth (default 6), one per --tree-size")
     p.add_argument("--hit-rate", type=float, default=0.7,
                    help="--family overlapped: how often the verification outcome was pre-drafted (default 0.7)")
     p.add_argument("--no-ngram", action="store_true", help="leave out the n-gram drafter")
@@ -69,12 +71,15 @@ def _cmd(args: argparse.Namespace) -> int:
     if measured is not None and measured.metadata.source != "measured":
         raise SpecsimError(f"--acceptance-from {args.acceptance_from} is an analytic profile; give a measured one")
     drafter = None if args.drafter.lower() == "none" else args.drafter
+    sizes, depths = args.tree_size or [59], args.tree_depth or [6]
+    if len(sizes) != len(depths):
+        raise SpecsimError(f"give one --tree-depth per --tree-size ({len(sizes)} sizes, {len(depths)} depths)")
+    trees = tuple(zip(sizes, depths, strict=True))
     prof = analytic_profile(
         target=args.target, drafter_model=drafter, gpu=args.gpu, tp=args.tp, k_max=args.k_max,
         ngram=not args.no_ngram, seed=args.seed, calibrated=not args.uncalibrated, dtype=args.dtype.lower(),
         eagle=args.eagle, acceptance_from=measured, acceptance_drafter=args.acceptance_drafter,
-        families=tuple(args.family), heads=args.heads, tree_size=args.tree_size, tree_depth=args.tree_depth,
-        hit_rate=args.hit_rate,
+        families=tuple(args.family), heads=args.heads, trees=trees, hit_rate=args.hit_rate,
     )
     save_profile(prof, args.out)
     dec = prof.target.decode

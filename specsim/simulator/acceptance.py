@@ -89,9 +89,27 @@ def summary_warning(summary: Mapping[str, object]) -> str | None:
 class AcceptanceReplay:
     """Assigns a trace to each request; `arrays` holds the traces for the compiled engine."""
 
-    def __init__(self, traces: list[AcceptanceTrace], seed: int = 0) -> None:
+    def __init__(self, traces: list[AcceptanceTrace], seed: int = 0, tree_sizes: list[int] | None = None) -> None:
         if not traces:
             raise SpecsimError("the profile has no acceptance traces for the policy's drafter")
+        extra: dict[int, list[AcceptanceTrace]] = {}
+        if tree_sizes and len(tree_sizes) > 1:
+            # NOTE: one drafter, one trace per prompt and size; requests are assigned among the largest
+            # tree's traces and every size reads the same prompt's positions (rows of `r`)
+            top = tree_sizes[-1]
+            by_size: dict[int, list[AcceptanceTrace]] = defaultdict(list)
+            for t in traces:
+                by_size[t.tree_size or top].append(t)
+            traces = by_size.pop(top, [])
+            if set(by_size) - set(tree_sizes) or not traces:
+                raise SpecsimError(f"tree traces are for sizes {sorted({*by_size, top})}, "
+                                   f"the drafter lists {tree_sizes}")
+            for size in tree_sizes[:-1]:
+                other = by_size.get(size, [])
+                if [(t.prompt_id, len(t.r or ())) for t in other] != [(t.prompt_id, len(t.r or ())) for t in traces]:
+                    raise SpecsimError(f"the traces of the {size}-token tree must cover the same prompts and positions "
+                                       f"as those of the {top}-token tree")
+                extra[size] = other
         modes = {t.mode for t in traces}
         if len(modes) > 1:
             raise SpecsimError("a drafter's acceptance traces mix greedy and sampled modes")
@@ -117,12 +135,21 @@ class AcceptanceReplay:
                         p[off + pos, :m] = row[:m]
                 else:
                     p[off:off + n, 0] = t.p
-            r = np.zeros(1, dtype=np.int16)
+            r = np.zeros((1, 1), dtype=np.int16)
         else:
             self.mode = MODE_GREEDY
-            r = np.concatenate([np.asarray(t.r, dtype=np.int16) for t in traces])
+            rows = [np.concatenate([np.asarray(t.r, dtype=np.int16) for t in traces])]
+            sizes = sorted(extra)
+            rows = [np.concatenate([np.asarray(t.r, dtype=np.int16) for t in extra[z]]) for z in sizes] + rows
+            r = np.stack(rows)
             p = np.zeros((1, 1))
-        self.arrays = kernel.Acc(r, drafted, p)
+        krow = np.zeros(max(self.k_cap, *(tree_sizes or [0])) + 1, dtype=np.int64)
+        if extra and tree_sizes:
+            for level, tsize in enumerate(tree_sizes):
+                krow[tsize:] = level  # a draft of K tokens reads the largest tree no bigger than K
+        if self.sampled:
+            r = np.zeros((1, 1), dtype=np.int16)
+        self.arrays = kernel.Acc(r, drafted, p, krow)
         """The traces in the form the compiled engine reads."""
         self._by_category: dict[str | None, list[int]] = defaultdict(list)
         self._by_prompt: dict[str, int] = {}
@@ -184,4 +211,5 @@ class AcceptanceReplay:
         """Greedy traces: accepted draft tokens per request for a K-token verification at position pos."""
         if self.mode != MODE_GREEDY:
             raise SpecsimError("accepted() is deterministic only for greedy traces")
-        return np.minimum(self.arrays.r[start + pos % length].astype(np.int64), k)
+        row = self.arrays.krow[np.minimum(k, len(self.arrays.krow) - 1)]
+        return np.minimum(self.arrays.r[row, start + pos % length].astype(np.int64), k)

@@ -285,11 +285,13 @@ class Params(NamedTuple):
 
 class Acc(NamedTuple):
     r: np.ndarray
-    """Greedy: accepted run length at flat position (int16)."""
+    """Greedy: [row, flat position] accepted run length (int16); one row, or one per tree size."""
     d: np.ndarray
     """Draft tokens actually proposed at flat position (int16), when recorded."""
     p: np.ndarray
     """Sampled: [flat position, j] probability the j-th draft token is accepted."""
+    krow: np.ndarray
+    """The row of r a K-token draft reads (a tree's largest size <= K; 0 for every K of a chain)."""
 
 
 class Cost(NamedTuple):
@@ -999,7 +1001,7 @@ def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
     flat = req.tstart[i] + pos
     mode = p.pi[P_ACCMODE]
     if mode == 1:
-        r = acc.r[flat]
+        r = acc.r[acc.krow[min(d, acc.krow.shape[0] - 1)], flat]
         return r if r < d else d
     n = 0
     if mode == 2:

@@ -202,10 +202,12 @@ def simulate(
     if spec is not None and spec.family is not None and spec.family.kind == "tree":
         # NOTE: a tree verifies tree_size tokens and its traces were made for that size; a smaller tree
         # accepts less than min(r, K), so the policy may only turn the whole tree on or off
-        sizes = sorted({int(r[2]) for r in policy.k_schedule if r[2] > 0})
-        if sizes != [spec.family.tree_size]:
-            raise SpecsimError(f"drafter {drafter!r} is a tree of {spec.family.tree_size} tokens: a policy may "
-                               f"draft K={spec.family.tree_size} (the whole tree) or 0, not {sizes}")
+        used = sorted({int(r[2]) for r in policy.k_schedule if r[2] > 0})
+        allowed = spec.family.sizes
+        if not set(used) <= set(allowed):
+            names = " or ".join(str(z) for z in allowed)
+            raise SpecsimError(f"drafter {drafter!r} is a tree with traces for {names} tokens: a policy may draft "
+                               f"K={names} (a whole tree) or 0, not {used}")
     if spec is not None and spec.family is not None and spec.family.kind == "overlapped" \
             and profile.target.composition is not None:
         raise SpecsimError(f"drafter {drafter!r} drafts overlapped with verification, which the simulator "
@@ -216,7 +218,8 @@ def simulate(
     if cost is None:
         cost = StepCostModel(profile, drafter, b_max=max(cfg.max_num_seqs, 1))
     if drafter is not None and replay is None:
-        replay = AcceptanceReplay(profile.traces_for(drafter), seed=cfg.seed)
+        tree = spec.family.sizes if spec is not None and spec.family is not None else []
+        replay = AcceptanceReplay(profile.traces_for(drafter), seed=cfg.seed, tree_sizes=tree or None)
     if not speculating:
         replay = None
 
@@ -370,7 +373,8 @@ def simulate(
     )
 
 
-_NO_TRACES = kernel.Acc(np.zeros(1, dtype=np.int16), np.zeros(1, dtype=np.int16), np.zeros((1, 1)))
+_NO_TRACES = kernel.Acc(np.zeros((1, 1), dtype=np.int16), np.zeros(1, dtype=np.int16), np.zeros((1, 1)),
+                        np.zeros(1, dtype=np.int64))
 
 
 def _merge_steps(engines: list[ReplicaEngine]) -> dict[str, np.ndarray]:

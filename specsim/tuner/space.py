@@ -313,9 +313,12 @@ class SearchSpace:
         sched = self.schedule(params)
         fam = profile.drafters[drafter].family if drafter in profile.drafters else None
         if fam is not None and fam.kind == "tree" and fam.tree_size is not None:
-            # NOTE: a tree is verified whole (its traces were made for its size): any K > 0 means the tree,
-            # so the search over K is a search over where the tree is on and where it is off
-            sched = normalise_schedule([(lo, hi, fam.tree_size if k > 0 else 0) for lo, hi, k in sched])
+            # NOTE: a tree is verified whole (its traces were made for its sizes): K = 1..k_max picks one of
+            # the sizes by rank, so the search over K is a search over the tree size per batch size
+            sizes = fam.sizes
+            pick = [sizes[min(len(sizes) - 1, (k - 1) * len(sizes) // max(self.k_max, 1))] if k > 0 else 0
+                    for _, _, k in sched]
+            sched = normalise_schedule([(lo, hi, z) for (lo, hi, _), z in zip(sched, pick, strict=True)])
         if self.family == "specsim" and sched:
             queue = None
             if params.get("use_queue"):

@@ -63,7 +63,7 @@ def test_trees_and_overlapped_drafting() -> None:
     res = {k: simulate(prof, traffic, Policy.static(DrafterRef.from_profile(prof, d), k), SimConfig(seed=2)).summary
            for d, k in (("eagle-tree", 59), ("eagle", 4))}
     assert res[59]["mean_acceptance_length"] > res[4]["mean_acceptance_length"] + 1.0
-    with pytest.raises(SpecsimError, match="is a tree of 59 tokens: a policy may draft K=59"):
+    with pytest.raises(SpecsimError, match="is a tree with traces for 59 tokens: a policy may draft K=59"):
         simulate(prof, traffic, Policy.static(ref, 8))
     # overlapped: hit x max(verify, draft) + miss x (verify + draft), never more than drafting in series
     ssd = DrafterRef.from_profile(prof, "ssd")
@@ -86,7 +86,7 @@ def test_trees_and_overlapped_drafting() -> None:
     with pytest.raises(SpecsimError, match="costs from cost tables only"):
         simulate(measured, traffic, Policy.static(ssd, 4))
     small = analytic_profile(target="llama-8b", drafter_model="llama-1b", gpu="h100", k_max=4, ngram=False,
-                             families=("tree", "heads", "overlapped"), tree_size=12, tree_depth=4, heads=3,
+                             families=("tree", "heads", "overlapped"), trees=((12, 4),), heads=3,
                              hit_rate=0.0)
     assert small.drafters["eagle-tree"].family.tree_size == 12 and small.k_max == 12
     assert max(max(t.r) for t in small.traces_for("eagle-tree")) <= 4
@@ -96,7 +96,7 @@ def test_trees_and_overlapped_drafting() -> None:
     serial_small.drafters["ssd"].family = None
     assert never.decode_s(4, 4) == pytest.approx(StepCostModel(serial_small, "ssd", b_max=8).decode_s(4, 4))
     with pytest.raises(SpecsimError, match="a tree needs 1 <= depth <= size"):
-        analytic_profile(target="llama-8b", drafter_model=None, families=("tree",), tree_size=4, tree_depth=6)
+        analytic_profile(target="llama-8b", drafter_model=None, families=("tree",), trees=((4, 6),))
     with pytest.raises(SpecsimError, match="unknown drafter family 'spiral'"):
         analytic_profile(target="llama-8b", drafter_model=None, families=("spiral",))
     with pytest.raises(SpecsimError, match="an overlapped drafter is a draft model"):
@@ -147,3 +147,28 @@ def test_the_tuner_searches_where_each_family_drafts() -> None:
             assert {k for _, _, k in pol.k_schedule} <= {59}
     pol = res.space.policy({"drafter": "eagle-tree", "k0": 2, "segments": 1, "off_above_idx": 3}, prof)
     assert {k for _, _, k in pol.k_schedule} == {59}
+
+
+def test_a_tree_size_per_batch_size() -> None:
+    prof = analytic_profile(target="llama-8b", drafter_model=None, gpu="h100", k_max=4, ngram=False, eagle=True,
+                            families=("tree",), trees=((8, 3), (24, 4), (59, 6)))
+    fam = prof.drafters["eagle-tree"].family
+    assert fam is not None and fam.sizes == [8, 24, 59] and prof.drafters["eagle-tree"].static_ks(4) == [8, 24, 59]
+    ref = DrafterRef.from_profile(prof, "eagle-tree")
+    traffic = poisson_traffic(100, 0.5, 256, 96, seed=8)
+    acc = {z: simulate(prof, traffic, Policy.static(ref, z), SimConfig(seed=3)).summary["mean_acceptance_length"]
+           for z in (8, 24, 59)}
+    assert 1.0 < acc[8] < acc[24] < acc[59] <= 7.0  # bigger, deeper trees accept more
+    assert acc[8] <= 4.0  # at most depth 3 plus the bonus token
+    mixed = Policy(drafter=ref, k_schedule=[(1, 2, 59), (3, 256, 8)])  # the big tree only while the batch is small
+    res = simulate(prof, poisson_traffic(200, 20.0, 256, 96, seed=9), mixed, SimConfig(seed=3)).summary
+    assert res["completed"] == 200 and res["mean_acceptance_length"] > 1.0
+    with pytest.raises(SpecsimError, match="traces for 8 or 24 or 59 tokens"):
+        simulate(prof, traffic, Policy.static(ref, 12))
+    # the tuner's K picks a size by rank
+    from specsim.tuner.space import SearchSpace
+
+    space = SearchSpace.for_profile(prof, max_batch=64, k_max=3)
+    picks = {k: space.policy({"drafter": "eagle-tree", "k0": k, "segments": 1, "off_above_idx": 6}, prof).max_k
+             for k in (1, 2, 3)}
+    assert picks == {1: 8, 2: 24, 3: 59}
