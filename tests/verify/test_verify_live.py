@@ -25,7 +25,9 @@ pytestmark = [
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = REPO / "profiles" / "smollm2-135m-cpu.json"
-DRAFT = "draft_model:default-l4"
+DRAFT = next((n for n in (load_profile(PROFILE).drafters if PROFILE.is_file() else {})
+              if n.startswith("draft_model:")), "draft_model:default-l4")
+"""The profile's truncated draft model, whatever path it was profiled under (default-l4 or its folder)."""
 
 
 def planted_profile(path: Path) -> Path:
