@@ -294,9 +294,9 @@ def assemble(records: Mapping[str, dict[str, Any]], cfg: Any, prompts: Sequence[
 def assemble_checkpoint(path: str) -> Profile:
     """The profile a finished (or partial) checkpoint file holds, without vLLM or the models."""
     from specsim.profiler.checkpoint import read_records
+    from specsim.profiler.config import ProfileConfig
     from specsim.profiler.engine import parse_drafter
     from specsim.profiler.plan import MeasurePlan
-    from specsim.profiler.run import ProfileConfig
     from specsim.prompts import load_prompts
 
     config, records = read_records(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.errors import SpecsimError
-from specsim.profiler.run import ProfileConfig
+from specsim.profiler.config import ProfileConfig
 
 _D = ProfileConfig()
 
@@ -91,8 +91,8 @@ def _floats(text: str, flag: str) -> list[float]:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Build a ProfileConfig from parsed arguments."""
+    from specsim.profiler.config import ProfileConfig
     from specsim.profiler.plan import MeasurePlan
-    from specsim.profiler.run import ProfileConfig
 
     if not 0.0 <= args.temperature <= 2.0:
         raise SpecsimError("--temperature must lie in [0, 2]")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from specsim.formats.profile import Profile
 from specsim.profiler import acceptance as acc
 from specsim.profiler import keys, workloads
 from specsim.profiler.checkpoint import Checkpoint, checkpoint_path
+from specsim.profiler.config import ProfileConfig
 from specsim.profiler.engine import (
     DrafterConfig,
     EngineSettings,
@@ -59,43 +60,6 @@ from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
 from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
 
 FILLER = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm red chair. "
-
-
-@dataclass
-class ProfileConfig:
-    """Everything a profiling run needs (the CLI's defaults are these)."""
-
-    model: str = "default"
-    drafters: list[str] = field(default_factory=lambda: ["ngram"])
-    prompts: str | None = None
-    num_prompts: int | None = 24
-    crosscheck_prompts: int = 16
-    max_tokens: int = 128
-    max_prompt_tokens: int = 768
-    k_max: int = 4
-    plan: MeasurePlan = field(default_factory=MeasurePlan)
-    dtype: str = "auto"
-    """'auto' is the model's own dtype (bf16 for the default model), as vLLM serves it."""
-    compiled: bool = True
-    """vLLM's default compilation (torch.compile on CPU, CUDA graphs on GPU); False = eager."""
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    kv_space_gib: int = 2
-    """CPU: VLLM_CPU_KVCACHE_SPACE the engines get (the profile records the blocks it gives)."""
-    seed: int = 0
-    skip_costs: bool = False
-    skip_acceptance: bool = False
-    temperature: float = 0.0
-    """0: greedy traces (r). > 0: sampled traces from teacher-forced top-k log-probs."""
-    logprobs_k: int = 20
-
-    def fingerprint(self) -> dict[str, Any]:
-        """The settings a checkpoint must match to be resumed."""
-        import json
-
-        d = asdict(self)
-        d["plan"] = self.plan.to_dict()
-        return json.loads(json.dumps(d))  # as the checkpoint stores it (tuples become lists)
 
 
 Advance = Callable[[str, str], None]

@@ -8,10 +8,11 @@ from typing import Any
 from specsim.errors import SpecsimError
 from specsim.formats.policy import Policy
 from specsim.tuner.evaluate import Evaluator
+from specsim.tuner.names import OFF
 from specsim.tuner.parallel import pmap
 from specsim.tuner.space import SearchSpace, describe, drafter_ref
 
-OFF_NAME = "no speculation"
+OFF_NAME = OFF
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import matplotlib
 
@@ -13,16 +13,31 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from specsim.errors import SpecsimError  # noqa: E402
 from specsim.io import atomic_path, check_output_dir, output_set  # noqa: E402
+from specsim.tuner.names import OFF, TUNED  # noqa: E402
 from specsim.tuner.space import TOP  # noqa: E402
 
 if TYPE_CHECKING:
-    from specsim.tuner.sweep import SweepResult
+    from specsim.formats.policy import Policy
+
+
+class SweepResult(Protocol):
+    """What the load-sweep plots read (`specsim.tuner.sweep.SweepResult` has it; named here so that
+    plots does not import the sweep, which imports plots to draw itself)."""
+
+    rates: list[float]
+    policies: dict[str, Policy]
+    rows: dict[str, list[dict[str, float]]]
+    k_by_batch: dict[str, dict[int, float]]
+    slo: dict[str, float]
+    attainment: float
+    max_num_seqs: int
+    findings: dict[str, Any]
+
+    def speedup(self, name: str) -> list[float]: ...
 
 
 def _style(name: str) -> dict[str, object]:
     """The tuned policy drawn thick, black and on top, so baselines it coincides with stay readable."""
-    from specsim.tuner.sweep import TUNED
-
     return {"color": "black", "lw": 2.4, "zorder": 5} if name == TUNED else {"lw": 1.3, "alpha": 0.9}
 
 
@@ -64,8 +79,6 @@ def plot_latency_vs_load(res: SweepResult, path: Path) -> Path:
 
 def plot_speedup_vs_load(res: SweepResult, path: Path) -> Path:
     """Speculation's TPOT speedup over no speculation against load, crossing 1.0 where it stops paying."""
-    from specsim.tuner.sweep import OFF
-
     fig, ax = plt.subplots(figsize=(8, 5))
     for name in res.policies:
         if name == OFF:
@@ -86,8 +99,6 @@ def plot_speedup_vs_load(res: SweepResult, path: Path) -> Path:
 
 def plot_k_vs_batch(res: SweepResult, path: Path) -> Path:
     """Each policy's K schedule over batch size (lines) and the K observed per batch size (dots)."""
-    from specsim.tuner.sweep import OFF
-
     fig, ax = plt.subplots(figsize=(8, 5))
     top = max(res.max_num_seqs, 2)
     bs = list(range(1, top + 1))

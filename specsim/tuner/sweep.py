@@ -27,12 +27,10 @@ from specsim.io import atomic_write_text, output_set
 from specsim.simulator.config import SimConfig
 from specsim.simulator.run import check_policy, simulate
 from specsim.tuner.evaluate import slim, with_goodput
+from specsim.tuner.names import OFF, TUNED  # re-exported: sweep.OFF, sweep.TUNED
 from specsim.tuner.objectives import DEFAULT_SLO
 from specsim.tuner.parallel import pmap
 from specsim.tuner.space import describe, drafter_ref
-
-TUNED = "policy"
-OFF = "no speculation"
 
 
 def sweep_policies(profile: Profile, policy: Policy, default_k: int = 4) -> dict[str, Policy]:

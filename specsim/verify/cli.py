@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.formats.traffic import add_time_unit_arg
-from specsim.verify.config import VerifyConfig
+from specsim.verify.config import VerifyConfig, sim_config_for
 
 _D = VerifyConfig()
 
@@ -61,17 +61,6 @@ def _check(args: argparse.Namespace) -> None:
         from specsim.policies.loadgen import Endpoint
 
         Endpoint.parse(args.url)
-
-
-def sim_config_for(profile: Any, policy: Any) -> Any:
-    """The simulator's engine limits as the server will run them: the profile's, then the policy's knobs."""
-    from specsim.policies.serve import profile_engine_kwargs
-    from specsim.simulator.config import SimConfig
-
-    kw = profile_engine_kwargs(profile)
-    return SimConfig(max_num_seqs=int(policy.engine.max_num_seqs or kw.get("max_num_seqs", 256)),
-                     max_num_batched_tokens=int(policy.engine.max_num_batched_tokens
-                                                or kw.get("max_num_batched_tokens", 8192)))
 
 
 def _cmd(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -24,3 +25,14 @@ class VerifyConfig:
     eager: bool | None = None
     """Serve without compilation; None = as the profile was measured."""
     seed: int = 0
+
+
+def sim_config_for(profile: Any, policy: Any) -> Any:
+    """The simulator's engine limits as the server will run them: the profile's, then the policy's knobs."""
+    from specsim.policies.serve import profile_engine_kwargs
+    from specsim.simulator.config import SimConfig
+
+    kw = profile_engine_kwargs(profile)
+    return SimConfig(max_num_seqs=int(policy.engine.max_num_seqs or kw.get("max_num_seqs", 256)),
+                     max_num_batched_tokens=int(policy.engine.max_num_batched_tokens
+                                                or kw.get("max_num_batched_tokens", 8192)))

@@ -13,8 +13,7 @@ def verify_tuned(args: argparse.Namespace, result: Any, profile: Any, traffic: A
 
     from specsim.formats.policy import Policy
     from specsim.prompts import load_prompts
-    from specsim.verify.cli import sim_config_for
-    from specsim.verify.config import VerifyConfig
+    from specsim.verify.config import VerifyConfig, sim_config_for
     from specsim.verify.report import markdown, plot, write_json
     from specsim.verify.run import verify
 
