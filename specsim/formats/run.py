@@ -189,11 +189,7 @@ def run_summary(summary: dict[str, Any], source: str | None = None, where: str =
     data = {k: v for k, v in summary.items() if k not in ("schema", "version")}
     if source is not None:
         data["source"] = source
-    data = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}
-    try:
-        return RunSummary.model_validate(data)
-    except ValidationError as exc:
-        raise SpecsimError(validation_message(exc, "run summary", where)) from None
+    return _validated({k: (v.item() if isinstance(v, np.generic) else v) for k, v in data.items()}, where)
 
 
 def load_run_summary(path: str | Path) -> RunSummary:
@@ -203,10 +199,14 @@ def load_run_summary(path: str | Path) -> RunSummary:
         check_version(data, "run summary", str(path), SCHEMA, VERSIONS)
     elif not isinstance(data, dict):
         raise SpecsimError(f"invalid run summary {path}: expected a JSON object")
+    return _validated(data, str(path))
+
+
+def _validated(data: dict[str, Any], where: str) -> RunSummary:
     try:
         return RunSummary.model_validate(data)
     except ValidationError as exc:
-        raise SpecsimError(validation_message(exc, "run summary", str(path))) from None
+        raise SpecsimError(validation_message(exc, "run summary", where)) from None
 
 
 REQUEST_COLUMNS: dict[str, str] = {
