@@ -59,17 +59,14 @@ def tune(
 
     from specsim.simulator.config import SimConfig
     from specsim.tuner.objectives import Objective
-    from specsim.tuner.space import SearchSpace
+    from specsim.tuner.space import SearchSpace, measured_batch_cap
     from specsim.tuner.study import StudySettings
     from specsim.tuner.tune import tune as _tune
 
     cfg = dataclasses.replace(cfg) if cfg is not None else SimConfig()
     obj = Objective.parse(objective, slo) if isinstance(objective, str) else objective
     if space is None:
-        comp = profile.target.composition
-        measured = comp.measured.get("requests") if comp is not None else None
-        top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
-        space = SearchSpace.for_profile(profile, max_batch=top)
+        space = SearchSpace.for_profile(profile, max_batch=measured_batch_cap(profile, cfg.max_num_seqs))
     settings = StudySettings(n_trials=trials, jobs=jobs, storage=storage, study_name=study, seed=seed,
                              progress=False)
     return _tune(profile, traffic, obj, space, cfg, settings, baselines=baselines, **kwargs)

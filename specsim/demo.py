@@ -180,7 +180,7 @@ def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traff
     from specsim.simulator import simulate
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
-    from specsim.tuner.space import SearchSpace, describe
+    from specsim.tuner.space import SearchSpace, describe, measured_batch_cap
     from specsim.tuner.study import StudySettings
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
     from specsim.tuner.tune import tune
@@ -213,9 +213,7 @@ def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traff
     # 2. tune across the three loads
     shape = multi_load(traffic, list(loads.values()))
     objective = Objective.parse("goodput", {"ttft": slo["ttft"], "tpot": slo["tpot"]})
-    comp = profile.target.composition
-    top = sim.max_num_seqs if comp is None else min(sim.max_num_seqs, int(comp.measured.get("requests", 1 << 30)))
-    space = SearchSpace.for_profile(profile, max_batch=top)
+    space = SearchSpace.for_profile(profile, max_batch=measured_batch_cap(profile, sim.max_num_seqs))
     settings = StudySettings(n_trials=cfg.trials, seed=cfg.seed, progress=progress)
     say(f"tuning: {cfg.trials} trials, {objective.describe()}, {len(shape)} requests over three loads")
     result = tune(profile, shape, objective, space, sim, settings, default_k=k)

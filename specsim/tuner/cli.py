@@ -189,6 +189,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.simulator.acceptance import check_category_map, traffic_warning
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
+    from specsim.tuner.space import measured_batch_cap
     from specsim.tuner.study import StudySettings
     from specsim.tuner.tune import check_inputs, describe_result, summaries_for_report, time_window, tune
 
@@ -210,8 +211,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     check_category_map(profile, cfg.category_map)
     if line := traffic_warning(profile, traffic, cfg.category_map):
         print(line)
-    measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
-    top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
+    top = measured_batch_cap(profile, cfg.max_num_seqs)
     # NOTE: by default breakpoints stay inside the batch sizes the profile measured
     space = _space_from_args(args, profile, args.max_batch or top)
     settings = StudySettings(
@@ -479,6 +479,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from specsim.io import check_output_dir, output_set
     from specsim.tuner.compare_engines import HEADER, compare_engines, markdown, plot, table_rows
     from specsim.tuner.objectives import Objective
+    from specsim.tuner.space import measured_batch_cap
     from specsim.tuner.tune import check_inputs, time_window
 
     if not 1 <= args.trials <= 100_000:
@@ -494,8 +495,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     if window is not None:
         traffic = time_window(traffic, *window)
     objective = Objective.parse(args.objective, args.slo, None)
-    measured = profile.target.composition.measured.get("requests") if profile.target.composition else None
-    top = cfg.max_num_seqs if measured is None else min(cfg.max_num_seqs, int(measured))
+    top = measured_batch_cap(profile, cfg.max_num_seqs)
     drafters = [d.strip() for d in args.drafters.split(",")] if args.drafters else None
     t0 = time.perf_counter()
     results = compare_engines(profile, traffic, objective, scales, cfg, families, args.trials,

@@ -395,6 +395,14 @@ class SearchSpace:
         return Policy(drafter=drafter, family="trtllm", trtllm=t, engine=knobs)
 
 
+def measured_batch_cap(profile: Profile, max_num_seqs: int) -> int:
+    """Where a search's batch breakpoints stop: the engine's max_num_seqs, or the most requests per
+    step the profile measured when that is fewer (beyond it the costs are extrapolated)."""
+    comp = profile.target.composition
+    measured = comp.measured.get("requests") if comp is not None else None
+    return max_num_seqs if measured is None else min(max_num_seqs, int(measured))
+
+
 def normalise_schedule(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
     """Drop K = 0 ranges (uncovered means off) and merge adjacent ranges with equal K."""
     out: list[tuple[int, int, int]] = []
