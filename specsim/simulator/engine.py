@@ -15,6 +15,7 @@ import simpy
 
 import specsim.simulator.kernel as kernel
 from specsim.errors import SpecsimError
+from specsim.simulator.prefix import ARENA_DTYPE
 from specsim.simulator.state import RequestTable
 
 _LOG_ROWS = 4096
@@ -112,7 +113,7 @@ def _block_pool(blocks: int, identities: int) -> dict[str, np.ndarray]:
     minus = np.full(blocks, -1, dtype=np.int64)
     return {"blk_ref": np.zeros(blocks, dtype=np.int64), "blk_hash": minus.copy(), "lru_prev": minus.copy(),
             "lru_next": minus.copy(), "stack": np.arange(blocks - 1, -1, -1, dtype=np.int64),
-            "hmap": np.full(max(identities, 1), -1, dtype=np.int64), "hnext": minus.copy()}
+            "hmap": np.full(max(identities, 1), -1, dtype=ARENA_DTYPE), "hnext": minus.copy()}
 
 
 class ReplicaEngine:
@@ -145,8 +146,8 @@ class ReplicaEngine:
         ri[kernel.RI_HYST] = -1
         ri[kernel.RI_PENDN] = -1
         one = np.zeros(1, dtype=np.int64)
-        pool = {"blk_ref": one, "blk_hash": one, "lru_prev": one, "lru_next": one, "stack": one, "hmap": one,
-                "hnext": one}
+        pool: dict[str, np.ndarray] = {"blk_ref": one, "blk_hash": one, "lru_prev": one, "lru_next": one,
+                                       "stack": one, "hmap": np.full(1, -1, dtype=ARENA_DTYPE), "hnext": one}
         if params.pi[kernel.P_PREFIX]:
             pool = _block_pool(num_blocks, identities)
             ri[kernel.RI_STACK] = num_blocks

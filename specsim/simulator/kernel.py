@@ -32,6 +32,7 @@ import numpy as np
 from numba import njit
 
 from specsim.formats.policy import floor_trips
+from specsim.simulator.borrowed import borrowed
 
 floor_trips_c = njit(cache=True)(floor_trips)
 """The acceptance floor's rule (formats.policy.floor_trips), compiled for the step loop."""
@@ -337,7 +338,7 @@ def cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def waiting_push(rep: Rep, i: int) -> None:
     """Append request i to the back of the waiting queue."""
     w = rep.waiting
@@ -347,7 +348,7 @@ def waiting_push(rep: Rep, i: int) -> None:
     rep.ri[RI_WLEN] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def waiting_prepend(rep: Rep, i: int) -> None:
     """Put request i at the front of the waiting queue (a preempted request)."""
     w = rep.waiting
@@ -358,12 +359,12 @@ def waiting_prepend(rep: Rep, i: int) -> None:
     rep.ri[RI_WLEN] += 1
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def waiting_peek(rep: Rep) -> int:
     return rep.waiting[rep.ri[RI_WHEAD]]
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def waiting_pop(rep: Rep) -> int:
     i = rep.waiting[rep.ri[RI_WHEAD]]
     rep.ri[RI_WHEAD] = (rep.ri[RI_WHEAD] + 1) % rep.waiting.shape[0]
@@ -382,89 +383,85 @@ def submit(req: Req, rep: Rep, i: int) -> None:
 # 0. the block pool with prefix caching (vllm/v1/core/block_pool.py, kv_cache_manager.py)
 # =============================================================================================
 @njit(cache=True)
-def lru_remove(rep: Rep, b: int) -> None:
-    prv, nxt = rep.lru_prev[b], rep.lru_next[b]
-    if prv >= 0:
-        rep.lru_next[prv] = nxt
-    else:
-        rep.ri[RI_LRU_HEAD] = nxt
-    if nxt >= 0:
-        rep.lru_prev[nxt] = prv
-    else:
-        rep.ri[RI_LRU_TAIL] = prv
-    rep.lru_prev[b] = rep.lru_next[b] = -1
-
-
-@njit(cache=True)
-def lru_append(rep: Rep, b: int) -> None:
-    tail = rep.ri[RI_LRU_TAIL]
-    rep.lru_prev[b] = tail
-    rep.lru_next[b] = -1
-    if tail >= 0:
-        rep.lru_next[tail] = b
-    else:
-        rep.ri[RI_LRU_HEAD] = b
-    rep.ri[RI_LRU_TAIL] = b
-
-
-@njit(cache=True)
-def unhash(rep: Rep, b: int) -> None:
-    """Evict block b's identity from the cache map (_maybe_evict_cached_block)."""
-    h = rep.blk_hash[b]
-    if h < 0:
-        return
-    cur = rep.hmap[h]
-    if cur == b:
-        rep.hmap[h] = rep.hnext[b]
-    else:
-        while cur >= 0 and rep.hnext[cur] != b:
-            cur = rep.hnext[cur]
-        if cur >= 0:
-            rep.hnext[cur] = rep.hnext[b]
-    rep.hnext[b] = -1
-    rep.blk_hash[b] = -1
-
-
-@njit(cache=True)
-def pc_take(rep: Rep) -> int:
-    """get_new_blocks: the front of vLLM's free queue: unhashed blocks first, then the least
-    recently freed cached one (evicted)."""
-    ri = rep.ri
-    if ri[RI_STACK] > 0:
-        ri[RI_STACK] -= 1
-        b = rep.stack[ri[RI_STACK]]
-    else:
-        b = ri[RI_LRU_HEAD]
-        lru_remove(rep, b)
-        unhash(rep, b)
-    rep.blk_ref[b] = 1
-    ri[RI_FREE] -= 1
-    return b
-
-
-@njit(cache=True)
 def pc_allocate(req: Req, rep: Rep, i: int, n: int) -> None:
-    off = req.arena_off[i]
+    """get_new_blocks(n) into request i's block list: each from the front of vLLM's free queue,
+    unhashed blocks first, then the least recently freed cached one (evicted from the cache map).
+
+    # NOTE: this is the simulator's innermost loop with prefix caching (once per KV block), so it is
+    # written over local arrays: a helper taking the 15-array Rep tuple, even inlined, re-binds the
+    # tuple per block, and numba counts references on each member every time (simulator/borrowed.py)."""
+    ri = rep.ri
+    stack = rep.stack
+    ref = rep.blk_ref
+    prev = rep.lru_prev
+    nxt = rep.lru_next
+    bh = rep.blk_hash
+    hmap = rep.hmap
+    hnext = rep.hnext
+    arena = req.arena_blk
+    pos = req.arena_off[i] + req.held[i]
     for _ in range(n):
-        req.arena_blk[off + req.held[i]] = pc_take(rep)
-        req.held[i] += 1
+        if ri[RI_STACK] > 0:
+            ri[RI_STACK] -= 1
+            b = stack[ri[RI_STACK]]
+        else:  # the least recently freed cached block: lru_remove + unhash
+            b = ri[RI_LRU_HEAD]
+            q = nxt[b]
+            ri[RI_LRU_HEAD] = q
+            if q >= 0:
+                prev[q] = -1
+            else:
+                ri[RI_LRU_TAIL] = -1
+            prev[b] = nxt[b] = -1
+            h = bh[b]
+            if h >= 0:
+                cur = hmap[h]
+                if cur == b:
+                    hmap[h] = hnext[b]
+                else:
+                    while cur >= 0 and hnext[cur] != b:
+                        cur = hnext[cur]
+                    if cur >= 0:
+                        hnext[cur] = hnext[b]
+                hnext[b] = -1
+                bh[b] = -1
+        ref[b] = 1
+        arena[pos] = b
+        pos += 1
+    ri[RI_FREE] -= n
+    req.held[i] += n
 
 
 @njit(cache=True)
 def pc_free(req: Req, rep: Rep, i: int) -> None:
     """free(): blocks released tail first; unhashed ones go to the front (reused first), cached
-    ones to the back of the free queue (evicted last, LRU)."""
+    ones to the back of the free queue (evicted last, LRU). Per block, over local arrays (see
+    pc_allocate)."""
+    ri = rep.ri
+    stack = rep.stack
+    ref = rep.blk_ref
+    prev = rep.lru_prev
+    nxt = rep.lru_next
+    bh = rep.blk_hash
+    arena = req.arena_blk
     off = req.arena_off[i]
     for j in range(req.held[i] - 1, -1, -1):
-        b = req.arena_blk[off + j]
-        rep.blk_ref[b] -= 1
-        if rep.blk_ref[b] == 0:
-            if rep.blk_hash[b] >= 0:
-                lru_append(rep, b)
+        b = arena[off + j]
+        ref[b] -= 1
+        if ref[b] == 0:
+            if bh[b] >= 0:  # lru_append
+                tail = ri[RI_LRU_TAIL]
+                prev[b] = tail
+                nxt[b] = -1
+                if tail >= 0:
+                    nxt[tail] = b
+                else:
+                    ri[RI_LRU_HEAD] = b
+                ri[RI_LRU_TAIL] = b
             else:
-                rep.stack[rep.ri[RI_STACK]] = b
-                rep.ri[RI_STACK] += 1
-            rep.ri[RI_FREE] += 1
+                stack[ri[RI_STACK]] = b
+                ri[RI_STACK] += 1
+            ri[RI_FREE] += 1
     req.held[i] = 0
     req.ncached[i] = 0
 
@@ -513,15 +510,32 @@ def pc_lookup(req: Req, rep: Rep, i: int, bs: int) -> tuple[int, int]:
 
 @njit(cache=True)
 def pc_touch(req: Req, rep: Rep, i: int, hits: int) -> None:
-    """touch() the hit blocks and make them the request's first blocks."""
+    """touch() the hit blocks and make them the request's first blocks (per block, over local
+    arrays: see pc_allocate)."""
+    ri = rep.ri
+    ref = rep.blk_ref
+    prev = rep.lru_prev
+    nxt = rep.lru_next
+    hmap = rep.hmap
+    arena = req.arena_blk
+    ids = req.arena_id
     off = req.arena_off[i]
     for k in range(hits):
-        b = rep.hmap[req.arena_id[off + k]]
-        if rep.blk_ref[b] == 0:
-            lru_remove(rep, b)
-            rep.ri[RI_FREE] -= 1
-        rep.blk_ref[b] += 1
-        req.arena_blk[off + k] = b
+        b = hmap[ids[off + k]]
+        if ref[b] == 0:  # lru_remove
+            prv, q = prev[b], nxt[b]
+            if prv >= 0:
+                nxt[prv] = q
+            else:
+                ri[RI_LRU_HEAD] = q
+            if q >= 0:
+                prev[q] = prv
+            else:
+                ri[RI_LRU_TAIL] = prv
+            prev[b] = nxt[b] = -1
+            ri[RI_FREE] -= 1
+        ref[b] += 1
+        arena[off + k] = b
     req.held[i] = hits
     req.ncached[i] = hits
 
@@ -734,7 +748,7 @@ def async_after_schedule(req: Req, rep: Rep, p: Params, rows: Rows, n_rows: int)
         req.inflight[i] += rows.new[j]
         if req.pchunk[i] == 0:
             req.ph[i] += 1 + rows.spec[j]
-            req.spec[i] = ctx_cap(p, req.inp[i] + req.gen[i], k) if p.ctxr.shape[0] > 0 and k > 0 else k
+            req.spec[i] = ctx_cap(p.ctxr, req.inp[i] + req.gen[i], k) if p.ctxr.shape[0] > 0 and k > 0 else k
 
 
 # =============================================================================================
@@ -985,21 +999,24 @@ def sglang_feedback(p: Params, rep: Rep, accepted: int, rows: int) -> None:
     rep.fsi[2 * slot] = idx
 
 
-@njit(cache=True)
-def ctx_cap(p: Params, ctx: int, k: int) -> int:
-    """A row's K capped by the context-length axis (uncovered contexts: no cap)."""
-    for r in range(p.ctxr.shape[0]):
-        if p.ctxr[r, 0] <= ctx <= p.ctxr[r, 1]:
-            return min(k, p.ctxr[r, 2])
+@njit(cache=True, inline='always')
+def ctx_cap(ctxr: np.ndarray, ctx: int, k: int) -> int:
+    """A row's K capped by the context-length axis (Params.ctxr; uncovered contexts: no cap)."""
+    for r in range(ctxr.shape[0]):
+        if ctxr[r, 0] <= ctx <= ctxr[r, 1]:
+            return min(k, ctxr[r, 2])
     return k
 
 
-@njit(cache=True)
-def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
-    """Draft tokens of request i's d-token draft that the target accepts (at output position gen)."""
-    pos = req.gen[i] % req.tlen[i]
-    flat = req.tstart[i] + pos
-    mode = p.pi[P_ACCMODE]
+@njit(cache=True, inline='always')
+def accepted_tokens(mode: int, acc: Acc, gen: int, tstart: int, tlen: int, d: int) -> int:
+    """Draft tokens of a d-token draft that the target accepts, for a request at output position `gen`
+    whose acceptance trace starts at flat position `tstart` and is `tlen` long (P_ACCMODE `mode`).
+
+    # NOTE: scalars, not the Req and Params tuples: this runs once per verifying row, and numba counts
+    # references on every member of a tuple it binds (simulator/borrowed.py)."""
+    pos = gen % tlen
+    flat = tstart + pos
     if mode == 1:
         r = acc.r[acc.krow[min(d, acc.krow.shape[0] - 1)], flat]
         return r if r < d else d
@@ -1013,7 +1030,7 @@ def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
         return n
     # legacy sampled traces (one probability per position): the j-th token uses p[pos + j]
     for j in range(d):
-        f = req.tstart[i] + (req.gen[i] + j) % req.tlen[i]
+        f = tstart + (gen + j) % tlen
         if np.random.random() < acc.p[f, 0]:
             n += 1
         else:
@@ -1021,17 +1038,18 @@ def accepted_tokens(p: Params, acc: Acc, req: Req, i: int, d: int) -> int:
     return n
 
 
-@njit(cache=True)
-def itl_record(rep: Rep, gap: float) -> None:
-    rep.rf[RF_ITL_SUM] += gap
-    rep.rf[RF_ITL_N] += 1.0
+@njit(cache=True, inline='always')
+def itl_record(rf: np.ndarray, hist: np.ndarray, gap: float) -> None:
+    """One inter-token gap into the replica's running sum (Rep.rf) and histogram (Rep.itl_hist)."""
+    rf[RF_ITL_SUM] += gap
+    rf[RF_ITL_N] += 1.0
     if gap <= ITL_LO:
         b = 0
     else:
         b = int(math.log10(gap / ITL_LO) * ITL_BINS_PER_DECADE) + 1
         if b >= ITL_NBINS:
             b = ITL_NBINS - 1
-    rep.itl_hist[b] += 1
+    hist[b] += 1
 
 
 @njit(cache=True)
@@ -1039,6 +1057,7 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
                 basis: int, free_blocks: bool) -> tuple[int, int]:
     """Apply one step's outcome at time `now`; returns (tokens emitted, K for the new drafts)."""
     emitted = 0
+    mode = p.pi[P_ACCMODE]
     floor_rate = p.pf[PF_FLOORRATE]
     warm = p.pi[P_FLOORWARM]
     acc_sum = 0
@@ -1051,7 +1070,7 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
         d = rows.spec[j]
         a = 0
         if d > 0 and rows.pad[j] == 0:
-            a = accepted_tokens(p, acc, req, i, d)
+            a = accepted_tokens(mode, acc, req.gen[i], req.tstart[i], req.tlen[i], d)
         rows.acc[j] = a
         rem = req.out[i] - req.gen[i]
         emit = a + 1
@@ -1062,7 +1081,7 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
             req.first_token[i] = now
         else:
             gap = now - req.last_token[i]
-            itl_record(rep, gap)
+            itl_record(rep.rf, rep.itl_hist, gap)
             if gap > req.itl_max[i]:
                 req.itl_max[i] = gap
             req.decode_steps[i] += 1
@@ -1108,7 +1127,7 @@ def finish_step(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_rows: int
                 continue
             kk = 0 if req.floor_off[i] else k
             if has_ctx and kk > 0:
-                kk = ctx_cap(p, req.inp[i] + req.gen[i], kk)
+                kk = ctx_cap(p.ctxr, req.inp[i] + req.gen[i], kk)
             if has_d and kk > 0:
                 dd = acc.d[req.tstart[i] + req.gen[i] % req.tlen[i]]
                 if dd < kk:
@@ -1125,6 +1144,7 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
     preempted while this step was in flight is delivered without touching its reset counters. No
     proposals: the drafts are the K placeholders set when the step was scheduled."""
     emitted = 0
+    mode = p.pi[P_ACCMODE]
     acc_sum = 0
     draft_sum = 0
     draft_rows = 0
@@ -1141,7 +1161,7 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
         d = rows.spec[j]
         a = 0
         if d > 0 and rows.pad[j] == 0:
-            a = accepted_tokens(p, acc, req, i, d)
+            a = accepted_tokens(mode, acc, req.gen[i], req.tstart[i], req.tlen[i], d)
         rows.acc[j] = a
         rem = req.out[i] - req.gen[i]
         emit = a + 1
@@ -1160,7 +1180,7 @@ def finish_step_async(req: Req, rep: Rep, p: Params, acc: Acc, rows: Rows, n_row
             req.first_token[i] = now
         else:
             gap = now - req.last_token[i]
-            itl_record(rep, gap)
+            itl_record(rep.rf, rep.itl_hist, gap)
             if gap > req.itl_max[i]:
                 req.itl_max[i] = gap
             req.decode_steps[i] += 1
@@ -1275,7 +1295,7 @@ def log_detail(rep: Rep, log: Log, rows: Rows, n_rows: int) -> None:
     rep.ri[RI_DETN] = n + n_rows
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def basis_of(p: Params, rep: Rep, n_rows: int, n_dec: int) -> int:
     kb = p.pi[P_KBASIS]
     if kb == 0:
@@ -1289,6 +1309,9 @@ def basis_of(p: Params, rep: Rep, n_rows: int, n_dec: int) -> int:
 def run_steps(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log, rows: Rows, rows2: Rows,
               t_limit: float) -> int:
     """Run steps from the replica's clock until the clock reaches t_limit (or see RET_*)."""
+    # uncounted views: see simulator/borrowed.py (the caller holds the arrays for the whole call)
+    req, rep, p, acc, cost, log, rows, rows2 = (borrowed(req), borrowed(rep), borrowed(p), borrowed(acc),
+                                                borrowed(cost), borrowed(log), borrowed(rows), borrowed(rows2))
     if p.pi[P_ASYNC]:
         return run_steps_async(req, rep, p, acc, cost, log, rows, rows2, t_limit)
     ri = rep.ri
@@ -1338,6 +1361,9 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
                     t_limit: float) -> int:
     """The loop under async scheduling (EngineCore.step_with_batch_queue, batch queue of 2): the
     next step is scheduled when the one in flight starts, and its output is processed when it ends."""
+    # uncounted views: see simulator/borrowed.py (the caller holds the arrays for the whole call)
+    req, rep, p, acc, cost, log, rows, rows2 = (borrowed(req), borrowed(rep), borrowed(p), borrowed(acc),
+                                                borrowed(cost), borrowed(log), borrowed(rows), borrowed(rows2))
     ri = rep.ri
     rf = rep.rf
     while True:
@@ -1419,6 +1445,9 @@ def run_open_loop(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log,
     until the clock passes it (run_steps' t_limit is the next arrival, as env.peek() is there).
     `next_arrival[0]` is the next request to arrive. Returns RET_IDLE once every request has arrived
     and the replica is idle, else the code of run_steps for the caller (a full log, a stuck engine)."""
+    # uncounted views: see simulator/borrowed.py (the caller holds the arrays for the whole call)
+    req, rep, p, acc, cost, log, rows, rows2 = (borrowed(req), borrowed(rep), borrowed(p), borrowed(acc),
+                                                borrowed(cost), borrowed(log), borrowed(rows), borrowed(rows2))
     n = arrival.shape[0]
     ri = rep.ri
     rf = rep.rf
@@ -1440,7 +1469,7 @@ def run_open_loop(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Log,
             return code
 
 
-@njit(cache=True)
+@njit(cache=True, inline='always')
 def k_now(p: Params, rep: Rep) -> int:
     """The K the last async schedule set (stored for its log record)."""
     return rep.ri[RI_KLAST]

@@ -22,8 +22,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
+from specsim.errors import SpecsimError
 from specsim.formats.traffic import Traffic
+
+ARENA_DTYPE = np.int32
+"""Block ids and block identities in the engine's arenas (NOTE: 32 bits halve the arenas, which for
+12,000 prompts of 12,000 tokens hold 9 million blocks each; set-up time went mostly to first-touch
+page faults on them)."""
 
 
 @dataclass
@@ -33,7 +40,7 @@ class BlockIdentities:
     offsets: np.ndarray
     """Where each request's blocks start in `ids` (and in the engine's block-id arena)."""
     ids: np.ndarray
-    """Identity of each full block (dense, >= 0), -1 in the slack past a request's tokens."""
+    """Identity of each full block (dense, >= 0), -1 in the slack past a request's tokens (ARENA_DTYPE)."""
     count: int
     """Number of distinct identities."""
     source: str
@@ -55,71 +62,119 @@ def block_identities(traffic: Traffic, block_size: int, slack_tokens: int) -> Bl
     offsets = np.concatenate([[0], np.cumsum(cap)[:-1]]).astype(np.int64)
     total = int(cap.sum())
     full = (inp + out) // block_size  # full blocks a request can ever have
-    req = np.repeat(np.arange(n), cap)
-    k = np.arange(total) - offsets[req]
-    valid = k < full[req]
     # every valid block gets one class: 0 its request's own, 1 its conversation's stream, 2 a hashed
     # prompt block, 3 a shared prompt; within a class an identity is a base (per request, conversation,
-    # hash or prompt) plus an offset, so no pass sorts the millions of blocks (only per-request arrays)
-    cls = np.zeros(total, dtype=np.int8)
-    within = np.zeros(total, dtype=np.int64)
+    # hash or prompt) plus an offset. Only per-request arrays are built here; one compiled pass
+    # (_fill_ids) writes the millions of block identities.
     source = "none"
     conv = getattr(traffic, "conversation_ids", None)
     hashes = getattr(traffic, "hash_ids", None)
     sizes = [0, 0, 0, 0]
+    zeros = np.zeros(n, dtype=np.int64)
+    conv_base = np.full(n, -1, dtype=np.int64)  # per request: its stream's base, -1 none
+    hcov = zeros  # per request: blocks 0..hcov-1 are hashed prompt blocks
+    hstart = zeros
+    hcode = np.zeros(0, dtype=np.int64)
+    hslots = 0  # > 0: hash block size is a multiple of block_size (identity hc * slots + offset)
+    hhbs = 1
+    prompt_base = np.full(n, -1, dtype=np.int64)
     if conv is not None:
         codes, n_conv = _dense(np.array([-1 if c is None else hash(c) for c in conv], dtype=np.int64))
-        has = np.array([c is not None for c in conv])
+        has = np.array([c is not None for c in conv], dtype=bool)
         # block k of any turn is block k of the conversation's stream: base + k
         longest = np.zeros(n_conv, dtype=np.int64)
         np.maximum.at(longest, codes[has], full[has])
         base = np.concatenate([[0], np.cumsum(longest)[:-1]])
-        sel = valid & has[req]
-        cls[sel] = 1
-        within[sel] = base[codes[req[sel]]] + k[sel]
+        conv_base[has] = base[codes[has]]
         sizes[1] = int(longest.sum())
         source = "conversations"
     if hashes is not None:
-        hbs = int(traffic.metadata.get("hash_block_size", 512))
+        hhbs = int(traffic.metadata.get("hash_block_size", 512))
         lens = np.array([len(h) if h is not None else 0 for h in hashes], dtype=np.int64)
         flat = (np.concatenate([np.asarray(h, dtype=np.int64) for h in hashes if h]) if lens.sum()
                 else np.zeros(0, np.int64))
         hcode, n_hash = _dense(flat) if len(flat) else (flat, 0)
-        starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
-        last_tok = (k + 1) * block_size - 1  # a block is identified by the hash block holding its last token
-        covered = valid & (last_tok < np.minimum(inp[req], lens[req] * hbs))
-        cls[covered] = 2
-        hc = hcode[starts[req[covered]] + last_tok[covered] // hbs]
-        b = last_tok[covered] % hbs
-        if hbs % block_size == 0:
-            # every b is (block_size - 1) mod block_size, so b // block_size numbers them exactly
-            slots = hbs // block_size
-            within[covered] = hc * slots + b // block_size
-            sizes[2] = n_hash * slots
-        else:  # NOTE: blocks straddle hash blocks at varying offsets: number the (hash, offset) pairs
-            within[covered], sizes[2] = _dense(hc * hbs + b)
+        hstart = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.int64)
+        # a block is identified by the hash block holding its last token, while that token lies in
+        # the hashed prompt: (k + 1) * bs - 1 < min(inp, lens * hbs), i.e. k < min(...) // bs
+        hcov = np.minimum(np.minimum(inp, lens * hhbs) // block_size, full)
+        if hhbs % block_size == 0:
+            # every offset is (block_size - 1) mod block_size, so offset // block_size numbers them exactly
+            hslots = hhbs // block_size
+            sizes[2] = n_hash * hslots
         source = "hash_ids"
     pids = traffic.prompt_ids
     if pids is not None and hashes is None and conv is None:
         codes, n_prompts = _dense(np.array([-1 if p is None else hash(p) for p in pids], dtype=np.int64))
-        has = np.array([p is not None for p in pids])
-        shared = inp // block_size  # the prompt's full blocks
+        has = np.array([p is not None for p in pids], dtype=bool)
+        shared = np.minimum(inp // block_size, full)  # the prompt's full blocks
         longest = np.zeros(n_prompts, dtype=np.int64)
         np.maximum.at(longest, codes[has], shared[has])
         base = np.concatenate([[0], np.cumsum(longest)[:-1]])
-        sel = valid & has[req] & ((k + 1) * block_size <= inp[req])
-        cls[sel] = 3
-        within[sel] = base[codes[req[sel]]] + k[sel]
+        prompt_base[has] = base[codes[has]]
+        hcov = np.where(has, shared, 0).astype(np.int64)  # the shared prompt blocks play the hashed ones' part
         sizes[3] = int(longest.sum())
         source = "prompt_ids"
-    own = valid & (cls == 0)
+    hwithin = np.zeros(0, dtype=np.int64)
+    if hashes is not None and hslots == 0 and int(hcov.sum()):
+        # NOTE: blocks straddle hash blocks at varying offsets: number the (hash, offset) pairs densely
+        keys = _hash_pair_keys(hcov, hstart, hcode, block_size, hhbs)
+        hwithin, sizes[2] = _dense(keys)
+    own = full - hcov
+    own[conv_base >= 0] = 0  # a conversation's blocks past the hashed prompt are its stream's
     sizes[0] = int(own.sum())
-    within[own] = np.arange(sizes[0])  # a request's own blocks are its alone
-    start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    ids = np.full(total, -1, dtype=np.int64)
-    ids[valid] = start[cls[valid]] + within[valid]
-    count = int(sum(sizes))
-    return BlockIdentities(offsets, ids, count, source)
+    start = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    if total >= np.iinfo(ARENA_DTYPE).max - 2 or sum(sizes) >= np.iinfo(ARENA_DTYPE).max:
+        raise SpecsimError(f"prefix caching: {total:,} KV blocks in the trace's requests, more than the simulator's "
+                           f"32-bit block arenas hold; simulate a window of the trace")
+    ids = np.empty(total, dtype=ARENA_DTYPE)
+    _fill_ids(ids, offsets, cap, full, hcov, conv_base, prompt_base, hstart, hcode, hwithin, hslots, hhbs,
+              block_size, start)
+    return BlockIdentities(offsets, ids, int(sum(sizes)), source)
+
+
+@njit(cache=True)
+def _hash_pair_keys(hcov: np.ndarray, hstart: np.ndarray, hcode: np.ndarray, bs: int, hbs: int) -> np.ndarray:
+    """(hash, offset) keys of every hashed block, request by request, block by block."""
+    keys = np.empty(hcov.sum(), dtype=np.int64)
+    m = 0
+    for r in range(hcov.shape[0]):
+        for k in range(hcov[r]):
+            last = (k + 1) * bs - 1
+            keys[m] = hcode[hstart[r] + last // hbs] * hbs + last % hbs
+            m += 1
+    return keys
+
+
+@njit(cache=True)
+def _fill_ids(ids: np.ndarray, offsets: np.ndarray, cap: np.ndarray, full: np.ndarray, hcov: np.ndarray,
+              conv_base: np.ndarray, prompt_base: np.ndarray, hstart: np.ndarray, hcode: np.ndarray,
+              hwithin: np.ndarray, hslots: int, hbs: int, bs: int, start: np.ndarray) -> None:
+    """Write each request's block identities: hashed (or shared-prompt) blocks first, then its
+    conversation's stream or its own blocks, -1 in the slack."""
+    own = 0
+    m = 0
+    for r in range(offsets.shape[0]):
+        off = offsets[r]
+        h = hcov[r]
+        for k in range(h):
+            if prompt_base[r] >= 0:
+                ids[off + k] = start[3] + prompt_base[r] + k
+            elif hslots > 0:
+                last = (k + 1) * bs - 1
+                ids[off + k] = start[2] + hcode[hstart[r] + last // hbs] * hslots + (last % hbs) // bs
+            else:
+                ids[off + k] = start[2] + hwithin[m]
+                m += 1
+        cb = conv_base[r]
+        for k in range(h, full[r]):
+            if cb >= 0:
+                ids[off + k] = start[1] + cb + k
+            else:
+                ids[off + k] = own
+                own += 1
+        for k in range(full[r], cap[r]):
+            ids[off + k] = -1
 
 
 class TokenModel:

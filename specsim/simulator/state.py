@@ -6,6 +6,7 @@ import numpy as np
 
 import specsim.simulator.kernel as kernel
 from specsim.formats.traffic import Traffic
+from specsim.simulator.prefix import ARENA_DTYPE
 
 
 class RequestTable:
@@ -34,8 +35,8 @@ class RequestTable:
             decode_steps=ints(), verify_steps=ints(), drafted=ints(), accepted=ints(), preemptions=ints(),
             tstart=ints(), tlen=np.ones(n, dtype=np.int64), floor_off=ints(), pchunk=ints(),
             ph=ints(), inflight=ints(), stale=ints(), cached_tokens=ints(),
-            arena_off=ints(), ncached=ints(), arena_blk=np.zeros(1, dtype=np.int64),
-            arena_id=np.full(1, -1, dtype=np.int64),
+            arena_off=ints(), ncached=ints(), arena_blk=np.zeros(1, dtype=ARENA_DTYPE),
+            arena_id=np.full(1, -1, dtype=ARENA_DTYPE),
         )
         c = self.cols
         self.inp, self.out, self.gen = c.inp, c.out, c.gen
@@ -50,5 +51,6 @@ class RequestTable:
 
     def with_arenas(self, offsets: np.ndarray, ids: np.ndarray) -> None:
         """Prefix caching: give every request its block-id and block-identity arenas."""
-        self.cols = self.cols._replace(arena_off=offsets.astype(np.int64), arena_id=ids.astype(np.int64),
-                                       arena_blk=np.zeros(len(ids), dtype=np.int64))
+        self.cols = self.cols._replace(arena_off=offsets.astype(np.int64, copy=False),
+                                       arena_id=ids.astype(ARENA_DTYPE, copy=False),
+                                       arena_blk=np.zeros(len(ids), dtype=ARENA_DTYPE))
