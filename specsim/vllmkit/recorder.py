@@ -120,11 +120,16 @@ def __getattr__(name: str) -> type:
     return cls
 
 
+MAX_STEP_GAP_S = 120.0
+"""Longer than any engine step (a step here takes at most a few seconds): a longer gap between two
+recorded steps is an engine restart, not a period."""
+
+
 def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """The recorded steps of one engine, with `period` (s) where the next step followed at once.
+    """The recorded steps of one or more engines, with `period` (s) where the next step followed at once.
 
     A step's period is the time to the next schedule(); a step after which no request was left
-    (the engine then waited for work) has none.
+    (the engine then waited for work) has none, nor has the last step before an engine restart.
     """
     steps: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
@@ -137,6 +142,8 @@ def read_steps(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # a line cut short by a killed engine
     for a, b in zip(steps, steps[1:], strict=False):
-        if a["rows"] and a.get("w", 1) > 0:
+        # NOTE: one file can hold several engine starts (a resumed study appends to it); the gap from
+        # one engine's last step to the next engine's first is no step's period
+        if a["rows"] and a.get("w", 1) > 0 and 0 <= b["t"] - a["t"] <= MAX_STEP_GAP_S:
             a["period"] = b["t"] - a["t"]
     return steps

@@ -90,9 +90,10 @@ def test_prefill_pairs_at_their_own_rate_in_the_simulator() -> None:
     path = Path(__file__).resolve().parents[2] / "profiles" / "smollm2-135m-cpu.json"
     if not path.is_file():
         pytest.skip("the committed CPU profile is absent")
-    base = load_profile(path)
+    base = load_profile(path).model_copy(deep=True)
     comp = base.target.composition
-    assert comp is not None and comp.per_prefill_kpair_ms is None  # made before the split: one rate
+    assert comp is not None
+    comp.per_prefill_kpair_ms = None  # one rate for every attention pair, as profiles before the split
     cheap = base.model_copy(deep=True)
     assert cheap.target.composition is not None
     cheap.target.composition.per_prefill_kpair_ms = comp.per_kpair_ms / 4
