@@ -383,13 +383,59 @@ def submit(req: Req, rep: Rep, i: int) -> None:
 # 0. the block pool with prefix caching (vllm/v1/core/block_pool.py, kv_cache_manager.py)
 # =============================================================================================
 @njit(cache=True)
+def lru_remove(ri: np.ndarray, prev: np.ndarray, nxt: np.ndarray, b: int) -> None:
+    """Unlink block b from the free queue's LRU list (Rep.lru_prev / lru_next, head and tail in ri)."""
+    prv, q = prev[b], nxt[b]
+    if prv >= 0:
+        nxt[prv] = q
+    else:
+        ri[RI_LRU_HEAD] = q
+    if q >= 0:
+        prev[q] = prv
+    else:
+        ri[RI_LRU_TAIL] = prv
+    prev[b] = nxt[b] = -1
+
+
+@njit(cache=True)
+def lru_append(ri: np.ndarray, prev: np.ndarray, nxt: np.ndarray, b: int) -> None:
+    """Put block b at the back of the LRU list (evicted last)."""
+    tail = ri[RI_LRU_TAIL]
+    prev[b] = tail
+    nxt[b] = -1
+    if tail >= 0:
+        nxt[tail] = b
+    else:
+        ri[RI_LRU_HEAD] = b
+    ri[RI_LRU_TAIL] = b
+
+
+@njit(cache=True)
+def unhash(bh: np.ndarray, hmap: np.ndarray, hnext: np.ndarray, b: int) -> None:
+    """Evict block b's identity from the cache map (_maybe_evict_cached_block)."""
+    h = bh[b]
+    if h < 0:
+        return
+    cur = hmap[h]
+    if cur == b:
+        hmap[h] = hnext[b]
+    else:
+        while cur >= 0 and hnext[cur] != b:
+            cur = hnext[cur]
+        if cur >= 0:
+            hnext[cur] = hnext[b]
+    hnext[b] = -1
+    bh[b] = -1
+
+
+@njit(cache=True)
 def pc_allocate(req: Req, rep: Rep, i: int, n: int) -> None:
     """get_new_blocks(n) into request i's block list: each from the front of vLLM's free queue,
     unhashed blocks first, then the least recently freed cached one (evicted from the cache map).
 
-    # NOTE: this is the simulator's innermost loop with prefix caching (once per KV block), so it is
-    # written over local arrays: a helper taking the 15-array Rep tuple, even inlined, re-binds the
-    # tuple per block, and numba counts references on each member every time (simulator/borrowed.py)."""
+    # NOTE: this is the simulator's innermost loop with prefix caching (once per KV block), so it and
+    # its helpers work on local arrays: a helper taking the 15-array Rep tuple, even inlined, re-binds
+    # the tuple per block, and numba counts references on each member every time (simulator/borrowed.py)."""
     ri = rep.ri
     stack = rep.stack
     ref = rep.blk_ref
@@ -404,27 +450,10 @@ def pc_allocate(req: Req, rep: Rep, i: int, n: int) -> None:
         if ri[RI_STACK] > 0:
             ri[RI_STACK] -= 1
             b = stack[ri[RI_STACK]]
-        else:  # the least recently freed cached block: lru_remove + unhash
+        else:  # the least recently freed cached block
             b = ri[RI_LRU_HEAD]
-            q = nxt[b]
-            ri[RI_LRU_HEAD] = q
-            if q >= 0:
-                prev[q] = -1
-            else:
-                ri[RI_LRU_TAIL] = -1
-            prev[b] = nxt[b] = -1
-            h = bh[b]
-            if h >= 0:
-                cur = hmap[h]
-                if cur == b:
-                    hmap[h] = hnext[b]
-                else:
-                    while cur >= 0 and hnext[cur] != b:
-                        cur = hnext[cur]
-                    if cur >= 0:
-                        hnext[cur] = hnext[b]
-                hnext[b] = -1
-                bh[b] = -1
+            lru_remove(ri, prev, nxt, b)
+            unhash(bh, hmap, hnext, b)
         ref[b] = 1
         arena[pos] = b
         pos += 1
@@ -449,15 +478,8 @@ def pc_free(req: Req, rep: Rep, i: int) -> None:
         b = arena[off + j]
         ref[b] -= 1
         if ref[b] == 0:
-            if bh[b] >= 0:  # lru_append
-                tail = ri[RI_LRU_TAIL]
-                prev[b] = tail
-                nxt[b] = -1
-                if tail >= 0:
-                    nxt[tail] = b
-                else:
-                    ri[RI_LRU_HEAD] = b
-                ri[RI_LRU_TAIL] = b
+            if bh[b] >= 0:
+                lru_append(ri, prev, nxt, b)
             else:
                 stack[ri[RI_STACK]] = b
                 ri[RI_STACK] += 1
@@ -522,17 +544,8 @@ def pc_touch(req: Req, rep: Rep, i: int, hits: int) -> None:
     off = req.arena_off[i]
     for k in range(hits):
         b = hmap[ids[off + k]]
-        if ref[b] == 0:  # lru_remove
-            prv, q = prev[b], nxt[b]
-            if prv >= 0:
-                nxt[prv] = q
-            else:
-                ri[RI_LRU_HEAD] = q
-            if q >= 0:
-                prev[q] = prv
-            else:
-                ri[RI_LRU_TAIL] = prv
-            prev[b] = nxt[b] = -1
+        if ref[b] == 0:
+            lru_remove(ri, prev, nxt, b)
             ri[RI_FREE] -= 1
         ref[b] += 1
         arena[off + k] = b
@@ -1361,9 +1374,7 @@ def run_steps_async(req: Req, rep: Rep, p: Params, acc: Acc, cost: Cost, log: Lo
                     t_limit: float) -> int:
     """The loop under async scheduling (EngineCore.step_with_batch_queue, batch queue of 2): the
     next step is scheduled when the one in flight starts, and its output is processed when it ends."""
-    # uncounted views: see simulator/borrowed.py (the caller holds the arrays for the whole call)
-    req, rep, p, acc, cost, log, rows, rows2 = (borrowed(req), borrowed(rep), borrowed(p), borrowed(acc),
-                                                borrowed(cost), borrowed(log), borrowed(rows), borrowed(rows2))
+    # (called only by run_steps, which has already made the state uncounted views)
     ri = rep.ri
     rf = rep.rf
     while True:
