@@ -377,9 +377,49 @@ def record_margin(out: Path, profile: Profile, path: Path) -> None:
     fit = dict(profile.metadata.fit)
     fit["fidelity"] = {"margin": round(errs["tpot_mean"]["mean"], 4), "margin_metric": "tpot_mean",
                        "gain_errors": errs, "study": str(out), "recorded": time.strftime("%Y-%m-%d")}
+    target = profile.target
+    live = live_start_spread(out, profile)
+    if live is not None:
+        # NOTE: the profiler's few offline starts (3 here) gave +-1.7%; the study's live servers split into
+        # fast and slow starts 17% apart. The band simulate prints must be the wider, live one.
+        fit["start_spread"] = {**dict(fit.get("start_spread") or {}), "live": live}
+        if live["relative"] > (target.start_spread or 0.0):
+            target = target.model_copy(update={"start_spread": live["relative"]})
     meta = profile.metadata.model_copy(update={"fit": fit})
-    save_profile(profile.model_copy(update={"metadata": meta}), path)
+    save_profile(profile.model_copy(update={"metadata": meta, "target": target}), path)
     print(f"recorded margin {fit['fidelity']['margin']:.1%} (mean error on predicted TPOT gains) in {path}")
+    if live is not None:
+        print(f"recorded start-to-start spread +-{live['relative']:.1%} over {live['starts']} live server starts")
+
+
+MIN_START_STEPS = 50
+"""A server start counts towards the live spread when it recorded at least this many timed steps."""
+
+
+def live_start_spread(out: Path, profile: Profile) -> dict[str, Any] | None:
+    """The start-to-start spread of the study's live servers: per server start, the median of measured /
+    predicted step period over its recorded steps; then half their range over their mean."""
+    from specsim.profiler.stepfit import FittedModel, features, spread_of_medians
+    from specsim.vllmkit.recorder import read_steps
+
+    comp = profile.target.composition
+    if comp is None:
+        return None
+    model = FittedModel.from_composition(comp, profile.drafters)
+    drafter = next(iter(profile.drafters), None)
+    medians: dict[str, float] = {}
+    for path in sorted((out / "runs").glob("steps-*.jsonl")):
+        ratios = [s["period"] * 1e3 / model.predict(features(s["rows"]),
+                                                    drafter if any(r[2] for r in s["rows"]) else None)
+                  for s in read_steps(path) if "period" in s and s["rows"]]
+        if len(ratios) >= MIN_START_STEPS:
+            medians[path.stem[len("steps-"):]] = round(float(np.median(ratios)), 4)
+    spread = spread_of_medians(list(medians.values()))
+    if spread is None:
+        return None
+    vals = np.asarray(list(medians.values()))
+    return {"starts": len(medians), "relative": spread, "sd": round(float(vals.std() / vals.mean()), 4),
+            "per_start_median_ratio": medians}
 
 
 def report(out: Path, profile: Profile) -> int:

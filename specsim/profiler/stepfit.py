@@ -232,7 +232,15 @@ def start_spread(model: FittedModel, samples: Sequence[Sample]) -> float | None:
     by_start: dict[int, list[float]] = {}
     for s in samples:
         by_start.setdefault(s.start, []).append(s.period_ms / model.predict(s.feats, s.drafter))
-    med = [float(np.median(v)) for v in by_start.values() if len(v) >= 5]
+    return spread_of_medians([float(np.median(v)) for v in by_start.values() if len(v) >= 5])
+
+
+def spread_of_medians(medians: Sequence[float]) -> float | None:
+    """Half the range of per-start medians over their mean; None with fewer than two starts.
+
+    Shared by the profiler (its own engine starts) and the fidelity study (live servers' recorded
+    steps), so that both report the band the same way."""
+    med = [float(m) for m in medians]
     if len(med) < 2:
         return None
     return round((max(med) - min(med)) / 2 / float(np.mean(med)), 4)

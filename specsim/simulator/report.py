@@ -75,8 +75,8 @@ def caveats(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
             out.append(line)
     spread = next((s.get("start_spread") for s in summaries.values() if s.get("start_spread")), None)
     if spread:
-        out.append(f"note: step costs varied by +-{float(spread):.0%} between engine starts when profiled; a live "
-                   "server's latencies can differ from these by about that much")
+        out.append(f"note: step costs varied by +-{float(spread):.0%} between engine starts of the same "
+                   "configuration; a live server's latencies can differ from these by about that much")
     return out
 
 

@@ -34,3 +34,30 @@ def test_comparison_matches_the_committed_studies() -> None:
     committed = (STUDY / "comparison.md").read_text()
     assert res.stdout.strip() in committed
     assert "34 of 45 cells within target" in res.stdout
+
+
+@pytest.mark.skipif(not (STUDY / "study2" / "results.jsonl").is_file(), reason="no committed second study")
+def test_record_margin_widens_the_start_spread_to_the_live_servers(tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "study2"
+    shutil.copytree(STUDY / "study2", out)
+    profile = tmp_path / "profile.json"
+    data = json.loads((ROOT / "profiles" / "smollm2-135m-cpu.json").read_text())
+    data["target"]["start_spread"] = 0.0167  # as the profiler measured it over its own three starts
+    data["metadata"]["fit"]["start_spread"] = {"starts": 3, "relative": 0.0167}
+    profile.write_text(json.dumps(data))
+    res = subprocess.run([sys.executable, str(STUDY / "study.py"), "--report-only", "--record-margin",
+                          "--out", str(out), "--profile", str(profile)],
+                         check=True, capture_output=True, text=True, cwd=ROOT)
+    assert "over 12 live server starts" in res.stdout
+    got = json.loads(profile.read_text())
+    live = got["metadata"]["fit"]["start_spread"]["live"]
+    ratios = list(live["per_start_median_ratio"].values())
+    assert live["starts"] == len(ratios) == 12
+    # the servers split into fast and slow starts, far wider than the profiler's own +-1.7%
+    assert min(ratios) < 0.93 and max(ratios) > 1.05
+    assert got["target"]["start_spread"] == live["relative"] == pytest.approx(
+        (max(ratios) - min(ratios)) / 2 / (sum(ratios) / len(ratios)), abs=1e-3)
+    assert got["metadata"]["fit"]["start_spread"]["relative"] == 0.0167
+    assert got["metadata"]["fit"]["fidelity"]["margin"] == pytest.approx(0.0701, abs=5e-4)

@@ -180,6 +180,16 @@ def test_start_spread_is_half_the_range_of_per_start_ratios() -> None:
     assert start_spread(model, base + slow) == pytest.approx(0.1 / 1.1, rel=0.05)
 
 
+
+def test_spread_of_medians_of_live_starts() -> None:
+    from specsim.profiler.stepfit import spread_of_medians
+
+    # the fidelity study's live servers: fast starts near 0.91, slow ones near 1.065
+    assert spread_of_medians([0.914, 0.912, 1.070, 0.891, 1.065, 0.871]) == pytest.approx(
+        (1.070 - 0.871) / 2 / np.mean([0.914, 0.912, 1.070, 0.891, 1.065, 0.871]), abs=1e-4)
+    assert spread_of_medians([1.0]) is None
+    assert spread_of_medians([]) is None
+
 def _profile(traces: list[AcceptanceTrace]) -> Profile:
     return Profile(
         metadata=ProfileMetadata(source="measured", hardware="test", target_model="t"),
