@@ -382,9 +382,11 @@ def record_margin(out: Path, profile: Profile, path: Path) -> None:
     if live is not None:
         # NOTE: the profiler's few offline starts (3 here) gave +-1.7%; the study's live servers split into
         # fast and slow starts 17% apart. The band simulate prints must be the wider, live one.
-        fit["start_spread"] = {**dict(fit.get("start_spread") or {}), "live": live}
-        if live["relative"] > (target.start_spread or 0.0):
-            target = target.model_copy(update={"start_spread": live["relative"]})
+        own = dict(fit.get("start_spread") or {})
+        fit["start_spread"] = {**own, "live": live}
+        # the wider of the profiler's own spread and this live one (a rerun replaces an earlier live one)
+        widest = max(float(own.get("relative") or 0.0), live["relative"])
+        target = target.model_copy(update={"start_spread": widest})
     meta = profile.metadata.model_copy(update={"fit": fit})
     save_profile(profile.model_copy(update={"metadata": meta, "target": target}), path)
     print(f"recorded margin {fit['fidelity']['margin']:.1%} (mean error on predicted TPOT gains) in {path}")
@@ -406,9 +408,9 @@ def live_start_spread(out: Path, profile: Profile) -> dict[str, Any] | None:
     if comp is None:
         return None
     model = FittedModel.from_composition(comp, profile.drafters)
-    drafter = next(iter(profile.drafters), None)
     medians: dict[str, float] = {}
     for path in sorted((out / "runs").glob("steps-*.jsonl")):
+        drafter = server_drafter(out, path.stem[len("steps-"):], profile)
         ratios = [s["period"] * 1e3 / model.predict(features(s["rows"]),
                                                     drafter if any(r[2] for r in s["rows"]) else None)
                   for s in read_steps(path) if "period" in s and s["rows"]]
@@ -488,6 +490,20 @@ def report(out: Path, profile: Profile) -> int:
     return 0
 
 
+def server_drafter(out: Path, tag: str, profile: Profile) -> str | None:
+    """The profile drafter a server (steps file tag 'POLICY-rN[-kv]') served with: the one its saved
+    policy names, else the profile's first; None for speculation off."""
+    pol = tag.rsplit("-r", 1)[0]
+    if pol == "off":
+        return None
+    path = out / f"policy-{pol}.json"
+    if path.exists():
+        d = load_policy(path).drafter
+        if d is not None and d.name in profile.drafters:
+            return d.name
+    return next(iter(profile.drafters), None)
+
+
 def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
     """Predicted against measured period of every recorded live step, per server start."""
     from specsim.profiler.stepfit import FittedModel, features
@@ -500,8 +516,7 @@ def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
     out_: dict[str, dict[str, float]] = {}
     for path in sorted((out / "runs").glob("steps-*.jsonl")):
         tag = path.stem[len("steps-"):]
-        pol = tag.split("-r")[0]
-        drafter = None if pol == "off" else next(iter(profile.drafters))
+        drafter = server_drafter(out, tag, profile)
         pred, meas = [], []
         for s in read_steps(path):
             if "period" in s and s["rows"]:

@@ -60,4 +60,6 @@ def test_record_margin_widens_the_start_spread_to_the_live_servers(tmp_path: Pat
     assert got["target"]["start_spread"] == live["relative"] == pytest.approx(
         (max(ratios) - min(ratios)) / 2 / (sum(ratios) / len(ratios)), abs=1e-3)
     assert got["metadata"]["fit"]["start_spread"]["relative"] == 0.0167
+    # the tuned servers' speculative steps are predicted with the drafter their policy names
+    assert live["per_start_median_ratio"]["tuned-r0"] == pytest.approx(1.068, abs=0.002)
     assert got["metadata"]["fit"]["fidelity"]["margin"] == pytest.approx(0.0701, abs=5e-4)
