@@ -401,21 +401,10 @@ MIN_START_STEPS = 50
 def live_start_spread(out: Path, profile: Profile) -> dict[str, Any] | None:
     """The start-to-start spread of the study's live servers: per server start, the median of measured /
     predicted step period over its recorded steps; then half their range over their mean."""
-    from specsim.profiler.stepfit import FittedModel, features, spread_of_medians
-    from specsim.vllmkit.recorder import read_steps
+    from specsim.profiler.stepfit import spread_of_medians
 
-    comp = profile.target.composition
-    if comp is None:
-        return None
-    model = FittedModel.from_composition(comp, profile.drafters)
-    medians: dict[str, float] = {}
-    for path in sorted((out / "runs").glob("steps-*.jsonl")):
-        drafter = server_drafter(out, path.stem[len("steps-"):], profile)
-        ratios = [s["period"] * 1e3 / model.predict(features(s["rows"]),
-                                                    drafter if any(r[2] for r in s["rows"]) else None)
-                  for s in read_steps(path) if "period" in s and s["rows"]]
-        if len(ratios) >= MIN_START_STEPS:
-            medians[path.stem[len("steps-"):]] = round(float(np.median(ratios)), 4)
+    medians = {tag: round(float(np.median(meas / pred)), 4)
+               for tag, (pred, meas) in server_steps(out, profile).items() if len(meas) >= MIN_START_STEPS}
     spread = spread_of_medians(list(medians.values()))
     if spread is None:
         return None
@@ -504,8 +493,8 @@ def server_drafter(out: Path, tag: str, profile: Profile) -> str | None:
     return next(iter(profile.drafters), None)
 
 
-def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
-    """Predicted against measured period of every recorded live step, per server start."""
+def server_steps(out: Path, profile: Profile) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per server start (steps file tag): predicted and measured period (ms) of every timed live step."""
     from specsim.profiler.stepfit import FittedModel, features
     from specsim.vllmkit.recorder import read_steps
 
@@ -513,7 +502,7 @@ def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
     if comp is None:
         return {}
     model = FittedModel.from_composition(comp, profile.drafters)
-    out_: dict[str, dict[str, float]] = {}
+    steps: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for path in sorted((out / "runs").glob("steps-*.jsonl")):
         tag = path.stem[len("steps-"):]
         drafter = server_drafter(out, tag, profile)
@@ -523,10 +512,15 @@ def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
                 pred.append(model.predict(features(s["rows"]), drafter if any(r[2] for r in s["rows"]) else None))
                 meas.append(s["period"] * 1e3)
         if meas:
-            p, m = np.asarray(pred), np.asarray(meas)
-            out_[tag] = {"steps": len(m), "mean_abs_rel_error": float(np.mean(np.abs(p / m - 1))),
-                         "sum_ratio": float(p.sum() / m.sum())}
-    return out_
+            steps[tag] = (np.asarray(pred), np.asarray(meas))
+    return steps
+
+
+def live_step_check(out: Path, profile: Profile) -> dict[str, dict[str, float]]:
+    """Predicted against measured period of every recorded live step, per server start."""
+    return {tag: {"steps": len(m), "mean_abs_rel_error": float(np.mean(np.abs(p / m - 1))),
+                  "sum_ratio": float(p.sum() / m.sum())}
+            for tag, (p, m) in server_steps(out, profile).items()}
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
