@@ -414,9 +414,31 @@ class Profile(_Strict):
         """Acceptance traces recorded for one drafter."""
         return [t for t in self.acceptance if t.drafter == drafter]
 
+    def as_measured(self) -> Profile:
+        """This profile as the profiler wrote it, without the notes a later validation adds.
+
+        `experiments/fidelity/study.py --record-margin` writes the validated gain error
+        (`metadata.fit['fidelity']`) and the live servers' start spread (`metadata.fit['start_spread']
+        ['live']`, widening `target.start_spread`). Neither changes a measured cost or trace."""
+        fit = dict(self.metadata.fit)
+        if fit.pop("fidelity", None) is None and "live" not in (fit.get("start_spread") or {}):
+            return self
+        target = self.target
+        own = fit.get("start_spread")
+        if isinstance(own, dict) and "live" in own:
+            own = {k: v for k, v in own.items() if k != "live"}
+            fit["start_spread"] = own
+            mine = own.get("relative")
+            target = target.model_copy(update={"start_spread": None if mine is None else float(mine)})
+        meta = self.metadata.model_copy(update={"fit": fit})
+        return self.model_copy(update={"metadata": meta, "target": target})
+
     def digest(self) -> str:
-        """Content hash (for policy provenance)."""
-        blob = json.dumps(self.model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        """Content hash of the measurements (for policy provenance).
+
+        NOTE: hashed over `as_measured()`: recording a fidelity study's validated margin in a profile must
+        not orphan the policies tuned on it (the study's own tuned policy among them)."""
+        blob = json.dumps(self.as_measured().model_dump(mode="json", by_alias=True), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -53,6 +54,28 @@ def test_profile_checks(profile_doc: dict[str, Any]) -> None:
     for pol, model, msg in cases:
         with pytest.raises(SpecsimError, match=msg):
             check_against_profile(pol, prof, model)
+
+
+def test_a_recorded_margin_keeps_the_policies_tuned_on_the_profile(profile_doc: dict[str, Any]) -> None:
+    # what experiments/fidelity/study.py --record-margin adds: the validated gain error and a wider live spread
+    doc = {**profile_doc, "metadata": {**profile_doc["metadata"],
+                                       "fit": {"start_spread": {"starts": 3, "relative": 0.02}}}}
+    doc["target"] = {**doc["target"], "start_spread": 0.02}
+    measured = Profile.model_validate(doc)
+    tuned = policy(k_schedule=[[1, 4, 2]], provenance={"profile_sha256": measured.digest()})
+    noted = copy.deepcopy(doc)
+    noted["metadata"]["fit"] = {"start_spread": {"starts": 3, "relative": 0.02,
+                                                 "live": {"starts": 12, "relative": 0.1}},
+                                "fidelity": {"margin": 0.07, "margin_metric": "tpot_mean"}}
+    noted["target"]["start_spread"] = 0.1
+    annotated = Profile.model_validate(noted)
+    assert annotated.as_measured() == measured
+    check_against_profile(tuned, annotated, "default")
+    # a measured cost that changes is another profile
+    moved = copy.deepcopy(noted)
+    moved["target"]["decode"]["step_ms"][0][0] *= 1.01
+    with pytest.raises(SpecsimError, match="tuned on profile"):
+        check_against_profile(tuned, Profile.model_validate(moved), "default")
 
 
 def test_extra_args_conflicts() -> None:
