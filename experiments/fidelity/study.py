@@ -34,9 +34,12 @@ from typing import Any
 import numpy as np
 from run import cpu_times  # noqa: E402 - the first design's /proc/stat reader, beside this file
 
+from specsim.errors import SpecsimError
 from specsim.formats.policy import DrafterRef, Policy, load_policy, save_policy
 from specsim.formats.profile import Profile, load_profile
 from specsim.formats.traffic import Traffic
+from specsim.io import atomic_write_text
+from specsim.policies.serve import check_against_profile
 from specsim.simulator.config import SimConfig
 from specsim.simulator.run import simulate
 
@@ -141,6 +144,15 @@ def sim_config(limits: dict[str, int], cell: Cell, kv_blocks: int | None, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run (or report) the study; a defect in the inputs or a server that will not start is one line."""
+    try:
+        return _main(argv)
+    except SpecsimError as e:
+        print(f"study.py: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="profiles/smollm2-135m-cpu.json")
     ap.add_argument("--tuned", default=None, help="tuned policy JSON")
@@ -166,13 +178,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_margin:
             record_margin(out, profile, Path(args.profile))
         return code
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "runs").mkdir(exist_ok=True)
+    if args.drafter not in profile.drafters:
+        raise SpecsimError(f"drafter {args.drafter!r} is not in the profile (has: {', '.join(profile.drafters)})")
     spec = profile.drafters[args.drafter]
     drafter = DrafterRef(name=args.drafter, method=spec.method, model=spec.model, params=spec.params)
     policies: dict[str, Policy] = {"off": Policy(), f"static-k{profile.k_max}": Policy.static(drafter, profile.k_max)}
     if args.tuned:
         policies["tuned"] = load_policy(args.tuned)
+    for pol in policies.values():  # refuse a mismatch now, not after a server's three-minute start
+        check_against_profile(pol, profile, profile.metadata.target_model)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(exist_ok=True)
     cells = QUICK if args.quick else CELLS
     limits = engine_limits(profile)
     prompts, by_id = prompt_set(profile)
@@ -201,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                     if "lengths" not in state:
                         state["lengths"] = chat_lengths(server.url, prompts)
                         state["capacity_rps"] = capacity(profile, limits, prompts, state["lengths"])
-                        state_path.write_text(json.dumps(state, indent=1) + "\n")
+                        atomic_write_text(state_path, json.dumps(state, indent=1) + "\n")
                     lengths = state["lengths"]
                     cap = float(state["capacity_rps"])
                     print(f"{tag}: server up in {up:.0f} s; capacity {cap:.3f} req/s (simulated, off)", flush=True)
@@ -473,7 +489,7 @@ def report(out: Path, profile: Profile) -> int:
     loads = [x for r in results for x in r["load_average"]]
     lines += [f"Load average during runs: {min(loads):.1f}-{max(loads):.1f}; CPU steal at most "
               f"{max(r['cpu_steal'] for r in results):.1%}."]
-    (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(out / "table.md", "\n".join(lines) + "\n")
     plot(results, out / "fidelity.png")
     print("\n".join(lines[:12 + len(ranking(results, 'tpot_mean')) * 4]))
     return 0

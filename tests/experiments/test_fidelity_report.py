@@ -69,3 +69,25 @@ def test_record_margin_widens_the_start_spread_to_the_live_servers(tmp_path: Pat
     # recording validation notes leaves the profile's digest, and so the policies tuned on it, as they were
     assert load_profile(profile).digest() == load_profile(ROOT / "profiles" / "smollm2-135m-cpu.json").digest()
     assert load_profile(profile).digest() == load_policy(out / "tuned.json").provenance.profile_sha256
+
+
+def test_the_study_refuses_bad_inputs_in_one_line_before_starting_a_server(tmp_path: Path) -> None:
+    import json
+
+    tuned = json.loads((STUDY / "study2" / "tuned.json").read_text())
+    tuned["provenance"]["profile_sha256"] = "0" * 64
+    (tmp_path / "tuned.json").write_text(json.dumps(tuned))
+    cases = [
+        (["--profile", str(tmp_path / "missing.json")], "missing.json"),
+        (["--profile", str(ROOT / "profiles" / "smollm2-135m-cpu.json"), "--tuned", str(tmp_path / "tuned.json")],
+         "tuned on profile 000000000000"),
+        (["--profile", str(ROOT / "profiles" / "smollm2-135m-cpu.json"), "--drafter", "eagle"], "'eagle' is not in"),
+    ]
+    for args, msg in cases:
+        res = subprocess.run([sys.executable, str(STUDY / "study.py"), *args, "--out", str(tmp_path / "out")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert res.returncode == 1, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("study.py: error:") and msg in lines[0], res.stderr
+        assert "Traceback" not in res.stderr
+    assert not (tmp_path / "out" / "runs").exists()  # nothing started, nothing half-written
