@@ -79,9 +79,11 @@ def _prefill_curve(model: stepfit.FittedModel, tokens: Sequence[int]) -> Prefill
     return PrefillCurve(tokens=list(tokens), step_ms=vals)
 
 
-def cost_model(records: Mapping[str, dict[str, Any]], k_max: int) -> tuple[TargetCost, dict[str, Any],
-                                                                           stepfit.FittedModel]:
-    """The target's cost (composition model + derived tables), the fit report and the model."""
+def cost_model(records: Mapping[str, dict[str, Any]], k_max: int,
+               probe: Sequence[tuple[int, int]] = ((1, 64), (16, 64))) -> tuple[TargetCost, dict[str, Any],
+                                                                                stepfit.FittedModel]:
+    """The target's cost (composition model + derived tables), the fit report and the model; the start
+    spread is measured on the `probe` decode workloads (batch, context) of every plain-engine start."""
     ss = samples(records)
     if not ss:
         raise SpecsimError("the checkpoint holds no recorded steps: nothing to fit")
@@ -98,11 +100,12 @@ def cost_model(records: Mapping[str, dict[str, Any]], k_max: int) -> tuple[Targe
         report["heldout_workload_mean_abs_rel_error"] = round(
             float(np.average([v["workload_mean_abs_rel_error"] for v in held],
                              weights=[v["workloads"] for v in held])), 4)
-    probe_labels = ("decode/b1-c64", "decode/b16-c64")
+    probe_labels = tuple(f"decode/b{b}-c{c}" for b, c in probe)
+    # the same probe workloads on every start of the plain engine: its repeats (plan.cost_starts) and probe starts
     spread_samples = [s for s in ss if s.label.endswith(probe_labels) and (
-        "/plain/" in s.label or "/probe" in s.label)]
+        keys.engine_kind(s.label.split("/")[1]) == "plain" or "/probe" in s.label)]
     spread = stepfit.start_spread(model, spread_samples)
-    starts = sorted({s.start for s in spread_samples})
+    starts = stepfit.spread_starts(spread_samples)
     report["start_spread"] = {"starts": len(starts), "relative": spread}
     x = np.stack([s.feats for s in ss])
     measured = {"tokens": float(x[:, stepfit.TOKENS].max()), "requests": float(x[:, stepfit.REQUESTS].max()),
@@ -250,7 +253,7 @@ def assemble(records: Mapping[str, dict[str, Any]], cfg: Any, prompts: Sequence[
     """The profile from a run's records (see module docstring)."""
     if cfg.skip_costs:
         raise SpecsimError("--skip-costs cannot build a complete profile")
-    target, report, model = cost_model(records, cfg.k_max)
+    target, report, model = cost_model(records, cfg.k_max, cfg.plan.probe)
     engines = {k[len(keys.ENGINE):]: {kk: v for kk, v in r.items() if kk != "key"}
                for k, r in records.items() if k.startswith(keys.ENGINE)}
     kv = next((e["kv"] for e in engines.values() if "dtype" in e.get("kv", {})), {})

@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--served-requests", type=int, default=None, help="requests per served-traffic workload")
     p.add_argument("--probe-starts", type=int, default=None,
                    help="extra engine starts measuring the start-to-start spread")
+    p.add_argument("--cost-starts", type=int, default=None,
+                   help="fresh starts of the plain and K-probe engines that each measure the whole cost grid "
+                        "(default 1; each one adds most of the profile's time again)")
     p.add_argument("--temperature", type=float, default=_D.temperature,
                    help="0 = greedy traces (r); > 0 = sampled traces (p, pj) from teacher-forced top-k log-probs")
     p.add_argument("--logprobs", type=int, default=_D.logprobs_k,
@@ -125,6 +128,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         if args.probe_starts < 0:
             raise SpecsimError("--probe-starts must be >= 0")
         plan.probe_starts = args.probe_starts
+    if args.cost_starts is not None:
+        if args.cost_starts < 1:
+            raise SpecsimError("--cost-starts must be >= 1")
+        plan.cost_starts = args.cost_starts
     return ProfileConfig(
         model=args.model, drafters=args.drafter or ["ngram"], prompts=args.prompts,
         num_prompts=args.num_prompts or None, crosscheck_prompts=args.crosscheck_prompts,
@@ -195,7 +202,7 @@ def _already_done(prof: Any, phase: str) -> int:
     if phase == "reference":
         return sum(1 for k in recs if k.startswith(keys.REFERENCE))
     if phase in ("plain", "kprobe"):
-        return sum(1 for k in recs if k.startswith(f"{keys.WORKLOAD}{phase}/")) + (
+        return sum(1 for k in recs if k.startswith(keys.WORKLOAD) and keys.engine_kind(k.split("/")[1]) == phase) + (
             sum(1 for k in recs if k.startswith(keys.CROSSCHECK)) if phase == "kprobe" else 0)
     if phase == "probe":
         return sum(1 for k in recs if k.startswith(f"{keys.WORKLOAD}probe"))

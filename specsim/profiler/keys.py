@@ -19,6 +19,16 @@ def engine(label: str, n: int) -> str:
     return f"{ENGINE}{n:02d}-{label}"
 
 
+def repeat(engine_name: str, start: int) -> str:
+    """The name of the `start`-th repeat of an engine's cost grid: plain, plain@1, plain@2, ..."""
+    return engine_name if start == 0 else f"{engine_name}@{start}"
+
+
+def engine_kind(engine_name: str) -> str:
+    """The engine a (possibly repeated) engine name runs: plain@1 -> plain."""
+    return engine_name.split("@", 1)[0]
+
+
 def workload(engine_name: str, kind: str, point: str) -> str:
     """One finished workload's recorded steps, e.g. workload/plain/decode/b8-c64."""
     return f"{WORKLOAD}{engine_name}/{kind}/{point}"

@@ -49,6 +49,11 @@ class MeasurePlan:
     served_max_tokens: int = 128
     probe_starts: int = 2
     """Extra starts of the plain engine that only run the probe (start-to-start spread)."""
+    cost_starts: int = 1
+    """Starts of the plain and K-probe engines that each measure their whole cost grid; the fit pools
+    them, and the start spread is measured over all of them. NOTE: one by default, because each start
+    adds most of the profile's time again (about 40 minutes here); the spread a single start leaves is
+    recorded (probe starts, and the live spread a fidelity study writes), not hidden."""
     probe: list[tuple[int, int]] = field(default_factory=lambda: [(1, 64), (16, 64)])
 
     def to_dict(self) -> dict[str, Any]:

@@ -159,6 +159,8 @@ class Profiler:
             u["plain"] = n + n_mixed + n_served + len(p.cached_prefill) + len(p.cached_prefill_heldout)
             u["kprobe"] = len(p.decode) + len(p.decode_heldout) + n_mixed * len([k for k in p.mixed_ks if k]) + n_served
             u["probe"] = p.probe_starts * len(p.probe)
+            u["plain"] += (p.cost_starts - 1) * (n + n_mixed + n_served)
+            u["kprobe"] *= p.cost_starts
             for d in self.drafters:
                 if d.method in ("suffix", "ngram"):
                     u["drafters"] += n_served
@@ -226,7 +228,7 @@ class Profiler:
             w = workloads.decode(llm, prompts, (steps + 2) * (1 + max(ks)), key, {"batch": b, "context": c, "ks": ks},
                                  on_step, max_steps=steps + 1)
             self._save(key, reader, w, drafter, held)
-            self.advance(engine, f"decode B={b} C={c}")
+            self.advance(keys.engine_kind(engine), f"decode B={b} C={c}")
 
     def _prefill_workloads(self, llm: Any, reader: StepReader, engine: str) -> None:
         p = self.cfg.plan
@@ -237,7 +239,7 @@ class Profiler:
                 continue
             w = workloads.prefill(llm, filler_ids(tok, t, offset=7), key, {"tokens": t})
             self._save(key, reader, w, None, held)
-            self.advance(engine, f"prefill {t} tokens")
+            self.advance(keys.engine_kind(engine), f"prefill {t} tokens")
 
     def _mixed_workloads(self, llm: Any, reader: StepReader, engine: str, k: int, probe_file: Path | None,
                          drafter: str | None) -> None:
@@ -257,7 +259,7 @@ class Profiler:
             w = workloads.mixed(llm, [filler_ids(tok, 64, offset=j) for j in range(b)], 3 * 4 + chunks + 8,
                                 arrivals, key, {"decoders": b, "arrival_tokens": t, "k": k})
             self._save(key, reader, w, drafter, held)
-            self.advance(engine, f"mixed B={b} + {t}-token prompts, K={k}")
+            self.advance(keys.engine_kind(engine), f"mixed B={b} + {t}-token prompts, K={k}")
 
     def _served_workloads(self, llm: Any, reader: StepReader, engine: str, drafter: str | None) -> None:
         p = self.cfg.plan
@@ -279,7 +281,7 @@ class Profiler:
             self._note_load()
             w, _ = workloads.served(llm, arrivals, key, {"rate": rate, "requests": p.served_requests})
             self._save(key, reader, w, drafter, held)
-            self.advance(engine, f"served traffic at {rate:g} req/s")
+            self.advance(keys.engine_kind(engine), f"served traffic at {rate:g} req/s")
 
     def _warmup(self, llm: Any) -> None:
         tok = llm.get_tokenizer()
@@ -297,52 +299,57 @@ class Profiler:
         dec = [f"b{b}-c{c}" for b, c in p.decode + p.decode_heldout]
         mixed = [f"b{b}-t{t}" for b, t in p.mixed + p.mixed_heldout]
         served = [f"r{r:g}" for r in p.served_rates + p.served_heldout]
-        if name == "plain":
+        kind = keys.engine_kind(name)
+        if kind == "plain":
             out += [keys.workload(name, "decode", d) for d in dec]
             out += [keys.workload(name, "prefill", f"t{t}") for t in p.prefill + p.prefill_heldout]
             out += [keys.workload(name, "mixed", f"k0-{m}") for m in mixed]
             out += [keys.workload(name, "served", s) for s in served]
-        elif name == "kprobe":
+        elif kind == "kprobe":
             out += [keys.workload(name, "decode", d) for d in dec]
             out += [keys.workload(name, "mixed", f"k{k}-{m}") for k in p.mixed_ks if k for m in mixed]
             out += [keys.workload(name, "served", s) for s in served]
         return out
 
-    def _plain(self) -> None:
+    def _plain(self, start: int = 0) -> None:
+        """The plain engine; `start` > 0 is a repeat of its cost grid on a fresh engine (plan.cost_starts)."""
         cfg = self.cfg
-        need_ref = not cfg.skip_acceptance and any(
+        name = keys.repeat("plain", start)
+        need_ref = start == 0 and not cfg.skip_acceptance and any(
             not self.ckpt.done(keys.reference(q.prompt_id)) for q in self.prompts)
-        if not need_ref and self._engine_done("plain"):
+        if not need_ref and self._engine_done(name):
             return
-        llm, reader, logger = self._start("plain")
+        llm, reader, logger = self._start(name)
         try:
             self._warmup(llm)
             if need_ref:
                 self._reference(llm)
             if not cfg.skip_costs:
-                self._decode_workloads(llm, reader, "plain", [0], None, None)
-                self._prefill_workloads(llm, reader, "plain")
-                self._mixed_workloads(llm, reader, "plain", 0, None, None)
-                self._served_workloads(llm, reader, "plain", None)
+                self._decode_workloads(llm, reader, name, [0], None, None)
+                self._prefill_workloads(llm, reader, name)
+                self._mixed_workloads(llm, reader, name, 0, None, None)
+                self._served_workloads(llm, reader, name, None)
         finally:
             shutdown(llm)
 
-    def _kprobe(self) -> None:
+    def _kprobe(self, start: int = 0) -> None:
+        """The K-probe engine; `start` > 0 is a repeat of its cost grid on a fresh engine (plan.cost_starts)."""
         from specsim.profiler.kprobe import ENV as PROBE_ENV
         from specsim.profiler.kprobe import PROPOSER, set_probe
 
         cfg = self.cfg
+        name = keys.repeat("kprobe", start)
         ngram = next((d for d in self.drafters if d.method == "ngram"), None)
-        need_check = (not cfg.skip_acceptance and cfg.temperature == 0 and ngram is not None
+        need_check = (start == 0 and not cfg.skip_acceptance and cfg.temperature == 0 and ngram is not None
                       and not self.ckpt.done(keys.crosscheck(ngram.name)))
-        if not need_check and self._engine_done("kprobe"):
+        if not need_check and self._engine_done(name):
             return
         probe = self.logdir / "kprobe.json"
         os.environ[PROBE_ENV] = str(probe)
         lookup = (int(ngram.params["prompt_lookup_min"]), int(ngram.params["prompt_lookup_max"])) if ngram else (2, 4)
         set_probe(probe, cfg.k_max, "ngram", lookup)
         spec = {"method": "custom_class", "model": PROPOSER, "num_speculative_tokens": cfg.k_max}
-        llm, reader, logger = self._start("kprobe", spec, detailed=need_check)
+        llm, reader, logger = self._start(name, spec, detailed=need_check)
         try:
             self._warmup(llm)
             if need_check and ngram is not None:
@@ -350,15 +357,15 @@ class Profiler:
                 self._crosscheck(llm, logger, ngram)
             if not cfg.skip_costs:
                 ks = sorted(set(cfg.plan.ks))
-                self._decode_workloads(llm, reader, "kprobe", ks, probe, None)
+                self._decode_workloads(llm, reader, name, ks, probe, None)
                 for k in cfg.plan.mixed_ks:
                     if k:
-                        self._mixed_workloads(llm, reader, "kprobe", k, probe, None)
+                        self._mixed_workloads(llm, reader, name, k, probe, None)
                 set_probe(probe, cfg.k_max, "ngram", lookup)
                 # NOTE: labelled as the probe, not as the n-gram drafter: the drafter's own terms come
                 # from its real engine (_served_engine), which costs up to 5% more or less per step
                 # than the probe at the same composition (experiments/fidelity/proposer_check.py)
-                self._served_workloads(llm, reader, "kprobe", keys.KPROBE_DRAFTER)
+                self._served_workloads(llm, reader, name, keys.KPROBE_DRAFTER)
         finally:
             shutdown(llm)
 
@@ -556,6 +563,11 @@ class Profiler:
         self._drafter_engines()
         self._cached_prefill()
         self._probes()
+        # NOTE: the repeats come last, hours after the first starts: this machine's speed wanders over
+        # minutes (benchmarks/host_stability.py), so a repeat far apart in time averages more of it
+        for start in range(1, self.cfg.plan.cost_starts):
+            self._plain(start)
+            self._kprobe(start)
         return assemble(self.ckpt.records, self.cfg, self.prompts, self.drafters, self.ckpt.get(keys.CONTEXT))
 
     def context(self) -> dict[str, Any]:

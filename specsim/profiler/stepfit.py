@@ -227,12 +227,24 @@ def errors(model: FittedModel, samples: Sequence[Sample]) -> dict[str, dict[str,
     return out
 
 
+MIN_SPREAD_STEPS = 5
+"""An engine start counts towards the start spread when it recorded at least this many probe steps."""
+
+
+def spread_starts(samples: Sequence[Sample]) -> list[int]:
+    """The engine starts with enough probe steps to count towards the start spread."""
+    counts: dict[int, int] = {}
+    for s in samples:
+        counts[s.start] = counts.get(s.start, 0) + 1
+    return sorted(k for k, n in counts.items() if n >= MIN_SPREAD_STEPS)
+
+
 def start_spread(model: FittedModel, samples: Sequence[Sample]) -> float | None:
     """Half the range of the per-start median ratio measured / predicted, over their mean."""
     by_start: dict[int, list[float]] = {}
     for s in samples:
         by_start.setdefault(s.start, []).append(s.period_ms / model.predict(s.feats, s.drafter))
-    return spread_of_medians([float(np.median(v)) for v in by_start.values() if len(v) >= 5])
+    return spread_of_medians([float(np.median(v)) for v in by_start.values() if len(v) >= MIN_SPREAD_STEPS])
 
 
 def spread_of_medians(medians: Sequence[float]) -> float | None:

@@ -3,7 +3,7 @@
 Checks the three promises of the profiler: greedy outputs with and without speculation are
 identical token for token; step time grows with batch size; replaying r[pos] reproduces vLLM's
 own acceptance counters (drafts, draft tokens, accepted tokens) for the same run within 2%.
-One profiling run (two engines: K=0 and K=3) is shared by the whole module.
+One profiling run (two engines, K=0 and K=3, each started twice) is shared by the whole module.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):
                        prefill=[16, 128], prefill_heldout=[64], mixed=[(2, 64)], mixed_heldout=[], mixed_ks=[0, K],
                        cached_prefill=[(256, 32), (128, 96)], cached_prefill_heldout=[(256, 64)],
                        served_rates=[6.0], served_heldout=[], served_requests=6, served_max_tokens=16,
-                       probe_starts=0, probe=[(1, 32)])
+                       probe_starts=0, probe=[(1, 32), (8, 32)], cost_starts=2)
     # eager keeps the test's engine starts short; the default model as its own draft model exercises
     # the teacher-forced draft_model path
     cfg = ProfileConfig(model="default", drafters=["ngram", "draft_model:default"], prompts="builtin", num_prompts=6,
@@ -71,6 +71,23 @@ def test_step_time_grows_with_batch_and_the_fit_reports_every_kind(run) -> None:
     kv = profile.target.kv
     assert kv is not None and kv.blocks > 100 and kv.bytes_per_block and kv.space_gib
     assert profile.target.mode is not None and profile.target.mode.compiled is False
+
+
+def test_every_cost_point_is_measured_on_two_engine_starts_and_pooled(run) -> None:
+    from specsim.profiler import keys
+
+    prof, profile, _ = run
+    recs = prof.ckpt.records
+    for engine in ("plain", "kprobe"):
+        first = {k.split("/", 2)[2]: r for k, r in recs.items() if k.startswith(f"{keys.WORKLOAD}{engine}/")}
+        again = {k.split("/", 2)[2]: r for k, r in recs.items() if k.startswith(f"{keys.WORKLOAD}{engine}@1/")}
+        assert first and set(first) == set(again)  # the whole grid, again
+        assert {r["start"] for r in first.values()}.isdisjoint({r["start"] for r in again.values()})
+    fit = profile.metadata.fit
+    assert fit["steps"] == sum(len(r["steps"]) for k, r in recs.items() if k.startswith(keys.WORKLOAD))
+    # the spread is measured between the plain engine's two starts (no probe starts in this plan)
+    assert fit["start_spread"]["starts"] == 2
+    assert profile.target.start_spread == fit["start_spread"]["relative"] is not None
 
 
 def test_ngram_is_costed_by_its_own_engine(run) -> None:
