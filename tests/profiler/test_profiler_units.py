@@ -310,3 +310,13 @@ def test_sampled_summary() -> None:
     prof.metadata.acceptance_check = {"note": "no cross-check for sampled traces"}
     assert acceptance_summary(prof)["ngram"]["code"] == [pytest.approx(2.0), pytest.approx(2.5)]
     print_summary(prof)  # must not fail on a non-dict check entry
+
+
+def test_a_larger_cost_starts_resumes_the_same_checkpoint() -> None:
+    from specsim.profiler.config import ProfileConfig
+    from specsim.profiler.plan import MeasurePlan
+
+    one, two = ProfileConfig(plan=MeasurePlan(cost_starts=1)), ProfileConfig(plan=MeasurePlan(cost_starts=2))
+    assert one.fingerprint() == two.fingerprint()  # repeats are keyed apart: only the new starts run
+    other = ProfileConfig(plan=MeasurePlan(steps_per_k=3))
+    assert other.fingerprint() != one.fingerprint()
