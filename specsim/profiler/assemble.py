@@ -104,9 +104,9 @@ def cost_model(records: Mapping[str, dict[str, Any]], k_max: int,
     # the same probe workloads on every start of the plain engine: its repeats (plan.cost_starts) and probe starts
     spread_samples = [s for s in ss if s.label.endswith(probe_labels) and (
         keys.engine_kind(s.label.split("/")[1]) == "plain" or "/probe" in s.label)]
-    spread = stepfit.start_spread(model, spread_samples)
-    starts = stepfit.spread_starts(spread_samples)
-    report["start_spread"] = {"starts": len(starts), "relative": spread}
+    medians = stepfit.start_medians(model, spread_samples)
+    spread = stepfit.spread_of_medians(list(medians.values()))
+    report["start_spread"] = {"starts": len(medians), "relative": spread}
     x = np.stack([s.feats for s in ss])
     measured = {"tokens": float(x[:, stepfit.TOKENS].max()), "requests": float(x[:, stepfit.REQUESTS].max()),
                 "context": float(x[:, stepfit.MAXCTX].max())}

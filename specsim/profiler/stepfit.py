@@ -231,20 +231,17 @@ MIN_SPREAD_STEPS = 5
 """An engine start counts towards the start spread when it recorded at least this many probe steps."""
 
 
-def spread_starts(samples: Sequence[Sample]) -> list[int]:
-    """The engine starts with enough probe steps to count towards the start spread."""
-    counts: dict[int, int] = {}
+def start_medians(model: FittedModel, samples: Sequence[Sample]) -> dict[int, float]:
+    """Per engine start with enough probe steps: the median ratio of measured to predicted period."""
+    by_start: dict[int, list[float]] = {}
     for s in samples:
-        counts[s.start] = counts.get(s.start, 0) + 1
-    return sorted(k for k, n in counts.items() if n >= MIN_SPREAD_STEPS)
+        by_start.setdefault(s.start, []).append(s.period_ms / model.predict(s.feats, s.drafter))
+    return {k: float(np.median(v)) for k, v in sorted(by_start.items()) if len(v) >= MIN_SPREAD_STEPS}
 
 
 def start_spread(model: FittedModel, samples: Sequence[Sample]) -> float | None:
     """Half the range of the per-start median ratio measured / predicted, over their mean."""
-    by_start: dict[int, list[float]] = {}
-    for s in samples:
-        by_start.setdefault(s.start, []).append(s.period_ms / model.predict(s.feats, s.drafter))
-    return spread_of_medians([float(np.median(v)) for v in by_start.values() if len(v) >= MIN_SPREAD_STEPS])
+    return spread_of_medians(list(start_medians(model, samples).values()))
 
 
 def spread_of_medians(medians: Sequence[float]) -> float | None:
