@@ -1,14 +1,20 @@
 """The study runner: Optuna TPE (one objective) or NSGA-II (pareto), pruning on a traffic prefix,
 any number of worker processes sharing one storage, and a progress bar with the best value so far.
 
-Every worker runs the same loop: while fewer than N trials are finished or running, ask a trial,
-simulate its policy (first on a prefix of the traffic, pruning hopeless ones), tell the result.
+Every worker runs the same loop: while fewer than N trials are finished, running or queued, ask a
+trial, simulate its policy (first on a prefix of the traffic, pruning hopeless ones), tell the result.
 Trial numbers come from the storage, so workers never duplicate or lose a trial; a trial left
 RUNNING by a killed worker is marked failed and its parameters re-queued (`recover_orphans`).
+
+The budget is exact however many workers race for the last slot: trial numbers are the storage's
+creation order, so after `ask` a worker counts the budget-holding trials numbered below its own and,
+when N are there already, withdraws its trial (FAIL, "over budget", not counted) instead of running it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,6 +44,9 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 TASK_ATTR = "specsim_task"
 _MISSING = object()
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+NOT_COUNTED = ("worker died", "interrupted", "over budget", "too few workers")
+"""`failed_because` reasons of trials that hold no place in the budget (their parameters, if any, are
+re-queued or were never drawn)."""
 
 
 @dataclass
@@ -55,6 +64,12 @@ class StudySettings:
     progress: bool = True
     wait_s: float = 600.0
     """How long `tune` waits for other workers' running trials before choosing the best."""
+    min_workers: int = 1
+    """Processes (this one, `--jobs` children and `tune-worker`s) that must each have claimed a trial
+    before any of them runs one: a study that must spread over that many processes (stored in the
+    study, so every worker follows it)."""
+    worker_wait_s: float = 600.0
+    """How long a process waits for `min_workers` processes to join before it gives up."""
 
 
 @dataclass
@@ -77,6 +92,10 @@ class TaskSpec:
     """Prune a trial whose prefix value falls below this percentile of earlier trials (every worker)."""
     startup_trials: int | None = None
     """Random trials before TPE samples (None: from n_trials, see `make_sampler`), for every worker."""
+    min_workers: int = 1
+    """See `StudySettings.min_workers`."""
+    worker_wait_s: float = 600.0
+    """See `StudySettings.worker_wait_s`."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> str:
@@ -158,7 +177,8 @@ def open_study(
         if task is not None and stored is not None:
             # how the search runs may change on resume (not what a trial is worth): workers follow it
             search = {"n_trials": task.n_trials, "prune_percentile": task.prune_percentile,
-                      "startup_trials": task.startup_trials}
+                      "startup_trials": task.startup_trials, "min_workers": task.min_workers,
+                      "worker_wait_s": task.worker_wait_s}
             if any(stored.get(k, _MISSING) != v for k, v in search.items()):
                 study.set_user_attr(TASK_ATTR, {**stored, **search})
         return study
@@ -179,18 +199,37 @@ def stored_task(study: optuna.Study) -> TaskSpec:
     if not d:
         raise SpecsimError(f"study {study.study_name!r} was not created by specsim tune (no task stored)")
     d.pop("identity", None)
-    return TaskSpec(**d)
+    known = {f.name for f in dataclasses.fields(TaskSpec)}
+    return TaskSpec(**{k: v for k, v in d.items() if k in known})
+
+
+def holds_budget(t: FrozenTrial) -> bool:
+    """True for a trial that takes a place in the budget: finished, running, queued, or failed for a
+    reason of its own (a point the simulator refuses); not one withdrawn, interrupted or orphaned."""
+    if t.state == TrialState.FAIL:
+        return t.user_attrs.get("failed_because") not in NOT_COUNTED
+    return True
 
 
 def budget_used(study: optuna.Study) -> int:
-    """Trials that count against the budget: finished, running, or failed for a reason other than a dead worker."""
-    n = 0
-    for t in study.get_trials(deepcopy=False):
-        if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
-            n += 1
-        elif t.state == TrialState.FAIL and t.user_attrs.get("failed_because") != "worker died":
-            n += 1
-    return n
+    """Trials that count against the budget (`holds_budget`)."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if holds_budget(t))
+
+
+def over_budget(study: optuna.Study, number: int, n_trials: int) -> bool:
+    """True when `n_trials` budget-holding trials were created before trial `number`.
+
+    NOTE: trial numbers are assigned by the storage in creation order (RDBStorage counts the study's
+    earlier rows; JournalStorage replays its log in order), so every worker sees the same trials below
+    its own number once it holds one: of several workers racing for the last place, exactly the
+    earliest keeps it."""
+    below = sum(1 for t in study.get_trials(deepcopy=False) if t.number < number and holds_budget(t))
+    return below >= n_trials
+
+
+def workers_joined(study: optuna.Study) -> int:
+    """Distinct processes that have claimed a trial of the study."""
+    return len({t.user_attrs["worker"] for t in study.get_trials(deepcopy=False) if "worker" in t.user_attrs})
 
 
 def policy_key(policy: Policy) -> str:
@@ -202,11 +241,15 @@ def policy_key(policy: Policy) -> str:
 class TrialRunner:
     """Runs trials of one study in this process, re-using evaluations of identical policies."""
 
-    def __init__(self, study: optuna.Study, ev: Evaluator, space: SearchSpace, n_trials: int) -> None:
+    def __init__(self, study: optuna.Study, ev: Evaluator, space: SearchSpace, n_trials: int,
+                 min_workers: int = 1, worker_wait_s: float = 600.0) -> None:
         self.study = study
         self.ev = ev
         self.space = space
         self.n_trials = n_trials
+        self.min_workers = min_workers
+        self.worker_wait_s = worker_wait_s
+        self._joined = min_workers <= 1
         self.multi = ev.objective.multi
         self._full: dict[str, tuple[list[float], dict[str, float]]] = {}
         self._prefix: dict[str, list[float]] = {}
@@ -221,12 +264,34 @@ class TrialRunner:
                 return list(t.values), dict(t.user_attrs["metrics"])
         return None
 
+    def _wait_for_workers(self, trial: optuna.Trial) -> None:
+        """Hold this process's first trial until `min_workers` processes have each claimed one."""
+        end = time.monotonic() + self.worker_wait_s
+        while (n := workers_joined(self.study)) < self.min_workers:
+            if time.monotonic() > end:
+                trial.set_user_attr("failed_because", "too few workers")
+                self.study.tell(trial, state=TrialState.FAIL)
+                raise SpecsimError(f"only {n} of {self.min_workers} worker processes joined study "
+                                   f"{self.study.study_name!r} within {self.worker_wait_s:g} s")
+            time.sleep(0.05)
+        self._joined = True
+
     def run_one(self) -> FrozenTrial | None:
         """Ask, evaluate and tell one trial; None when the budget is used up."""
-        if budget_used(self.study) >= self.n_trials:
-            return None
-        trial = self.study.ask()
-        trial.set_user_attr("worker", worker_id())
+        while True:
+            trials = self.study.get_trials(deepcopy=False)
+            waiting = any(t.state == TrialState.WAITING for t in trials)
+            if not waiting and sum(1 for t in trials if holds_budget(t)) >= self.n_trials:
+                return None
+            trial = self.study.ask()
+            trial.set_user_attr("worker", worker_id())
+            if not over_budget(self.study, trial.number, self.n_trials):
+                break
+            # another worker took the last place first: this trial never runs
+            trial.set_user_attr("failed_because", "over budget")
+            self.study.tell(trial, state=TrialState.FAIL)
+        if not self._joined:
+            self._wait_for_workers(trial)
         try:
             params = self.space.suggest(trial)
             policy = self.space.policy(params, self.ev.profile)
@@ -255,8 +320,13 @@ class TrialRunner:
         except SpecsimError as exc:  # a point the simulator refuses (e.g. KV cache too small): fail it
             trial.set_user_attr("failed_because", str(exc))
             return self.study.tell(trial, state=TrialState.FAIL)
-        except BaseException:
-            self.study.tell(trial, state=TrialState.FAIL)
+        except BaseException:  # Ctrl-C or a kill: the trial is re-queued and keeps no place in the budget
+            with contextlib.suppress(Exception):
+                trial.set_user_attr("failed_because", "interrupted")
+                self.study.tell(trial, state=TrialState.FAIL)
+                if trial.params:
+                    self.study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number},
+                                             skip_if_exists=False)
             raise
 
     def loop(self, on_trial: Callable[[FrozenTrial], None] | None = None) -> None:
@@ -327,7 +397,7 @@ def _child(storage_url: str, name: str, ev: Evaluator, space: SearchSpace, task:
         seed = settings.seed * 1000 + index + 1
         sampler, pruner = search_for(task, ev.objective, ev.prefix is not None, seed)
         study = optuna.load_study(study_name=name, storage=open_storage(storage_url), sampler=sampler, pruner=pruner)
-        TrialRunner(study, ev, space, task.n_trials).loop()
+        TrialRunner(study, ev, space, task.n_trials, task.min_workers, task.worker_wait_s).loop()
     except BaseException as exc:  # report in one line, exit non-zero
         print(f"specsim tune worker {index}: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1
@@ -361,7 +431,7 @@ def run_study(ev: Evaluator, space: SearchSpace, task: TaskSpec, settings: Study
         recover_orphans(study)
         with Progress(study, ev.objective, task.n_trials, settings.progress) as bar:
             if jobs == 1:
-                runner = TrialRunner(study, ev, space, task.n_trials)
+                runner = TrialRunner(study, ev, space, task.n_trials, task.min_workers, task.worker_wait_s)
                 runner.loop(on_trial=bar.update)
             else:
                 assert url is not None

@@ -125,6 +125,8 @@ def tune(
         extra={"traffic_time_unit": traffic_time_unit} if traffic_time_unit else {},
         prune_percentile=settings.prune_percentile,
         startup_trials=settings.startup_trials,
+        min_workers=settings.min_workers,
+        worker_wait_s=settings.worker_wait_s,
     )
     study = run_study(ev, space, task, settings)
     return finish(study, ev, space, base, settings, validated_margin(profile) if margin is None else margin,

@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -71,12 +72,14 @@ def test_kill_9_then_resume_loses_no_finished_trial(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["journal", "sqlite"])
 def test_two_workers_share_a_study_without_duplicates_or_losses(tmp_path: Path, kind: str) -> None:
+    """Deterministic whatever the machine's speed: with --min-workers 2 each process claims a trial and
+    holds it until the other has claimed one, so both run trials even when the study takes a second."""
     prof, traf = write_inputs(tmp_path, n=100)
     url = f"journal:{tmp_path / 'study.log'}" if kind == "journal" else f"sqlite:///{tmp_path / 'study.db'}"
     n_trials = 24
     main = popen("tune", "--profile", str(prof), "--traffic", str(traf), "--trials", str(n_trials),
                  "--storage", url, "--study", "shared", "--out", str(tmp_path / "policy.json"),
-                 "--no-baselines", "--startup-trials", "6", *TUNE)
+                 "--no-baselines", "--startup-trials", "6", "--min-workers", "2", *TUNE)
     worker = popen("tune-worker", "--storage", url, "--study", "shared", "--no-progress", "--wait", "120")
     out_m, err_m = main.communicate(timeout=300)
     out_w, err_w = worker.communicate(timeout=300)
@@ -85,13 +88,69 @@ def test_two_workers_share_a_study_without_duplicates_or_losses(tmp_path: Path, 
     trials = _trials(url, "shared")
     numbers = sorted(t.number for t in trials)
     assert numbers == list(range(len(trials))), "trial numbers must be unique and contiguous"
-    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
-    # the budget is met; workers racing for the last slot may add at most one trial each
-    assert n_trials <= len(trials) <= n_trials + 1
-    owners = {t.user_attrs["worker"] for t in trials}
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    # the budget is exact: a worker that lost the race for the last place withdrew its trial unrun
+    assert len(finished) == n_trials, [(t.number, t.state, t.user_attrs.get("failed_because")) for t in trials]
+    others = [t for t in trials if t not in finished]
+    assert all(t.state == TrialState.FAIL and t.user_attrs["failed_because"] == "over budget" for t in others)
+    owners = {t.user_attrs["worker"] for t in finished}
     assert len(owners) == 2, f"both processes should have run trials, got {owners}"
     assert "worker done" in out_w
     assert (tmp_path / "policy.json").is_file()
+
+
+def test_min_workers_gives_up_with_one_line_when_nobody_joins(tmp_path: Path) -> None:
+    from specsim.tuner.study import NOT_COUNTED, TrialRunner, budget_used
+
+    study = optuna.create_study()
+    runner = TrialRunner.__new__(TrialRunner)
+    runner.study, runner.min_workers, runner.worker_wait_s, runner._joined = study, 2, 0.2, False
+    trial = study.ask()
+    trial.set_user_attr("worker", "here:1")
+    from specsim.errors import SpecsimError
+
+    with pytest.raises(SpecsimError, match="only 1 of 2 worker processes joined"):
+        runner._wait_for_workers(trial)
+    t = study.get_trials()[0]
+    assert t.state == TrialState.FAIL and t.user_attrs["failed_because"] in NOT_COUNTED
+    assert budget_used(study) == 0
+
+
+def _race_for_places(storage: optuna.storages.BaseStorage, places: int, ran: list[int], start: Any) -> None:
+    """One worker's loop over the budget rule `TrialRunner.run_one` applies (check, ask, withdraw if over)."""
+    from specsim.tuner.study import holds_budget, over_budget
+
+    st = optuna.load_study(study_name="race", storage=storage)
+    start.wait()
+    while True:
+        if sum(1 for t in st.get_trials(deepcopy=False) if holds_budget(t)) >= places:
+            return
+        trial = st.ask()
+        if over_budget(st, trial.number, places):
+            trial.set_user_attr("failed_because", "over budget")
+            st.tell(trial, state=TrialState.FAIL)
+            continue
+        ran.append(trial.number)
+        st.tell(trial, 1.0)
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat")
+def test_racing_workers_never_exceed_the_budget(tmp_path: Path) -> None:
+    """Four threads race one SQLite study for 5 places, five times over: exactly 5 run each time (before the
+    withdrawal rule, a check-then-ask loop ran up to 8)."""
+    import threading
+
+    for rep in range(5):
+        storage = open_storage(f"sqlite:///{tmp_path / f'race{rep}.db'}")
+        optuna.create_study(storage=storage, study_name="race")
+        ran: list[int] = []
+        start = threading.Barrier(4)
+        threads = [threading.Thread(target=_race_for_places, args=(storage, 5, ran, start)) for _ in range(4)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(60)
+        assert len(ran) == 5, (rep, ran)
 
 
 def _open(url: str) -> str:
