@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from specsim.errors import SpecsimError
 from specsim.formats._common import _Strict, load_document
+from specsim.formats.drafters import drafter_problem, normalized_params
 from specsim.io import atomic_write_text
 
 if TYPE_CHECKING:
@@ -38,6 +39,14 @@ class DrafterRef(_Strict):
     model: str | None = None
     """Draft model path (draft_model / eagle / mtp)."""
     params: dict[str, Any] = Field(default_factory=dict)
+    """Only the numeric or boolean settings `specsim.formats.drafters.METHODS` lists for the method."""
+
+    @model_validator(mode="after")
+    def _allowed(self) -> DrafterRef:
+        # NOTE: a policy must never name code: no custom_class, no parameter that replaces the method or model
+        if why := drafter_problem(self.method, self.model, self.params):
+            raise ValueError(why)
+        return self
 
     @classmethod
     def from_profile(cls, profile: Profile, name: str) -> DrafterRef:
@@ -418,17 +427,30 @@ def _show(x: Any) -> str:
 
 
 def check_drafter_matches(policy: Policy, profile: Profile) -> None:
-    """Refuse a policy whose drafter the profile measured under another method (e.g. name 'ngram',
-    method 'eagle3'): the simulation would use one drafter's costs and traces for another."""
+    """Refuse a policy whose drafter differs from the one the profile measured under that name: another
+    method (name 'ngram', method 'eagle3'), another draft model, or other parameters (n-gram lookup 7..9
+    where the profile measured 2..4). The simulation would use one drafter's costs and traces for another,
+    and the server would run a drafter nobody measured."""
     d = policy.drafter
     if d is None:
         return
     spec = profile.drafters.get(d.name)
-    if spec is not None and spec.method != d.method:
+    if spec is None:
+        return
+    if spec.method != d.method:
         raise SpecsimError(
             f"policy drafter {d.name!r} says method {d.method!r} but the profile measured {d.name!r} as "
             f"method {spec.method!r}; fix the policy's drafter.method or name"
         )
+    if d.model is not None and d.model != spec.model:  # None: unstated (the profile's; serve refuses it)
+        raise SpecsimError(f"policy drafter {d.name!r} names model {d.model!r} but the profile measured "
+                           f"{spec.model!r}; use the profile's drafter (specsim tune writes it)")
+    mine, theirs = normalized_params(d.method, d.params), normalized_params(spec.method, spec.params)
+    if mine != theirs:
+        diff = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        shown = ", ".join(f"{k} {mine.get(k)!r} (profile {theirs.get(k)!r})" for k in diff)
+        raise SpecsimError(f"policy drafter {d.name!r} differs from the profile's in {shown}: those change its "
+                           "costs and acceptance")
 
 
 class KController:

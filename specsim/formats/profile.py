@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from specsim.formats._common import _Strict, load_document
+from specsim.formats.drafters import drafter_problem
 from specsim.io import atomic_write_text
 
 SCHEMA = "specsim.profile"
@@ -313,6 +314,8 @@ class DrafterSpec(_Strict):
 
     @model_validator(mode="after")
     def _family_fits(self) -> DrafterSpec:
+        if why := drafter_problem(self.method, self.model, self.params):
+            raise ValueError(why)
         if self.family is not None and self.family.kind == "heads" and self.family.heads is not None \
                 and self.k_max > self.family.heads:
             raise ValueError(f"k_max {self.k_max} exceeds the drafter's {self.family.heads} heads")

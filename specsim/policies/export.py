@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specsim.errors import SpecsimError
+from specsim.formats.drafters import normalized_params
 from specsim.formats.policy import (
     SCHEDULE_TOP,
     Policy,
@@ -101,14 +102,10 @@ def expand_schedule(schedule: list[list[int]], max_batch: int, k_max: int) -> li
 
 
 def drafter_params(policy: Policy) -> dict[str, Any]:
-    """The drafter's vLLM parameters; ngram lookup sizes default to the profiler's 2..4."""
+    """The drafter's vLLM parameters (the allowlisted ones the policy validated); ngram lookup sizes
+    default to the profiler's 2..4."""
     assert policy.drafter is not None
-    params = dict(policy.drafter.params)
-    if policy.drafter.method == "ngram":
-        hi = int(params.get("prompt_lookup_max", 4))
-        lo = int(params.get("prompt_lookup_min", min(2, hi)))
-        params["prompt_lookup_min"], params["prompt_lookup_max"] = lo, max(lo, hi)
-    return params
+    return normalized_params(policy.drafter.method, policy.drafter.params)
 
 
 def policy_env_value(policy: Policy) -> str:
@@ -160,11 +157,11 @@ def to_vllm(policy: Policy, max_num_seqs: int | None = None, lossy: bool = False
             f"ngram proposer); the policy travels in ${POLICY_ENV}"
         )
     else:
-        cfg = {"method": d.method}
+        # NOTE: parameters first, then what they must never replace (method, model, K)
+        cfg = {**params, "method": d.method}
         if d.model is not None:
             cfg["model"] = d.model
         cfg["num_speculative_tokens"] = policy.max_k
-        cfg.update(params)
         sched = vllm_schedule(policy)
         if policy.queue is not None or not (len(sched) == 1 and sched[0][0] == 1 and sched[0][1] >= SCHEDULE_CAP):
             cfg["num_speculative_tokens_per_batch_size"] = sched
@@ -189,6 +186,9 @@ TRTLLM_SOURCE = "tensorrt_llm/llmapi/llm_args.py @0004396720054fd8e205cbf616f21f
 # File names the exports refer to; `specsim export --out-dir` writes them.
 SGLANG_ADAPTIVE_FILE = "specsim-sglang-adaptive.json"
 TRTLLM_OPTIONS_FILE = "specsim-trtllm.yaml"
+EXPORT_FILES = ("command.sh", SGLANG_ADAPTIVE_FILE, TRTLLM_OPTIONS_FILE)
+"""Every file `specsim export --out-dir` can write: one export's set (a file of an earlier export to another
+engine is removed, a file specsim did not write is left alone)."""
 
 
 def _refuse_or_note(exp: Export, problems: list[str], lossy: bool, what: str) -> None:

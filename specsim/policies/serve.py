@@ -11,13 +11,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from specsim.errors import SpecsimError
-from specsim.formats.policy import Policy
+from specsim.formats.policy import Policy, check_drafter_matches
 from specsim.formats.profile import Profile
 from specsim.policies.export import Export, to_vllm
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-# Arguments the policy owns; passing them after `--` would silently override it.
-POLICY_FLAGS = ("--speculative-config", "--speculative_config", "-sc")
+# Options specsim sets itself, in every spelling vLLM's FlexibleArgumentParser reads: `--x=v`, underscores
+# for dashes, dotted JSON fields (`--speculative-config.num_speculative_tokens 16`), and any unambiguous
+# prefix (argparse's allow_abbrev: `--hos 0.0.0.0` is --host). Passing one after `--` would override the
+# policy or bind where specsim did not (vllm/utils/argparse_utils.py, FlexibleArgumentParser.parse_args).
+OWNED_FLAGS = {
+    "--host": "specsim serve binds to loopback itself (use specsim's --host before --)",
+    "--port": "use specsim's --port before --",
+    "--uds": "specsim serve listens on a loopback TCP port only",
+    "--speculative-config": "the speculative config comes from the policy",
+    "-sc": "the speculative config comes from the policy",
+    "--scheduler-cls": "specsim sets the scheduler class (queue rule, step recording)",
+    "--model": "give the model with specsim's --model",
+    "--config": "a config file can set any option, the policy's and the bind address included",
+    "--no-enforce-eager": "specsim decides eager mode from the profile (--eager, --allow-mode-mismatch)",
+    "--headless": "specsim serve runs an API server",
+}
 
 
 def _flag_value(args: list[str], flag: str) -> str | None:
@@ -60,11 +74,7 @@ def check_against_profile(policy: Policy, profile: Profile, model: str) -> None:
     if spec is None:
         have = ", ".join(profile.drafters) or "none"
         raise SpecsimError(f"policy drafter {policy.drafter.name!r} is not in the profile (has: {have})")
-    if spec.method != policy.drafter.method:
-        raise SpecsimError(
-            f"policy drafter {policy.drafter.name!r} uses method {policy.drafter.method!r}, "
-            f"the profile measured {spec.method!r}"
-        )
+    check_drafter_matches(policy, profile)
     if policy.max_k > min(spec.k_max, profile.k_max):
         raise SpecsimError(f"policy uses K={policy.max_k}, above the profile's k_max {min(spec.k_max, profile.k_max)}")
 
@@ -81,11 +91,45 @@ def check_drafter(policy: Policy, model_path: Path, device: str) -> None:
     check_drafter_runnable(d.method, d.model, device, model_path)
 
 
+def owned_flag(arg: str) -> str | None:
+    """The option specsim owns that `arg` would set in vLLM's parser, or None."""
+    if not arg.startswith("-") or arg in ("-", "--"):
+        return None
+    name = arg.split("=", 1)[0]
+    if name.startswith("--"):
+        name = "--" + name[2:].replace("_", "-")
+    name = name.split(".", 1)[0].rstrip("+")
+    for flag in OWNED_FLAGS:
+        # exact, or an abbreviation argparse would expand to it (2+ characters after the dashes)
+        if name == flag or (flag.startswith("--") and len(name) >= 4 and flag.startswith(name)):
+            return flag
+    return None
+
+
+CHECKED_FLAGS = ("--max-num-seqs", "--max-num-batched-tokens", "--dtype", "--enforce-eager", "--max-model-len",
+                 "--seed", "--no-enable-prefix-caching", "--enable-prefix-caching")
+"""Options specsim compares with the policy and profile: they must be spelled out to be compared."""
+
+
 def check_extra_args(policy: Policy, extra: list[str]) -> None:
-    """Refuse extra vLLM arguments that contradict the policy."""
+    """Refuse extra vLLM arguments that contradict the policy or override what specsim sets."""
     for a in extra:
-        if a.split("=", 1)[0] in POLICY_FLAGS:
-            raise SpecsimError(f"{a.split('=', 1)[0]} comes from the policy; do not pass it after --")
+        name = "--" + a.split("=", 1)[0][2:].replace("_", "-") if a.startswith("--") else ""
+        short = next((f for f in CHECKED_FLAGS if name != f and len(name) >= 4 and f.startswith(name)
+                      and name not in CHECKED_FLAGS), None)
+        if short is not None:
+            raise SpecsimError(f"{a.split('=', 1)[0]} after --: write {short} in full (specsim checks it against "
+                               "the policy and profile)")
+        if "\0" in a or "\n" in a:
+            raise SpecsimError("vLLM arguments after -- must not hold NUL or newline characters")
+        flag = owned_flag(a)
+        if flag is not None:
+            shown = a.split("=", 1)[0]
+            raise SpecsimError(f"{shown} after -- is refused: {OWNED_FLAGS[flag]}")
+    for flag in ("--max-num-seqs", "--max-num-batched-tokens"):
+        value = _flag_value(extra, flag)
+        if value is not None and not (value.isascii() and value.isdigit() and 1 <= int(value) <= 1 << 40):
+            raise SpecsimError(f"{flag} after -- must be a positive integer, got {value!r}")
     want = policy.engine.max_num_seqs
     got = _flag_value(extra, "--max-num-seqs")
     if want is not None and got is not None and got != str(want):

@@ -62,11 +62,11 @@ def test_vllm_off_policy_has_no_speculative_config() -> None:
 
 
 def test_vllm_draft_model_keeps_model_and_params() -> None:
-    p = policy(drafter={"name": "d", "method": "draft_model", "model": "/models/draft", "params": {"x": 1}},
-               k_schedule=[[1, 8, 2]])
+    p = policy(drafter={"name": "d", "method": "draft_model", "model": "/models/draft",
+                                "params": {"draft_tensor_parallel_size": 1}}, k_schedule=[[1, 8, 2]])
     cfg = to_vllm(p).config
     assert cfg is not None
-    assert cfg["method"] == "draft_model" and cfg["model"] == "/models/draft" and cfg["x"] == 1
+    assert cfg["method"] == "draft_model" and cfg["model"] == "/models/draft" and cfg["draft_tensor_parallel_size"] == 1
 
 
 def test_vllm_hysteresis_and_floor_use_the_custom_proposer() -> None:
@@ -168,7 +168,8 @@ def test_sglang_family_is_adaptive_with_its_config_file() -> None:
                           "ceiling_coeff": 1.5}}
     for method in ("ngram", "draft_model"):  # SGLang adapts EAGLE / EAGLE3 (topk 1) only
         with pytest.raises(SpecsimError, match="only for EAGLE"):
-            to_sglang(Policy(drafter=DrafterRef(name="x", method=method, model="/d"), family="sglang", sglang=sg))
+            model = "/d" if method == "draft_model" else None
+            to_sglang(Policy(drafter=DrafterRef(name="x", method=method, model=model), family="sglang", sglang=sg))
     for target in ("vllm", "trtllm"):
         with pytest.raises(SpecsimError, match="export it --to sglang"):
             export(p, target)
