@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from specsim.io import add_force_arg, output_path
+
 REPO_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "smollm2-135m-cpu.json"
 ATTAINMENT = 0.95
 """'Under the SLO': at least this share of requests meets it (the demo's traces are short)."""
@@ -63,8 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--profile", type=Path, default=None, help="profile (default: the committed CPU profile)")
     p.add_argument("--traffic", type=Path, default=None,
                    help="traffic JSONL (default: the Azure conv trace's first requests, else synthetic)")
-    p.add_argument("--out", type=Path, default=Path("specsim-demo"),
+    p.add_argument("--out", type=output_path, default=Path("specsim-demo"),
                    help="folder for the report (default: %(default)s)")
+    add_force_arg(p)
     q = DemoConfig.quick()
     p.add_argument("--requests", type=int, default=None,
                    help=f"requests per load level (default: {d.requests}; {q.requests} with --quick)")
@@ -170,12 +173,12 @@ def place_loads(first: Any) -> dict[str, float]:
 
 # --- the run -----------------------------------------------------------------------------------
 def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traffic_path: Path | None = None,
-             say: Any = print, progress: bool = True) -> dict[str, Any]:
+             say: Any = print, progress: bool = True, force: bool = False) -> dict[str, Any]:
     """Run every step; write the report set into `out`; return what the report says."""
     from specsim.errors import SpecsimError
     from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import DrafterRef, Policy, save_policy
-    from specsim.io import atomic_write_text, check_output_dir, output_set
+    from specsim.io import atomic_write_text, check_output_folder, output_set
     from specsim.policies.export import to_vllm
     from specsim.simulator import simulate
     from specsim.tuner.loads import multi_load
@@ -185,7 +188,7 @@ def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traff
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
     from specsim.tuner.tune import tune
 
-    check_output_dir(out, "demo output folder")
+    check_output_folder(out, force, "demo output folder")
     profile, label = demo_profile(profile_path)
     say(f"profile: {label}")
     if notice := estimated_costs_notice(profile):
@@ -241,12 +244,12 @@ def run_demo(cfg: DemoConfig, out: Path, profile_path: Path | None = None, traff
              "chosen": result.chosen, "compare": compare, "findings": final.findings, "target_qps": target_qps,
              "serve": serve_line, "export_notes": exp.notes + exp.unsupported}
     sweep_dir = out / "sweep"
-    with output_set(out, DEMO_FILES) as files:
+    with output_set(out, DEMO_FILES, force=force, inputs=(profile_path, traffic_path)) as files:
         save_policy(policy, files.path("policy.json"))
         atomic_write_text(files.path("vllm-serve.sh"), "#!/bin/sh\n" + serve_line + "\n")
         plot_demo(final, loads, slo, files.path("demo.png"))
         atomic_write_text(files.path("report.md"), report(facts))
-    write_sweep(final, sweep_dir)
+    write_sweep(final, sweep_dir, force)
     for line in console_lines(facts):
         say(line)
     say(f"wrote {out / 'report.md'}, {out / 'demo.png'}, {out / 'policy.json'} and {sweep_dir}/")
@@ -358,5 +361,5 @@ def _cmd(args: argparse.Namespace) -> int:
         raise SpecsimError(f"--trials must lie in 1..10000, got {cfg.trials}")
     if not 0 <= cfg.seed < 1 << 32:
         raise SpecsimError(f"--seed must lie in 0..2^32-1, got {cfg.seed}")
-    run_demo(cfg, args.out, args.profile, args.traffic, progress=sys.stderr.isatty())
+    run_demo(cfg, args.out, args.profile, args.traffic, progress=sys.stderr.isatty(), force=args.force)
     return 0

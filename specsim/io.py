@@ -6,12 +6,19 @@
   complete set or the new run's, never a mix (docs/formats.md, "Output sets").
 - `raise_on_signals`: SIGTERM and SIGHUP raise `Terminated` (SIGINT already raises
   KeyboardInterrupt), so the `finally` blocks above remove their temporary files on a kill.
-- `check_output_file` / `check_output_dir`: refuse an unusable `--out` before any work is done.
+- `check_output_file` / `check_output_dir`: refuse an unusable `--out` before any work is done, an
+  empty one, or one that is also an input (`refuse_input_as_output`).
+
+An output folder records the files specsim wrote into it in `.specsim-outputs.json` (name -> size and
+modification time). A folder holding anything else is refused unless the user passes `--force`, and
+a file is only ever removed when that record says specsim wrote it and it is unchanged since.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -25,6 +32,8 @@ from specsim.errors import SpecsimError
 
 STAGING_PREFIX = ".specsim-partial-"
 """Hidden folders holding a run's files until they are moved into place."""
+MANIFEST = ".specsim-outputs.json"
+"""In an output folder: the files specsim wrote there, with the size and mtime it left them with."""
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGHUP", None)) if s is not None)
 _DEFERRED = tuple(s for s in (signal.SIGINT, *_SIGNALS))
 
@@ -122,10 +131,42 @@ def _probe_writable(folder: Path, target: Path, what: str) -> None:
     os.unlink(tmp)
 
 
+def output_path(text: str) -> Path:
+    """argparse type of every output path: refuses an empty one (Path("") would mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("the output path is empty")
+    return Path(text)
+
+
+def add_force_arg(p: argparse.ArgumentParser) -> None:
+    """`--force`: write into an output folder that holds files specsim did not write."""
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds files specsim did not write (they are left alone)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_input_as_output(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None],
+                           what: str = "output") -> None:
+    """Refuse an output file that is (or links to) one of the command's inputs: writing it would destroy
+    the input."""
+    o = Path(out)
+    for i in inputs:
+        if i is None or not str(i):
+            continue
+        if _same_file(o, Path(i)) or os.path.realpath(o) == os.path.realpath(i):
+            raise SpecsimError(f"{what} {o} is also an input of this command; write to another path")
+
+
 def check_output_file(path: str | os.PathLike[str], what: str = "output") -> Path:
     """Refuse, before any work, a file output that is a folder, lies under a file, or cannot be written."""
     p = Path(path)
-    if not str(path):
+    if not str(path) or not str(path).strip():
         raise SpecsimError(f"{what} path is empty")
     if p.is_dir():
         raise SpecsimError(f"{what} {p} is a folder; give a file name")
@@ -139,7 +180,7 @@ def check_output_file(path: str | os.PathLike[str], what: str = "output") -> Pat
 def check_output_dir(path: str | os.PathLike[str], what: str = "output folder") -> Path:
     """Refuse, before any work, an output folder that is a file, lies under a file, or cannot be written."""
     p = Path(path)
-    if not str(path):
+    if not str(path) or not str(path).strip():
         raise SpecsimError(f"{what} path is empty")
     if p.exists() and not p.is_dir():
         raise SpecsimError(f"{what} {p} is an existing file, not a folder")
@@ -208,20 +249,83 @@ def _remove_stale(folder: Path, prefix: str) -> None:
             shutil.rmtree(e, ignore_errors=True)
 
 
+def _stamp(p: Path) -> list[int] | None:
+    """(size, mtime_ns) of a regular file, else None."""
+    try:
+        st = p.lstat()
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns] if p.is_file() and not p.is_symlink() else None
+
+
+def read_manifest(folder: Path) -> dict[str, list[int]]:
+    """The files specsim recorded writing into `folder` (empty when there is no usable record)."""
+    try:
+        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = doc.get("files", {}) if isinstance(doc, dict) else {}
+        return {str(k): [int(x) for x in v] for k, v in files.items() if isinstance(v, list) and len(v) == 2}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def _ours(folder: Path, name: str, manifest: dict[str, list[int]]) -> bool:
+    """True when specsim wrote `name` in `folder` and nobody changed it since."""
+    return name in manifest and _stamp(folder / name) == manifest[name]
+
+
+def foreign_entries(folder: Path) -> list[str]:
+    """Entries of an output folder that specsim did not write (staging folders, its record, the files it
+    recorded unchanged and sub-folders holding a record of their own are its own)."""
+    manifest = read_manifest(folder)
+    out = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for e in entries:
+        n = e.name
+        if n == MANIFEST or STAGING_PREFIX in n or (n.startswith(".") and n.endswith(".tmp")):
+            continue
+        if _ours(folder, n, manifest) or (e.is_dir() and not e.is_symlink() and (e / MANIFEST).is_file()):
+            continue
+        out.append(n)
+    return out
+
+
+def check_output_folder(path: str | os.PathLike[str], force: bool, what: str = "output folder") -> Path:
+    """`check_output_dir`, and refuse (unless `force`) a folder holding files specsim did not write."""
+    p = check_output_dir(path, what)
+    if p.is_dir() and not force:
+        foreign = foreign_entries(p)
+        if foreign:
+            shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+            raise SpecsimError(f"{what} {p} holds files specsim did not write ({shown}): choose a new or empty "
+                               "folder, or pass --force to write beside them")
+    return p
+
+
 class OutputSet:
     """The files one run writes into one folder, staged and then moved into place together.
 
-    `names` lists every file the command can write into the folder; at commit, such a file that
-    this run did not write is removed (it belongs to an earlier run's set). Other files in the
-    folder are left alone.
+    `names` lists every file the command can write into the folder. With `own_folder` (a command's
+    `--out` folder) the folder must be new, empty or hold only what specsim wrote there (else refused
+    unless `force`); at commit, a file of `names` this run did not write is removed when specsim wrote
+    it (it belongs to an earlier run's set) and left alone otherwise, and the folder's record
+    (MANIFEST) is updated. Without `own_folder` (files beside others, e.g. a profile and its plot)
+    nothing is ever removed and no record is kept.
     """
 
-    def __init__(self, folder: str | os.PathLike[str], names: Iterable[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], names: Iterable[str], force: bool = False,
+                 own_folder: bool = True) -> None:
         self.folder = Path(folder)
         self.names = tuple(names)
+        self.own = own_folder
         self._created: list[Path] = []
         self._committed = False
-        check_output_dir(self.folder)
+        if own_folder:
+            check_output_folder(self.folder, force)
+        else:
+            check_output_dir(self.folder)
         tag = f"{os.getpid()}-{secrets.token_hex(4)}"
         try:
             if self.folder.is_dir():
@@ -258,6 +362,12 @@ class OutputSet:
         """Where `name` will be once the set is committed."""
         return self.folder / name
 
+    def _write_manifest(self, where: Path, manifest: dict[str, list[int]]) -> None:
+        doc = {"schema": "specsim.outputs", "version": 1, "files": dict(sorted(manifest.items()))}
+        tmp = where / f".{MANIFEST}.{secrets.token_hex(4)}.tmp"
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, where / MANIFEST)
+
     def commit(self) -> list[Path]:
         """Move the staged files into the folder (signals held meanwhile); return their final paths.
         A set with no file staged changes nothing."""
@@ -268,15 +378,23 @@ class OutputSet:
         with signals_deferred():
             try:
                 if self._fresh and not self.folder.exists():
+                    if self.own:  # the stamps survive the rename of the folder
+                        self._write_manifest(self.staging, {n: _stamp(self.staging / n) or [0, 0] for n in written})
                     os.rename(self.staging, self.folder)
                 else:
                     self.folder.mkdir(parents=True, exist_ok=True)
+                    manifest = read_manifest(self.folder) if self.own else {}
                     for n in self.names:
                         src, dst = self.staging / n, self.folder / n
                         if src.exists():
                             os.replace(src, dst)
-                        elif dst.is_file() or dst.is_symlink():
-                            dst.unlink()
+                            manifest[n] = _stamp(dst) or [0, 0]
+                        elif self.own and _ours(self.folder, n, manifest):
+                            dst.unlink()  # specsim's own file of an earlier run's set
+                            manifest.pop(n, None)
+                    if self.own:
+                        manifest = {n: v for n, v in manifest.items() if _ours(self.folder, n, manifest)}
+                        self._write_manifest(self.folder, manifest)
                     shutil.rmtree(self.staging, ignore_errors=True)
             except OSError as exc:
                 raise SpecsimError(os_error_message(exc, "cannot move outputs into")) from None
@@ -300,10 +418,16 @@ class OutputSet:
 
 
 @contextlib.contextmanager
-def output_set(folder: str | os.PathLike[str], names: Iterable[str]) -> Iterator[OutputSet]:
+def output_set(folder: str | os.PathLike[str], names: Iterable[str], force: bool = False,
+               own_folder: bool = True, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> Iterator[OutputSet]:
     """Stage a run's files (`out.path(name)`) and move them into `folder` together when the block
-    succeeds; on an error or an interruption nothing in `folder` changes and no staging is left."""
-    out = OutputSet(folder, names)
+    succeeds; on an error or an interruption nothing in `folder` changes and no staging is left.
+    See `OutputSet` for `force` and `own_folder`; none of the files may be one of `inputs`."""
+    names = tuple(names)
+    inputs = tuple(inputs)
+    for n in names:
+        refuse_input_as_output(Path(folder) / n, inputs)
+    out = OutputSet(folder, names, force, own_folder)
     try:
         yield out
         out.commit()
@@ -312,6 +436,8 @@ def output_set(folder: str | os.PathLike[str], names: Iterable[str]) -> Iterator
 
 
 __all__ = [
-    "OutputSet", "Terminated", "atomic_path", "atomic_write_text", "check_output_dir", "check_output_file",
-    "os_error_message", "output_set", "raise_on_signals", "signals_deferred",
+    "MANIFEST", "OutputSet", "Terminated", "add_force_arg", "atomic_path", "atomic_write_text", "check_output_dir",
+    "check_output_folder",
+    "check_output_file", "foreign_entries", "os_error_message", "output_path", "output_set", "raise_on_signals",
+    "refuse_input_as_output", "signals_deferred",
 ]

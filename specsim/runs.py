@@ -30,10 +30,10 @@ class MeasuredRun:
     categories: tuple[str | None, ...]
     errors: list[str]
 
-    def write(self, out_dir: str | Path) -> None:
+    def write(self, out_dir: str | Path, force: bool = False) -> None:
         """requests.csv and summary.json (same names and columns as `specsim simulate --out`), moved
-        into the folder together."""
-        with output_set(out_dir, RUN_FILES) as files:
+        into the folder together (`force`: beside files specsim did not write)."""
+        with output_set(out_dir, RUN_FILES, force=force) as files:
             self._write(files.path("summary.json"), files.path("requests.csv"))
 
     def _write(self, summary: Path, requests: Path) -> None:

@@ -19,11 +19,24 @@ from specsim.cli import main
 from specsim.errors import SpecsimError
 from specsim.formats.profile import save_profile
 from specsim.formats.traffic import Traffic, save_traffic
-from specsim.io import STAGING_PREFIX, Terminated, check_output_dir, check_output_file, output_set, raise_on_signals
+from specsim.io import (
+    MANIFEST,
+    STAGING_PREFIX,
+    Terminated,
+    check_output_dir,
+    check_output_file,
+    output_set,
+    raise_on_signals,
+)
 from specsim.profiler.analytic import constant_profile
 
 REPO = Path(__file__).resolve().parents[1]
 N_BIG = 10_000
+
+
+def files(out: Path) -> list[str]:
+    """The folder's entries other than specsim's record of what it wrote."""
+    return sorted(p.name for p in out.iterdir() if p.name != MANIFEST)
 
 
 def leftovers(root: Path) -> list[Path]:
@@ -38,15 +51,38 @@ def test_set_is_moved_in_together_and_replaces_the_old_set(tmp_path: Path) -> No
         s.path("b.txt").write_text("1")
         s.path("c.png").write_text("1")
         assert not out.exists()  # nothing visible until the block ends
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", "c.png"]
-    (out / "notes.md").write_text("mine")
-    with output_set(out, ("a.txt", "b.txt", "c.png")) as s:
+    assert files(out) == ["a.txt", "b.txt", "c.png"] and (out / MANIFEST).is_file()
+    with output_set(out, ("a.txt", "b.txt", "c.png")) as s:  # a folder of specsim's own files: no --force
         s.path("a.txt").write_text("2")
         s.path("b.txt").write_text("2")
         assert (out / "a.txt").read_text() == "1"
-    # the old set's c.png is not part of the new set; a file the set does not name stays
-    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "b.txt", "notes.md"]
-    assert (out / "a.txt").read_text() == "2" and not leftovers(tmp_path)
+    # the old set's c.png is not part of the new set
+    assert files(out) == ["a.txt", "b.txt"] and (out / "a.txt").read_text() == "2" and not leftovers(tmp_path)
+
+
+def test_a_folder_with_the_users_files_is_refused_and_their_files_never_deleted(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with output_set(out, ("a.txt", "c.png")) as s:
+        s.path("a.txt").write_text("1")
+        s.path("c.png").write_text("1")
+    (out / "notes.md").write_text("mine")
+    with pytest.raises(SpecsimError, match=r"holds files specsim did not write \(notes.md\).*--force"):
+        output_set(out, ("a.txt", "c.png")).__enter__()
+    assert files(out) == ["a.txt", "c.png", "notes.md"] and not leftovers(tmp_path)
+    (out / "c.png").write_text("the user's own plot now")  # changed since specsim wrote it: the user's
+    with output_set(out, ("a.txt", "c.png"), force=True) as s:
+        s.path("a.txt").write_text("2")
+    assert files(out) == ["a.txt", "c.png", "notes.md"]
+    assert (out / "c.png").read_text() == "the user's own plot now" and (out / "notes.md").read_text() == "mine"
+    # a plain folder of the user's (no record at all): refused, and with --force nothing of theirs goes
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "run.png").write_text("theirs")
+    with pytest.raises(SpecsimError, match="did not write"):
+        output_set(user, ("summary.json", "run.png")).__enter__()
+    with output_set(user, ("summary.json", "run.png"), force=True) as s:
+        s.path("summary.json").write_text("{}")
+    assert (user / "run.png").read_text() == "theirs" and files(user) == ["run.png", "summary.json"]
 
 
 def test_a_failed_run_changes_nothing_and_leaves_no_staging(tmp_path: Path) -> None:
@@ -58,7 +94,7 @@ def test_a_failed_run_changes_nothing_and_leaves_no_staging(tmp_path: Path) -> N
         with pytest.raises(type(exc)), output_set(out, ("a.txt", "b.txt")) as s:
             s.path("a.txt").write_text("new")
             raise exc
-        assert {p.name: p.read_text() for p in out.iterdir()} == {"a.txt": "old", "b.txt": "old"}
+        assert {n: (out / n).read_text() for n in files(out)} == {"a.txt": "old", "b.txt": "old"}
     # a first run that fails leaves no folder behind, not even the parents it made
     with pytest.raises(RuntimeError), output_set(tmp_path / "x" / "y" / "z", ("a.txt",)) as s:
         s.path("a.txt").write_text("new")
@@ -70,7 +106,7 @@ def test_a_set_with_nothing_written_leaves_the_folder_alone(tmp_path: Path) -> N
     out = tmp_path / "out"
     out.mkdir()
     (out / "a.txt").write_text("old")
-    with output_set(out, ("a.txt",)):
+    with output_set(out, ("a.txt",), force=True):
         pass
     assert (out / "a.txt").read_text() == "old" and not leftovers(tmp_path)
 
@@ -184,4 +220,4 @@ def test_killed_simulate_leaves_the_old_set_or_the_new_one_and_no_temporaries(tm
                 assert err.decode().strip().splitlines()[-1] in ("specsim: terminated by SIGTERM",
                                                                  "specsim: interrupted")
         assert not leftovers(tmp_path), leftovers(tmp_path)
-    assert sorted(p.name for p in out.iterdir()) == ["requests.csv", "summary.json"]
+    assert files(out) == ["requests.csv", "summary.json"]

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from specsim.formats.traffic import add_time_unit_arg
+from specsim.io import add_force_arg, output_path
 
 
 def register(subparsers: Any) -> None:
@@ -17,13 +18,14 @@ def register(subparsers: Any) -> None:
     ex.add_argument("--to", choices=("vllm", "sglang", "trtllm"), default="vllm", help="serving engine")
     ex.add_argument("--model", default="default", help="target model name or folder for the command line")
     ex.add_argument("--max-num-seqs", type=int, default=None, help="override the policy's engine.max_num_seqs")
-    ex.add_argument("--out", default=None, help="also write the settings as JSON here")
-    ex.add_argument("--out-dir", default=None,
+    ex.add_argument("--out", type=output_path, default=None, help="also write the settings as JSON here")
+    ex.add_argument("--out-dir", type=output_path, default=None,
                     help="write the files the command names (SGLang's adaptive config, TensorRT-LLM's options) "
                          "and command.sh into this folder")
     ex.add_argument("--lossy", action="store_true",
                     help="export the closest settings where the engine cannot express the policy, listing what "
                          "is lost (default: refuse)")
+    add_force_arg(ex)
     ex.set_defaults(func=_export)
 
     sv = subparsers.add_parser(
@@ -39,7 +41,8 @@ def register(subparsers: Any) -> None:
                                help="replay a traffic trace against a loopback OpenAI server, open or closed loop")
     lg.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000 (loopback only)")
     lg.add_argument("--traffic", required=True, help="traffic JSONL")
-    lg.add_argument("--out", required=True, help="output folder: requests.csv and summary.json")
+    lg.add_argument("--out", type=output_path, required=True, help="output folder: requests.csv and summary.json")
+    add_force_arg(lg)
     lg.add_argument("--max-requests", type=int, default=200, help="replay at most this many requests (default 200)")
     lg.add_argument("--timeout", type=float, default=600.0, help="wall-clock bound for the run in seconds")
     lg.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's arrival rate")
@@ -99,14 +102,19 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
 def _export(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.policy import load_policy
-    from specsim.io import atomic_write_text, check_output_file
+    from specsim.io import atomic_write_text, check_output_file, check_output_folder, refuse_input_as_output
     from specsim.models.prepare import DEFAULT_FOLDER, DEFAULT_NAMES, models_dir
-    from specsim.policies.export import export
+    from specsim.policies.export import EXPORT_FILES, export
 
     if args.max_num_seqs is not None and args.max_num_seqs < 1:
         raise SpecsimError(f"--max-num-seqs must be >= 1, got {args.max_num_seqs}")
     if args.out:
         check_output_file(args.out)
+        refuse_input_as_output(args.out, (args.policy,))
+    if args.out_dir:
+        check_output_folder(args.out_dir, args.force, "--out-dir")
+        for name in EXPORT_FILES:
+            refuse_input_as_output(args.out_dir / name, (args.policy, args.out))
     policy = load_policy(args.policy)
     exp = export(policy, args.to, args.max_num_seqs, lossy=args.lossy)
     model = str(models_dir() / DEFAULT_FOLDER) if args.model.lower() in DEFAULT_NAMES else args.model
@@ -121,17 +129,14 @@ def _export(args: argparse.Namespace) -> int:
     for item in exp.unsupported:
         print(f"# NOT EXPRESSIBLE on {args.to}: {item}")
     if args.out_dir:
-        from pathlib import Path
+        from specsim.io import output_set
 
-        folder = Path(args.out_dir)
-        if folder.exists() and not folder.is_dir():
-            raise SpecsimError(f"--out-dir {folder} exists and is not a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, text in exp.files.items():
-            atomic_write_text(folder / name, text)
-        atomic_write_text(folder / "command.sh", f"#!/bin/sh\n# {exp.engine_version}\ncd \"$(dirname \"$0\")\"\n"
-                                                 f"{exp.command(model)}\n")
-        print(f"# wrote {', '.join([*exp.files, 'command.sh'])} to {folder}")
+        with output_set(args.out_dir, EXPORT_FILES, force=args.force) as files:
+            for name, text in exp.files.items():
+                atomic_write_text(files.path(name), text)
+            atomic_write_text(files.path("command.sh"), f"#!/bin/sh\n# {exp.engine_version}\ncd \"$(dirname \"$0\")\"\n"
+                                                        f"{exp.command(model)}\n")
+        print(f"# wrote {', '.join([*exp.files, 'command.sh'])} to {args.out_dir}")
     if args.out:
         atomic_write_text(args.out, json.dumps(exp.to_json(), indent=2) + "\n")
     return 0
@@ -189,7 +194,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _loadgen(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.traffic import load_traffic
-    from specsim.io import check_output_dir
+    from specsim.io import check_output_folder
     from specsim.metrics import fmt_slo, parse_slo
     from specsim.policies.loadgen import Endpoint, LoadgenConfig, check_config, run_loadgen
 
@@ -201,7 +206,7 @@ def _loadgen(args: argparse.Namespace) -> int:
     args.slo_tpot = slo.get("tpot", args.slo_tpot)
     check_config(LoadgenConfig(max_requests=args.max_requests, timeout=args.timeout, slo_ttft=args.slo_ttft,
                                slo_tpot=args.slo_tpot, concurrency=args.concurrency, think_time=args.think_time))
-    check_output_dir(args.out)
+    check_output_folder(args.out, args.force)
     traffic = load_traffic(args.traffic, args.time_unit)
     if args.rate_scale != 1.0:
         traffic = traffic.rate_scaled(args.rate_scale)
@@ -218,7 +223,7 @@ def _loadgen(args: argparse.Namespace) -> int:
                         prompts_by_id=by_id, chat=args.chat, concurrency=args.concurrency,
                         think_time=args.think_time)
     res = run_loadgen(args.url, traffic, cfg)
-    res.write(args.out)
+    res.write(args.out, force=args.force)
     s = res.summary
     print(
         f"{s['completed']}/{s['requests']} requests in {s['duration_s']:.1f} s: "

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from specsim.io import output_path
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from specsim.profiler.hardware import DTYPE_BYTES, GPUS, MODEL_ALIASES, MODELS
@@ -46,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--acceptance-drafter", default=None, metavar="NAME",
                    help="with --acceptance-from: the measured drafter to copy (default: each of its drafters)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=output_path, required=True, help="profile JSON to write")
     p.set_defaults(func=_cmd)
 
 
@@ -62,9 +64,10 @@ def _cmd(args: argparse.Namespace) -> int:
         raise SpecsimError("--tp must be >= 1")
     if not 0 <= args.seed < 1 << 32:
         raise SpecsimError(f"--seed must lie in 0..2^32-1, got {args.seed}")
-    from specsim.io import check_output_file
+    from specsim.io import check_output_file, refuse_input_as_output
 
     check_output_file(args.out, "profile")
+    refuse_input_as_output(args.out, (args.acceptance_from,), "profile")
     if args.acceptance_drafter and args.acceptance_from is None:
         raise SpecsimError("--acceptance-drafter needs --acceptance-from")
     measured = load_profile(args.acceptance_from) if args.acceptance_from is not None else None

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.errors import SpecsimError
+from specsim.io import output_path
 from specsim.profiler.config import ProfileConfig
 
 _D = ProfileConfig()
@@ -65,8 +66,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep OUT.partial.jsonl after success (re-assemble it later without vLLM)")
-    p.add_argument("--plot", type=Path, default=None, help="PNG of step time vs batch size (default OUT.png)")
-    p.add_argument("--out", type=Path, required=True, help="profile JSON to write")
+    p.add_argument("--plot", type=output_path, default=None, help="PNG of step time vs batch size (default OUT.png)")
+    p.add_argument("--out", type=output_path, required=True, help="profile JSON to write")
     p.set_defaults(func=_cmd)
 
 
@@ -187,7 +188,7 @@ def write_profile_set(profile: Any, out: Path, plot: Path) -> None:
     from specsim.profiler.report import plot_costs
 
     if os.path.abspath(out.parent) == os.path.abspath(plot.parent) and out.name != plot.name:
-        with output_set(out.parent, (out.name, plot.name)) as files:
+        with output_set(out.parent, (out.name, plot.name), own_folder=False) as files:
             save_profile(profile, files.path(out.name))
             plot_costs(profile, files.path(plot.name))
     else:

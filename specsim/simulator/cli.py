@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from specsim.io import add_force_arg, output_path
 from specsim.simulator.options import add_engine_args, config_from_args
 
 
@@ -19,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--traffic", required=True, type=Path)
     p.add_argument("--policy", type=Path, default=None, help="policy JSON (default: no speculation)")
     p.add_argument("--compare-off", action="store_true", help="also simulate with speculation off")
-    p.add_argument("--out", type=Path, default=Path("sim-out"), help="folder for summary.json, requests.csv")
+    p.add_argument("--out", type=output_path, default=Path("sim-out"),
+                   help="folder for summary.json, requests.csv, run.png (default sim-out)")
+    add_force_arg(p)
     p.add_argument("--no-plot", action="store_true", help="skip run.png (batch size, K, latency CDFs)")
     p.add_argument("--check-vllm", action="store_true",
                    help="also run the installed vLLM's own scheduler on the same inputs and report whether every "
@@ -40,16 +43,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from specsim.formats.policy import Policy, check_drafter_matches, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.io import output_set
+    from specsim.io import check_output_folder, output_set
     from specsim.simulator.report import print_summaries
     from specsim.simulator.run import simulate
 
     cfg = config_from_args(args)
+    check_output_folder(args.out, args.force)
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic, args.time_unit)
     policy = load_policy(args.policy) if args.policy else Policy()
     check_drafter_matches(policy, profile)
-    with output_set(args.out, SIM_FILES) as out:
+    with output_set(args.out, SIM_FILES, force=args.force, inputs=(args.profile, args.traffic, args.policy)) as out:
         if args.check_vllm:
             from specsim.simulator.parity import check_against_vllm
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.formats.traffic import TIME_UNITS, add_time_unit_arg
+from specsim.io import add_force_arg, output_path
 
 _SLOW_BYTES = 32 << 20  # files above this size get a progress note on stderr
 FORMATS = ("azure", "burstgpt", "mooncake", "sharegpt", "vllm-bench")
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
                      help="azure: Azure LLM inference CSV, 2023 or 2024 (default); burstgpt: BurstGPT CSV; "
                           "mooncake: Mooncake/Bailian JSONL with hash_ids; sharegpt: ShareGPT conversations JSON; "
                           "vllm-bench: `vllm bench serve --save-result --save-detailed` JSON")
-    imp.add_argument("--out", required=True, help="output traffic JSONL")
+    imp.add_argument("--out", type=output_path, required=True, help="output traffic JSONL")
     imp.add_argument(
         "--category",
         default="",
@@ -73,13 +74,14 @@ def register(subparsers: Any) -> None:
                    help="output tokens per second assumed for an answer's duration (default 50)")
     g.add_argument("--seed", type=int, default=None, help="random seed of the arrival times (default 0)")
     g = imp.add_argument_group("vllm-bench")
-    g.add_argument("--run-out", default=None, metavar="DIR",
+    g.add_argument("--run-out", type=output_path, default=None, metavar="DIR",
                    help="also write the benchmark as a measured run (requests.csv, summary.json) for `specsim compare`")
     g.add_argument("--slo", default=None, help="SLO for the measured run's goodput, e.g. ttft=2s,tpot=50ms")
+    add_force_arg(imp)
     imp.set_defaults(func=_cmd_import)
 
     syn = sub.add_parser("synth", help="generate a synthetic trace (Poisson or bursty Gamma arrivals)")
-    syn.add_argument("--out", required=True, help="output traffic JSONL")
+    syn.add_argument("--out", type=output_path, required=True, help="output traffic JSONL")
     rate = syn.add_mutually_exclusive_group()
     rate.add_argument("--rate", type=float, help="arrival rate in requests/s")
     rate.add_argument("--rate-scale", type=float, help="multiple of the --lengths-from trace's rate")
@@ -124,15 +126,18 @@ def _unknown_roles(m: dict[str, Any]) -> str:
 def _cmd_import(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.traffic import save_traffic
-    from specsim.io import check_output_dir, check_output_file
+    from specsim.io import check_output_file, check_output_folder, refuse_input_as_output
 
     for key, (flag, formats) in _ONLY.items():
         if getattr(args, key) is not None and args.format not in formats:
             why = " (its timestamps are wall-clock times)" if key == "time_unit" and args.format == "azure" else ""
             raise SpecsimError(f"{flag} applies to --format {' or '.join(formats)}, not {args.format}{why}")
     check_output_file(args.out)
+    refuse_input_as_output(args.out, (args.source,), "output traffic")
     if args.run_out is not None:
-        check_output_dir(args.run_out)
+        check_output_folder(args.run_out, args.force, "--run-out folder")
+        refuse_input_as_output(args.run_out / "requests.csv", (args.source, args.out))
+        refuse_input_as_output(args.run_out / "summary.json", (args.source, args.out))
     path = Path(args.source)
     if path.is_file() and path.stat().st_size > _SLOW_BYTES:
         _note(f"reading {path} ({path.stat().st_size / 2**20:.0f} MiB) ...")
@@ -172,7 +177,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
             run = measured_run(path, slo.get("ttft"), slo.get("tpot"), run=bench)
     save_traffic(tr, args.out)
     if run is not None:
-        run.write(args.run_out)
+        run.write(args.run_out, force=args.force)
     dt = time.perf_counter() - t0
     m = tr.metadata
     cats = sorted({c for c in tr.categories if c is not None})
@@ -225,10 +230,11 @@ def _dist(mean: float | None, median: float | None, cap: int | None, side: str) 
 def _cmd_synth(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
     from specsim.formats.traffic import load_traffic, save_traffic
-    from specsim.io import check_output_file
+    from specsim.io import check_output_file, refuse_input_as_output
     from specsim.traffic.synth import synthesize
 
     check_output_file(args.out)
+    refuse_input_as_output(args.out, (args.lengths_from,), "output traffic")
     source = load_traffic(args.lengths_from, args.time_unit) if args.lengths_from else None
     inp = _dist(args.input_mean, args.input_median, args.input_max, "input")
     out = _dist(args.output_mean, args.output_median, args.output_max, "output")

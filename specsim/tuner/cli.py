@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from specsim.errors import SpecsimError
+from specsim.io import add_force_arg, output_path
 from specsim.simulator.options import add_engine_args, config_from_args
 
 MAX_JOBS = 256
@@ -59,7 +60,8 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--profile", required=True, type=Path)
     p.add_argument("--traffic", required=True, type=Path)
-    p.add_argument("--out", type=Path, default=Path("policy.json"), help="policy JSON to write")
+    p.add_argument("--out", type=output_path, default=Path("policy.json"),
+                   help="policy JSON to write (default policy.json)")
     o = p.add_argument_group("objective")
     o.add_argument("--objective", default="goodput",
                    help="goodput | throughput | p99-tpot | p99-ttft | mean-tpot | ... | pareto (default goodput)")
@@ -89,6 +91,9 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--storage", default=None, help="journal:PATH, sqlite:///PATH or an RDB URL (default memory)")
     r.add_argument("--study", default="specsim-tune", help="study name in the storage")
     r.add_argument("--resume", action="store_true", help="continue an existing study in --storage")
+    r.add_argument("--min-workers", type=int, default=1,
+                   help="processes (this one, --jobs children, tune-workers) that must each claim a trial before "
+                        "any runs one, waiting up to 600 s for them (default 1: start at once)")
     r.add_argument("--replications", type=int, default=1, help="seeds averaged per trial")
     r.add_argument("--prune-prefix", type=float, default=0.25, help="traffic fraction simulated first for pruning")
     r.add_argument("--no-prune", action="store_true")
@@ -111,7 +116,7 @@ def _register_tune(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--verify", action="store_true",
                    help="after tuning, measure the policy, its runners-up and the baselines on real servers; "
                         "write the measured winner to --out")
-    v.add_argument("--verify-out", type=Path, default=None, help="verification folder (default OUT.verify)")
+    v.add_argument("--verify-out", type=output_path, default=None, help="verification folder (default OUT.verify)")
     v.add_argument("--verify-repeats", type=int, default=2)
     v.add_argument("--verify-max-requests", type=int, default=100)
     v.add_argument("--verify-time-limit", type=float, default=3600.0)
@@ -158,6 +163,11 @@ def _check_study_args(args: argparse.Namespace) -> None:
         raise SpecsimError(f"--trials must lie in 1..1000000, got {args.trials}")
     if not 1 <= args.jobs <= MAX_JOBS:
         raise SpecsimError(f"--jobs must lie in 1..{MAX_JOBS} (worker processes), got {args.jobs}")
+    if not 1 <= args.min_workers <= MAX_JOBS:
+        raise SpecsimError(f"--min-workers must lie in 1..{MAX_JOBS}, got {args.min_workers}")
+    if args.min_workers > 1 and not args.storage and args.min_workers > args.jobs:
+        raise SpecsimError(f"--min-workers {args.min_workers} needs --storage for tune-worker processes to join "
+                           f"(or --jobs {args.min_workers})")
     if not 1 <= args.replications <= 1000:
         raise SpecsimError(f"--replications must lie in 1..1000, got {args.replications}")
     if not 0.0 < args.prune_prefix <= 1.0:
@@ -185,7 +195,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.io import check_output_file
+    from specsim.io import check_output_file, refuse_input_as_output
     from specsim.simulator.acceptance import check_category_map, traffic_warning
     from specsim.tuner.loads import multi_load
     from specsim.tuner.objectives import Objective
@@ -196,6 +206,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     _check_study_args(args)
     cfg = config_from_args(args)
     check_output_file(args.out, "policy")
+    refuse_input_as_output(args.out, (args.profile, args.traffic), "policy")
+    if args.storage and args.storage.startswith("journal:"):
+        refuse_input_as_output(args.storage[len("journal:"):], (args.profile, args.traffic, args.out),
+                               "journal storage")
     if args.resume and not args.storage:
         raise SpecsimError("--resume needs --storage (journal:PATH or sqlite:///PATH)")
     profile = load_profile(args.profile)
@@ -217,7 +231,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     settings = StudySettings(
         n_trials=args.trials, jobs=args.jobs, storage=args.storage, study_name=args.study, resume=args.resume,
         seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,
-        progress=not args.no_progress,
+        progress=not args.no_progress, min_workers=args.min_workers,
     )
     print(f"tuning {objective.describe()} on {len(traffic)} requests; space: {space.size_hint}")
     t0 = time.perf_counter()
@@ -309,7 +323,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     sampler, pruner = search_for(task, ev.objective, ev.prefix is not None, seed)
     study = optuna.load_study(study_name=args.study, storage=storage, sampler=sampler, pruner=pruner)
     recover_orphans(study)
-    runner = TrialRunner(study, ev, space, task.n_trials)
+    runner = TrialRunner(study, ev, space, task.n_trials, task.min_workers, task.worker_wait_s)
     with Progress(study, ev.objective, task.n_trials, not args.no_progress) as bar:
         runner.loop(on_trial=bar.update)
     print(f"worker done: {runner.evaluations} simulations for study {args.study!r}")
@@ -361,7 +375,9 @@ def _register_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attainment", type=float, default=0.99, help="fraction of requests in SLO for 'under the SLO'")
     p.add_argument("--default-k", type=int, default=4, help="K of the static baseline")
     p.add_argument("--jobs", type=int, default=1, help="parallel processes")
-    p.add_argument("--out", type=Path, default=Path("sweep-out"), help="folder for the report and plots")
+    p.add_argument("--out", type=output_path, default=Path("sweep-out"),
+                   help="folder for the report and plots (default sweep-out)")
+    add_force_arg(p)
     add_engine_args(p)
     p.set_defaults(func=_cmd_sweep)
 
@@ -392,7 +408,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from specsim.formats.policy import check_drafter_matches, load_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.io import check_output_dir
+    from specsim.io import check_output_folder
     from specsim.simulator.acceptance import check_category_map, traffic_warning
     from specsim.tuner.sweep import run_sweep, sweep_policies, write_sweep
 
@@ -402,7 +418,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise SpecsimError(f"--default-k must be >= 0, got {args.default_k}")
     cfg = config_from_args(args)
     rates = parse_rates(args.rates)
-    check_output_dir(args.out)
+    check_output_folder(args.out, args.force)
     profile = load_profile(args.profile)
     policy = load_policy(args.policy)
     check_drafter_matches(policy, profile)
@@ -413,7 +429,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(line)
     result = run_sweep(profile, shape, policies, rates, cfg, jobs=args.jobs, attainment=args.attainment,
                        target_qps=args.target_qps)
-    paths = write_sweep(result, args.out)
+    paths = write_sweep(result, args.out, args.force, (args.profile, args.policy, args.traffic_shape))
     print(result.summary_text())
     print("wrote " + ", ".join(str(p) for p in paths))
     if notice := estimated_costs_notice(profile):
@@ -430,14 +446,16 @@ def _register_report(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("study", help="study name")
     p.add_argument("--storage", required=True, help="journal:PATH, sqlite:///PATH or an RDB URL")
-    p.add_argument("--out", type=Path, default=Path("study-report"), help="folder for the PNGs")
+    p.add_argument("--out", type=output_path, default=Path("study-report"),
+                   help="folder for the PNGs (default study-report)")
+    add_force_arg(p)
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from specsim.tuner.plots import study_report
 
-    paths = study_report(args.storage, args.study, args.out)
+    paths = study_report(args.storage, args.study, args.out, args.force)
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -456,7 +474,9 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--profile", required=True, type=Path)
     p.add_argument("--traffic", required=True, type=Path)
-    p.add_argument("--out", type=Path, default=Path("compare-engines"), help="folder for comparison.{json,md,png}")
+    p.add_argument("--out", type=output_path, default=Path("compare-engines"),
+                   help="folder for comparison.{json,md,png} (default compare-engines)")
+    add_force_arg(p)
     p.add_argument("--objective", default="mean-tpot", help="one objective (default mean-tpot)")
     p.add_argument("--scales", default="0.5,1,2", help="loads as rate scales of the traffic (default 0.5,1,2)")
     p.add_argument("--families", default=",".join(("vllm", "specsim", "sglang", "trtllm")),
@@ -476,7 +496,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
-    from specsim.io import check_output_dir, output_set
+    from specsim.io import check_output_folder, output_set
     from specsim.tuner.compare_engines import HEADER, compare_engines, markdown, plot, table_rows
     from specsim.tuner.objectives import Objective
     from specsim.tuner.space import measured_batch_cap
@@ -487,7 +507,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     scales = parse_rates(args.scales)
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     cfg = config_from_args(args)
-    check_output_dir(args.out)
+    check_output_folder(args.out, args.force)
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic)
     check_inputs(profile, traffic)
@@ -507,7 +527,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for row in table_rows(results):
         table.add_row(*row)
     Console().print(table)
-    with output_set(args.out, COMPARE_FILES) as files:
+    with output_set(args.out, COMPARE_FILES, force=args.force, inputs=(args.profile, args.traffic)) as files:
         doc = {"schema": "specsim.compare-engines", "version": 1, "objective": objective.describe(),
                "profile": str(args.profile), "traffic": str(args.traffic), "trials": args.trials,
                "loads": [r.to_dict() for r in results]}

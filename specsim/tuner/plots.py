@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from specsim.errors import SpecsimError  # noqa: E402
-from specsim.io import atomic_path, check_output_dir, output_set  # noqa: E402
+from specsim.io import atomic_path, check_output_folder, output_set  # noqa: E402
 from specsim.tuner.names import OFF, TUNED  # noqa: E402
 from specsim.tuner.space import TOP  # noqa: E402
 
@@ -127,7 +127,7 @@ REPORT_FILES = ("optimization_history.png", "param_importances.png", "pareto_fro
 """Every file `specsim report --out` writes: one report's set."""
 
 
-def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
+def study_report(storage_url: str, study_name: str, out: Path, force: bool = False) -> list[Path]:
     """Optuna's optimisation history and parameter importances as PNGs (matplotlib backend)."""
     import warnings
 
@@ -138,7 +138,7 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="optuna")
-    check_output_dir(out)
+    check_output_folder(out, force)
     storage = open_storage(storage_url, create=False)
     try:
         study = optuna.load_study(study_name=study_name, storage=storage)
@@ -153,7 +153,7 @@ def study_report(storage_url: str, study_name: str, out: Path) -> list[Path]:
     target = (lambda t: t.values[0]) if multi else None
     names = [m for m in (study.user_attrs.get("specsim_task") or {}).get("objective", {}).get("metrics", [])]
     tname = names[0] if names else "objective"
-    with output_set(out, REPORT_FILES) as files:
+    with output_set(out, REPORT_FILES, force=force) as files:
         ax = ovm.plot_optimization_history(study, target=target, target_name=tname)
         _save(ax.figure, files.path("optimization_history.png"))
         if len({tuple(sorted(t.params.items())) for t in complete}) >= 2:

@@ -212,11 +212,11 @@ SWEEP_FILES = ("sweep.md", "sweep.json", "latency_vs_load.png", "speedup_vs_load
 """Every file `specsim sweep --out` writes: one sweep's set."""
 
 
-def write_sweep(res: SweepResult, out: Path) -> list[Path]:
+def write_sweep(res: SweepResult, out: Path, force: bool = False, inputs: tuple[Any, ...] = ()) -> list[Path]:
     """sweep.json, sweep.md and three PNG plots in `out`, moved into place together."""
     from specsim.tuner.plots import plot_k_vs_batch, plot_latency_vs_load, plot_speedup_vs_load
 
-    with output_set(out, SWEEP_FILES) as files:
+    with output_set(out, SWEEP_FILES, force=force, inputs=inputs) as files:
         plot_latency_vs_load(res, files.path("latency_vs_load.png"))
         plot_speedup_vs_load(res, files.path("speedup_vs_load.png"))
         plot_k_vs_batch(res, files.path("k_vs_batch.png"))

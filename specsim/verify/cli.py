@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
 from specsim.formats.traffic import add_time_unit_arg
+from specsim.io import add_force_arg, output_path
 from specsim.verify.config import VerifyConfig, sim_config_for
 
 _D = VerifyConfig()
@@ -29,7 +31,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("policy", type=Path, help="policy JSON (from `specsim tune`)")
     p.add_argument("--traffic", required=True, type=Path, help="traffic JSONL to replay")
     p.add_argument("--profile", required=True, type=Path, help="the profile the policy was tuned on")
-    p.add_argument("--out", type=Path, default=Path("verify-out"), help="folder for runs, verify.json, report.md")
+    p.add_argument("--out", type=output_path, default=Path("verify-out"),
+                   help="folder for runs, verify.json, report.md (default verify-out; an earlier verification there "
+                        "is resumed)")
+    add_force_arg(p)
     p.add_argument("--url", default=None,
                    help="measure a server you run yourself (loopback): only the policy, against its prediction")
     p.add_argument("--repeats", type=int, default=_D.repeats, help="rounds (one fresh server per candidate each)")
@@ -63,6 +68,29 @@ def _check(args: argparse.Namespace) -> None:
         Endpoint.parse(args.url)
 
 
+VERIFY_NAMES = re.compile(r"^(runs|verify\.json|report\.md|verify\.png|policy\.json|ship\.json|"
+                          r"candidate-[\w.-]+\.json|server-[\w.-]+\.log)$")
+"""What `verify` writes into its folder (and resumes from)."""
+
+
+def check_verify_folder(out: Path, force: bool, inputs: tuple[Any, ...]) -> None:
+    """Refuse a verification folder holding files verify did not write (unless `force`), and one where
+    verify's files would replace an input (`--out` beside the policy it verifies)."""
+    from specsim.io import check_output_dir, refuse_input_as_output
+
+    check_output_dir(out, "verification folder")
+    for name in ("policy.json", "ship.json", "verify.json", "report.md"):
+        refuse_input_as_output(out / name, inputs, "verify output")
+    if out.is_dir() and not force:
+        foreign = sorted(e.name for e in out.iterdir() if not VERIFY_NAMES.match(e.name) and not e.name.startswith("."))
+        if foreign:
+            from specsim.errors import SpecsimError
+
+            shown = ", ".join(foreign[:4])
+            raise SpecsimError(f"verification folder {out} holds files verify did not write ({shown}): choose a new "
+                               "folder, or pass --force to write beside them")
+
+
 def _cmd(args: argparse.Namespace) -> int:
     from specsim.formats.policy import Policy, load_policy, save_policy
     from specsim.formats.profile import load_profile
@@ -72,6 +100,7 @@ def _cmd(args: argparse.Namespace) -> int:
     from specsim.verify.run import verify
 
     _check(args)
+    check_verify_folder(args.out, args.force, (args.policy, args.traffic, args.profile, args.prompts))
     policy = load_policy(args.policy)
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic, args.time_unit)

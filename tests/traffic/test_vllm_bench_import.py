@@ -117,7 +117,7 @@ def test_cli_import_and_compare_with_a_simulation(tmp_path: Path, capsys: pytest
     assert "3 requests" in text and "dropped 1 failed requests (an error or no output) from the trace" in text
     assert f"wrote the measured run to {measured}: 3/4 requests" in text
     assert np.allclose(load_traffic(out).timestamps, [0.0, 0.5, 2.0])
-    assert {p.name for p in measured.iterdir()} == {"summary.json", "requests.csv"}
+    assert {p.name for p in measured.iterdir()} - {".specsim-outputs.json"} == {"summary.json", "requests.csv"}
 
     prof = tmp_path / "p.json"
     save_profile(constant_profile(step_ms=10, draft_ratio=0.1, alpha=0.6, k_max=2, traces=2, trace_length=64), prof)
