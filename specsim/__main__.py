@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from specsim.cli import main
+from specsim.entry import main
 
 raise SystemExit(main())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -46,20 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: parse, dispatch, and turn errors into one line and an exit code."""
+def main(argv: Sequence[str] | None = None, startup_handler: Callable[[int, object], None] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn errors into one line and an exit code.
+
+    `startup_handler`: the SIGINT handler `specsim.entry` set before importing this module; it stays
+    while the parser is built and is replaced by Python's KeyboardInterrupt as the command starts."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        sys.stdout.flush()
     except SystemExit as exc:  # --help, --version, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    except BrokenPipeError:  # `specsim --help | head`
+        _silence_stdout()
+        return 128 + 13
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
+        if startup_handler is not None and signal.getsignal(signal.SIGINT) is startup_handler:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         with raise_on_signals():
             rc = func(args)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `specsim ... | head`: the reader left; say nothing more
+        _silence_stdout()
+        return 128 + 13
     except SpecsimError as exc:
         print(f"specsim: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
@@ -84,6 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return int(rc or 0)
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's last flush does not fail on the closed pipe."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -219,6 +219,53 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+MAX_TORN_BYTES = 64 << 20
+"""Longest cut-short record `set_aside_torn_tail` sets aside (records of specsim's logs are a few KiB)."""
+
+
+def set_aside_torn_tail(path: str | os.PathLike[str]) -> tuple[int, Path | None]:
+    """In an append-only log of lines, a last line without its newline is a record cut short by a crash
+    during a write. Move those bytes to `PATH.torn-N` (kept for inspection, never deleted) and truncate
+    the log after its last complete line, so the next append starts a line of its own; return (bytes
+    moved, where). The caller holds the log's write lock: a writer mid-append also looks torn."""
+    p = Path(path)
+    try:
+        with open(p, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0, None
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return 0, None
+            start = max(0, size - (1 << 20))
+            cut = -1
+            while cut < 0:
+                f.seek(start)
+                block = f.read(min(size - start, 1 << 20))
+                i = block.rfind(b"\n")
+                if i >= 0:
+                    cut = start + i + 1
+                elif start == 0:
+                    cut = 0
+                elif size - start >= MAX_TORN_BYTES:
+                    raise SpecsimError(f"{p} does not end in a record: no line end in its last "
+                                       f"{MAX_TORN_BYTES >> 20} MiB")
+                else:
+                    start = max(0, start - (1 << 20))
+            f.seek(cut)
+            tail = f.read()
+            n = 1
+            while (side := p.with_name(f"{p.name}.torn-{n}")).exists():
+                n += 1
+            side.write_bytes(tail)
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        raise SpecsimError(os_error_message(exc, "cannot repair")) from None
+    return len(tail), side
+
+
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` atomically (never leaves a half-written file)."""
     with atomic_path(path) as tmp:
@@ -437,7 +484,7 @@ def output_set(folder: str | os.PathLike[str], names: Iterable[str], force: bool
 
 __all__ = [
     "MANIFEST", "OutputSet", "Terminated", "add_force_arg", "atomic_path", "atomic_write_text", "check_output_dir",
-    "check_output_folder",
+    "check_output_folder", "set_aside_torn_tail",
     "check_output_file", "foreign_entries", "os_error_message", "output_path", "output_set", "raise_on_signals",
     "refuse_input_as_output", "signals_deferred",
 ]

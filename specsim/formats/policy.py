@@ -500,6 +500,43 @@ def load_policy(path: str | Path) -> Policy:
     return load_document(path, Policy, "policy", SCHEMA, VERSIONS)
 
 
+POLICY_SHORTHAND = "off, static:K or static:K@DRAFTER"
+"""What `read_policy` accepts besides a policy file."""
+
+
+def read_policy(text: str | Path, profile: Profile | None = None) -> Policy:
+    """A policy from a command line: `off` (no speculation), `static:K[@DRAFTER]` (K at every batch size;
+    DRAFTER a profile drafter, default its first one that may use K), or a policy file (`./off` for a file
+    named off). Without a profile, DRAFTER must be a drafter that needs no model (ngram, suffix)."""
+    s = str(text).strip()
+    if s.lower() == "off":
+        return Policy()
+    if not s.lower().startswith("static:"):
+        return load_policy(text)
+    k_text, _, name = s[len("static:"):].partition("@")
+    if not k_text.strip().isdigit() or not 1 <= int(k_text) <= SCHEDULE_TOP:
+        raise SpecsimError(f"cannot read policy {s!r}: give {POLICY_SHORTHAND} with K a whole number >= 1")
+    k, name = int(k_text), name.strip()
+    if profile is None:
+        if name not in ("ngram", "suffix"):
+            raise SpecsimError(f"policy {s!r} needs the profile to know drafter {name or '(the first)'!r}: give "
+                               "--profile, or static:K@ngram / static:K@suffix")
+        return Policy.static(DrafterRef(name=name, method=name), k)
+    usable = [n for n, d in profile.drafters.items() if k in d.static_ks(profile.k_max)]
+    if name and name not in profile.drafters:
+        raise SpecsimError(f"policy {s!r}: drafter {name!r} is not in the profile (it has: "
+                           f"{', '.join(profile.drafters) or 'none'})")
+    if not name:
+        if not usable:
+            raise SpecsimError(f"policy {s!r}: no drafter of the profile may run K = {k}")
+        name = usable[0]
+    if name not in usable:
+        ks = profile.drafters[name].static_ks(profile.k_max)
+        raise SpecsimError(f"policy {s!r}: drafter {name!r} may run K in {ks[0]}..{ks[-1]} (a tree: {ks})"
+                           if ks else f"policy {s!r}: drafter {name!r} has no static K")
+    return Policy.static(DrafterRef.from_profile(profile, name), k)
+
+
 def save_policy(policy: Policy, path: str | Path) -> None:
     """Write a policy as JSON atomically.
 

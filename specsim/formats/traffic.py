@@ -45,19 +45,26 @@ def looks_like_ms(timestamps: np.ndarray) -> bool:
 
 
 S_SUSPECT_RATE = 1000.0
-"""Timestamps read as milliseconds (a format whose unit is ms, such as Mooncake's) with fractional
-values and a mean rate above this many req/s look like seconds: a seconds trace at 1 to 10 req/s
-read as milliseconds runs at 1,000 to 10,000 req/s."""
+"""Timestamps read as milliseconds (a format whose unit is ms, such as Mooncake's) at a mean rate above
+this many req/s look like seconds, whole or fractional: a seconds trace at 1 to 10 req/s read as
+milliseconds runs at 1,000 to 10,000 req/s."""
+S_SUSPECT_RATE_FRACTIONAL = 100.0
+"""The same for timestamps with fractions (milliseconds in these formats are whole numbers): a
+seconds trace at 0.1 req/s or more read as milliseconds runs above this rate."""
 
 
 def looks_like_s(timestamps_ms: np.ndarray) -> bool:
-    """True when timestamps read as milliseconds have fractions and run above 1000 req/s (S_SUSPECT_RATE)."""
+    """True when timestamps read as milliseconds run above S_SUSPECT_RATE req/s, or above
+    S_SUSPECT_RATE_FRACTIONAL with fractional values: too fast for one trace's mean, so ambiguous."""
     ts = np.asarray(timestamps_ms, dtype=np.float64)
     if len(ts) < 3:
         return False
     span = float(ts.max() - ts.min()) / 1e3
+    if span == 0:
+        return True
     fractional = bool(np.any(ts != np.floor(ts)))
-    return fractional and (span == 0 or (len(ts) - 1) / span > S_SUSPECT_RATE)
+    rate = (len(ts) - 1) / span
+    return rate > S_SUSPECT_RATE or (fractional and rate > S_SUSPECT_RATE_FRACTIONAL)
 
 
 def to_seconds(timestamps: Any, time_unit: str | None, where: str, default: str = "s") -> np.ndarray:
@@ -73,9 +80,10 @@ def to_seconds(timestamps: Any, time_unit: str | None, where: str, default: str 
     if time_unit is None and default == "ms":
         if looks_like_s(ts):
             span = float(ts.max() - ts.min()) / 1e3
+            kind = "fractional values" if np.any(ts != np.floor(ts)) else "whole numbers"
             raise SpecsimError(
                 f"{where}: timestamps look like seconds read as milliseconds ({len(ts):,} requests in "
-                f"{span:,.3f} s, fractional values); pass --time-unit s (or --time-unit ms if they really are ms)"
+                f"{span:,.3f} s, {kind}); pass --time-unit s (or --time-unit ms if they really are ms)"
             )
         return ts / 1000.0  # division: 2518 ms is exactly float("2.518")
     if time_unit is None and looks_like_ms(ts):
@@ -95,6 +103,11 @@ def add_time_unit_arg(parser: Any, flag: str = "--time-unit") -> None:
         flag, choices=tuple(TIME_UNITS), default=None, dest="time_unit",
         help="unit of the trace's timestamps (default: seconds, refusing a trace that looks like "
              "milliseconds; give s to accept it as seconds)")
+
+
+MAX_REQUEST_TOKENS = 1 << 30
+"""Most tokens in one request's prompt or output (1,073,741,824): a hundred times the longest context of any
+model served today, and small enough that no sum of lengths overflows a 64-bit count."""
 
 
 @dataclass(frozen=True)
@@ -154,9 +167,13 @@ class Traffic:
         hash_ids: Any = None,
     ) -> Traffic:
         """Build and validate a trace from array-likes; request ids default to their index."""
-        ts = np.asarray(timestamps, dtype=np.float64)
-        inp = np.asarray(input_lengths, dtype=np.int64)
-        out = np.asarray(output_lengths, dtype=np.int64)
+        try:
+            ts = np.asarray(timestamps, dtype=np.float64)
+            inp = np.asarray(input_lengths, dtype=np.int64)
+            out = np.asarray(output_lengths, dtype=np.int64)
+        except (OverflowError, ValueError, TypeError):
+            raise SpecsimError(f"traffic lengths must be integers in 1..{MAX_REQUEST_TOKENS} "
+                               f"(timestamps finite numbers)") from None
         n = len(ts)
         cats = tuple(categories) if categories is not None else (None,) * n
         ids = tuple(str(x) for x in (request_ids if request_ids is not None else range(n)))
@@ -191,6 +208,10 @@ class Traffic:
             if len(arr) and arr.min() < 1:
                 i = int(np.argmin(arr))
                 raise SpecsimError(f"traffic request {i}: {name} must be >= 1, got {int(arr[i])}")
+            if len(arr) and arr.max() > MAX_REQUEST_TOKENS:
+                i = int(np.argmax(arr))
+                raise SpecsimError(f"traffic request {i}: {name} {int(arr[i])} is above the {MAX_REQUEST_TOKENS:,} "
+                                   "tokens specsim accepts (MAX_REQUEST_TOKENS)")
 
     @property
     def duration(self) -> float:
@@ -359,8 +380,9 @@ def _count(obj: dict[str, Any], key: str, p: Path, lineno: int) -> int:
     v = obj[key]
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v >= 2**63:
-        raise SpecsimError(f"traffic {p} line {lineno}: '{key}' must be an integer in 1..2^63-1, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1 or v > MAX_REQUEST_TOKENS:
+        raise SpecsimError(f"traffic {p} line {lineno}: '{key}' must be an integer in 1..{MAX_REQUEST_TOKENS} "
+                           f"(MAX_REQUEST_TOKENS), got {v!r}")
     return v
 
 

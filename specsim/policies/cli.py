@@ -14,7 +14,7 @@ from specsim.io import add_force_arg, output_path
 def register(subparsers: Any) -> None:
     """Add the live-serving subcommands to the CLI."""
     ex = subparsers.add_parser("export", help="print a policy's settings for vLLM, SGLang or TensorRT-LLM")
-    ex.add_argument("policy", help="policy JSON")
+    ex.add_argument("policy", help="policy JSON, or off / static:K@ngram / static:K@suffix")
     ex.add_argument("--to", choices=("vllm", "sglang", "trtllm"), default="vllm", help="serving engine")
     ex.add_argument("--model", default="default", help="target model name or folder for the command line")
     ex.add_argument("--max-num-seqs", type=int, default=None, help="override the policy's engine.max_num_seqs")
@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
         help="run a real vLLM OpenAI server with a policy applied (extra vLLM args after --)",
     )
     _serve_options(sv)
-    sv.add_argument("policy", help="policy JSON")
+    sv.add_argument("policy", help="policy JSON, or off / static:K[@DRAFTER] (a drafter of --profile)")
     sv.add_argument("rest", nargs=argparse.REMAINDER, help="more options above, then -- and extra `vllm serve` args")
     sv.set_defaults(func=_serve)
 
@@ -101,7 +101,7 @@ def split_serve_args(args: argparse.Namespace) -> list[str]:
 
 def _export(args: argparse.Namespace) -> int:
     from specsim.errors import SpecsimError
-    from specsim.formats.policy import load_policy
+    from specsim.formats.policy import read_policy
     from specsim.io import atomic_write_text, check_output_file, check_output_folder, refuse_input_as_output
     from specsim.models.prepare import DEFAULT_FOLDER, DEFAULT_NAMES, models_dir
     from specsim.policies.export import EXPORT_FILES, export
@@ -115,7 +115,7 @@ def _export(args: argparse.Namespace) -> int:
         check_output_folder(args.out_dir, args.force, "--out-dir")
         for name in EXPORT_FILES:
             refuse_input_as_output(args.out_dir / name, (args.policy, args.out))
-    policy = load_policy(args.policy)
+    policy = read_policy(args.policy)
     exp = export(policy, args.to, args.max_num_seqs, lossy=args.lossy)
     model = str(models_dir() / DEFAULT_FOLDER) if args.model.lower() in DEFAULT_NAMES else args.model
     print(f"# {exp.engine_version}")
@@ -146,7 +146,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from specsim.errors import SpecsimError
-    from specsim.formats.policy import load_policy
+    from specsim.formats.policy import read_policy
     from specsim.formats.profile import load_profile
     from specsim.models.prepare import resolve_model
     from specsim.policies.serve import (
@@ -162,8 +162,8 @@ def _serve(args: argparse.Namespace) -> int:
     extra = split_serve_args(args)
     if args.host not in LOOPBACK:
         raise SpecsimError(f"specsim serve binds only to loopback addresses ({', '.join(LOOPBACK)}), got {args.host}")
-    policy = load_policy(args.policy)
     profile = load_profile(args.profile) if args.profile else None
+    policy = read_policy(args.policy, profile)
     model = args.model or (profile.metadata.target_model.split(" (", 1)[0].strip() if profile else "default")
     eager = bool(args.eager)
     if profile is not None:

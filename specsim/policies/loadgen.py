@@ -92,6 +92,33 @@ class HttpError(Exception):
     """A non-2xx response or a malformed HTTP exchange."""
 
 
+class MalformedAnswer(SpecsimError):
+    """The server answered something no OpenAI-compatible server sends (non-finite or absurd numbers, JSON
+    nested too deeply, an event or body past its size bound): the run stops with one line."""
+
+
+MAX_BODY_BYTES = 64 << 20
+"""Largest response body read whole (/v1/models, /tokenize, /metrics, an error body)."""
+MAX_EVENT_BYTES = 4 << 20
+"""Largest server-sent event of a streamed completion."""
+MAX_TOKENS_REPORTED = 1 << 31
+"""Largest completion_tokens count believed."""
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_answer(data: bytes | str, what: str) -> Any:
+    """JSON from the server; NaN/Infinity, nesting too deep and undecodable bytes are a MalformedAnswer."""
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise MalformedAnswer(f"{what} returned JSON nested too deeply") from None
+    except ValueError as exc:
+        raise MalformedAnswer(f"{what} did not return JSON ({str(exc)[:80]}); is it an OpenAI server?") from None
+
+
 async def _read_headers(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
     status_line = await reader.readline()
     if not status_line:
@@ -117,6 +144,8 @@ async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):  
             if not size_line:
                 return
             size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if not 0 <= size <= MAX_BODY_BYTES:
+                raise MalformedAnswer(f"a chunk of {size} bytes is beyond the {MAX_BODY_BYTES} specsim reads")
             if size == 0:
                 await reader.readline()
                 return
@@ -125,6 +154,8 @@ async def _body_chunks(reader: asyncio.StreamReader, headers: dict[str, str]):  
             yield data
     elif "content-length" in headers:
         n = int(headers["content-length"])
+        if not 0 <= n <= MAX_BODY_BYTES:
+            raise MalformedAnswer(f"a body of {n} bytes is beyond the {MAX_BODY_BYTES} specsim reads")
         if n:
             yield await reader.readexactly(n)
     else:
@@ -154,11 +185,17 @@ async def fetch(ep: Endpoint, method: str, path: str, body: dict[str, Any] | Non
 
     async def go() -> tuple[int, bytes]:
         status, headers, reader, writer = await http_request(ep, method, path, body)
+        parts: list[bytes] = []
+        size = 0
         try:
-            data = b"".join([c async for c in _body_chunks(reader, headers)])
+            async for c in _body_chunks(reader, headers):
+                size += len(c)
+                if size > MAX_BODY_BYTES:
+                    raise MalformedAnswer(f"{method} {path} answered more than {MAX_BODY_BYTES} bytes")
+                parts.append(c)
         finally:
             writer.close()
-        return status, data
+        return status, b"".join(parts)
 
     return await asyncio.wait_for(go(), timeout)
 
@@ -188,6 +225,8 @@ async def stream_completion(ep: Endpoint, body: dict[str, Any], t0: float, out: 
         async for chunk in _body_chunks(reader, headers):
             now = time.perf_counter() - t0
             buf += chunk.replace(b"\r\n", b"\n")
+            if len(buf) > MAX_EVENT_BYTES and b"\n\n" not in buf:
+                raise MalformedAnswer(f"a streamed event is longer than {MAX_EVENT_BYTES} bytes")
             while b"\n\n" in buf and not done:
                 event, buf = buf.split(b"\n\n", 1)
                 for line in event.split(b"\n"):
@@ -197,7 +236,10 @@ async def stream_completion(ep: Endpoint, body: dict[str, Any], t0: float, out: 
                     if data == b"[DONE]":
                         done = True
                         break
-                    _count_event(json.loads(data), now, out)
+                    msg = parse_answer(data, "a streamed completion")
+                    if not isinstance(msg, dict):
+                        raise MalformedAnswer("a streamed completion event is not a JSON object")
+                    _count_event(msg, now, out)
             if done:
                 break
     finally:
@@ -208,9 +250,14 @@ def _count_event(msg: dict[str, Any], now: float, out: Outcome) -> None:
     if "error" in msg and not msg.get("choices"):
         raise HttpError(f"server error: {str(msg['error'])[:200]}")
     usage = msg.get("usage") or {}
-    total = usage.get("completion_tokens")
+    total = usage.get("completion_tokens") if isinstance(usage, dict) else None
     choices = msg.get("choices") or []
+    if not isinstance(choices, list) or (choices and not isinstance(choices[0], dict)):
+        raise MalformedAnswer("a streamed completion event has choices that are not a list of objects")
     if total is not None:
+        if isinstance(total, bool) or not isinstance(total, (int, float)) or not 0 <= total <= MAX_TOKENS_REPORTED \
+                or total != int(total):
+            raise MalformedAnswer(f"usage.completion_tokens {str(total)[:40]} is not a token count")
         new = int(total) - out.tokens
     else:  # no continuous usage stats: one token per event with text
         new = 1 if choices and (choices[0].get("text") or "") != "" else 0
@@ -248,11 +295,13 @@ async def tokenize(ep: Endpoint, model: str, text: str, chat: bool = False,
         return None
     if status != 200:
         return None
-    try:
-        ids = json.loads(data).get("tokens")
-        return [int(x) for x in ids] if ids else None
-    except (ValueError, AttributeError, TypeError):  # not the JSON vLLM returns
+    doc = parse_answer(data, "POST /tokenize")
+    ids = doc.get("tokens") if isinstance(doc, dict) else None
+    if not isinstance(ids, list) or not ids:
         return None
+    if any(isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < 1 << 32 for x in ids) or len(ids) > 1 << 24:
+        raise MalformedAnswer("POST /tokenize answered token ids that are not 32-bit integers")
+    return list(ids)
 
 
 class NoAnswer(SpecsimError):
@@ -276,12 +325,12 @@ async def server_model(ep: Endpoint, timeout: float = 10.0) -> str:
     if status != 200:
         raise SpecsimError(f"GET /v1/models returned HTTP {status}")
     try:
-        doc = json.loads(data)
+        doc = parse_answer(data, f"GET /v1/models at {ep.url}")
         models = doc.get("data") or []
-        return str(models[0]["id"])
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise SpecsimError(f"GET /v1/models at {ep.url} did not return JSON ({exc}); is it an OpenAI server?"
-                           ) from None
+        name = models[0]["id"]
+        if not isinstance(name, str) or not 0 < len(name) <= 4096:
+            raise TypeError
+        return name
     except IndexError:
         raise SpecsimError("the server lists no models") from None
     except (AttributeError, KeyError, TypeError):
@@ -300,8 +349,13 @@ async def scrape_metrics(ep: Endpoint, timeout: float = 10.0) -> dict[str, float
     return parse_metrics(data.decode("utf-8", "replace"))
 
 
+MAX_COUNTER = 1e18
+"""Largest counter value believed (a server counts tokens; more than 10^18 is no count)."""
+
+
 def parse_metrics(text: str) -> dict[str, float]:
-    """Sum each counter of SPEC_COUNTERS over its label sets in Prometheus text format."""
+    """Sum each counter of SPEC_COUNTERS over its label sets in Prometheus text format; a counter that is
+    not a finite count (nan, inf, negative, absurd) is a MalformedAnswer."""
     out = {v: 0.0 for v in SPEC_COUNTERS.values()}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -310,9 +364,12 @@ def parse_metrics(text: str) -> dict[str, float]:
         key = SPEC_COUNTERS.get(name)
         if key is not None:
             try:
-                out[key] += float(line.rsplit(" ", 1)[1])
+                value = float(line.rsplit(" ", 1)[1])
             except (IndexError, ValueError):
                 continue
+            if not (math.isfinite(value) and 0 <= value <= MAX_COUNTER):
+                raise MalformedAnswer(f"GET /metrics: counter {name} is {line.rsplit(' ', 1)[1][:30]}, not a count")
+            out[key] += value
     return out
 
 
@@ -416,6 +473,7 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
     outcomes = [Outcome() for _ in range(len(traffic))]
     gate = asyncio.Semaphore(cfg.max_inflight)
     lags: list[float] = []
+    malformed: list[str] = []
     t0 = time.perf_counter()
 
     closed = cfg.concurrency is not None
@@ -451,8 +509,11 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
                     o.error = "no tokens received"
             except TimeoutError:
                 o.error = "timed out (run bound reached)"
+            except MalformedAnswer as exc:  # no OpenAI server answers so: the run stops after it, in one line
+                o.error = f"malformed answer: {exc}"[:300]
+                malformed.append(str(exc))
             except (OSError, HttpError, asyncio.IncompleteReadError, ValueError, TypeError, AttributeError,
-                    KeyError) as exc:  # a malformed answer fails this request, not the run
+                    KeyError) as exc:  # an error answer fails this request, not the run
                 o.error = f"{type(exc).__name__}: {exc}"[:300]
 
     next_i = 0
@@ -480,6 +541,9 @@ async def replay(url: str, traffic: Traffic, cfg: LoadgenConfig) -> LoadgenResul
             if o.error is None and not math.isfinite(o.finish):
                 o.error = "not sent before the run bound"
     wall = time.perf_counter() - t0
+    if malformed:
+        raise MalformedAnswer(f"the server at {ep.url} sent malformed answers to {len(malformed)} request(s), the "
+                              f"first: {malformed[0]}")
     after = await scrape_metrics(ep, AFTER_RUN_TIMEOUT_S)
     if closed:  # never sent: count from the run's end so they read as failed, not as instant
         rel = np.where(np.isfinite(rel), rel, wall)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,14 @@ class Checkpoint:
             self._write_line({"key": "__config__", "config": config}, mode="w")
 
     def _load(self, config: dict[str, Any]) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
+        from specsim.formats._common import read_text
+        from specsim.io import set_aside_torn_tail
+
+        moved, side = set_aside_torn_tail(self.path)  # never append onto a record cut short
+        if moved:
+            print(f"specsim: note: checkpoint {self.path} ended in a record cut short by a crash ({moved} bytes, "
+                  f"moved to {side}); the finished points before it are kept", file=sys.stderr)
+        lines = read_text(self.path, "checkpoint").splitlines()
         for i, line in enumerate(lines):
             try:
                 rec = json.loads(line)
@@ -77,10 +85,9 @@ def read_records(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, 
     """(config, records by key) of a checkpoint file, read-only (a cut last line is dropped)."""
     config: dict[str, Any] = {}
     records: dict[str, dict[str, Any]] = {}
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SpecsimError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
+    from specsim.formats._common import read_text
+
+    lines = read_text(path, "checkpoint").splitlines()
     for i, line in enumerate(lines):
         try:
             rec = json.loads(line)

@@ -144,18 +144,18 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from specsim.io import check_output_file
     from specsim.profiler.report import print_summary
     from specsim.profiler.run import Profiler
+    from specsim.terminal import console as make_console
 
     cfg = config_from_args(args)
     plot = args.plot or args.out.with_suffix(".png")
     check_output_file(args.out, "profile")  # before hours of measuring, not after
     check_output_file(plot, "plot")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
         tasks: dict[str, Any] = {}
@@ -173,10 +173,10 @@ def _cmd(args: argparse.Namespace) -> int:
                 tasks[phase] = progress.add_task(labels[phase], total=n, completed=min(done, n), last="")
         profile = prof.run()
     write_profile_set(profile, args.out, plot)
-    print_summary(profile, Console())
+    print_summary(profile, make_console())
     if not args.keep_checkpoint:
         prof.ckpt.remove()
-    Console().print(f"wrote {args.out} and {plot}")
+    make_console().print(f"wrote {args.out} and {plot}")
     return 0
 
 

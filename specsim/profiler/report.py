@@ -48,10 +48,11 @@ def expected_tokens_per_step(p: list[float], k: int) -> float:
 
 def print_summary(profile: Profile, console: Any | None = None) -> None:
     """Rich tables: the decode cost table, the prefill curve and the acceptance summary."""
-    from rich.console import Console
     from rich.table import Table
 
-    con = console or Console()
+    from specsim.terminal import console as make_console
+
+    con = console or make_console()
     dec = profile.target.decode
     t = Table(title=f"target step ms (median) at context {dec.reference_context}, "
                     f"+{dec.context_ms_per_token:.4f} ms per extra context token x seq")

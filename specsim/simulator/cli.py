@@ -18,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--profile", required=True, type=Path)
     p.add_argument("--traffic", required=True, type=Path)
-    p.add_argument("--policy", type=Path, default=None, help="policy JSON (default: no speculation)")
+    p.add_argument("--policy", default=None,
+                   help="policy JSON, or off / static:K / static:K@DRAFTER (default: off, no speculation)")
     p.add_argument("--compare-off", action="store_true", help="also simulate with speculation off")
     p.add_argument("--out", type=output_path, default=Path("sim-out"),
                    help="folder for summary.json, requests.csv, run.png (default sim-out)")
@@ -34,13 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_compare(sub)
 
 
-SIM_FILES = ("summary.json", "requests.csv", "run.png")
-"""Every file `simulate --out` writes: one run's set (docs/formats.md, "Output sets")."""
+SIM_FILES = ("summary.json", "requests.csv", "run.png", "summary-off.json", "requests-off.csv")
+"""Every file `simulate --out` writes: one run's set (docs/formats.md, "Output sets"); the `-off` pair is the
+same traffic without speculation (--compare-off)."""
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
-    from specsim.formats.policy import Policy, check_drafter_matches, load_policy
+    from specsim.formats.policy import Policy, check_drafter_matches, read_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_folder, output_set
@@ -51,7 +53,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     check_output_folder(args.out, args.force)
     profile = load_profile(args.profile)
     traffic = load_traffic(args.traffic, args.time_unit)
-    policy = load_policy(args.policy) if args.policy else Policy()
+    policy = read_policy(args.policy, profile) if args.policy else Policy()
     check_drafter_matches(policy, profile)
     with output_set(args.out, SIM_FILES, force=args.force, inputs=(args.profile, args.traffic, args.policy)) as out:
         if args.check_vllm:
@@ -69,18 +71,23 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         else:
             result = simulate(profile, traffic, policy, cfg)
         summaries = {"policy" if args.policy else "no speculation": result.summary}
+        off = None
         if args.compare_off and args.policy:
             off = simulate(profile, traffic, Policy(), config_from_args(args))
             summaries = {"no speculation": off.summary, **summaries}
+            off.write_json(out.path("summary-off.json"))
+            off.write_csv(out.path("requests-off.csv"))
         result.write_json(out.path("summary.json"))
         result.write_csv(out.path("requests.csv"))
         if not args.no_plot:
             from specsim.simulator.plots import plot_run
 
-            plot_run(result, out.path("run.png"),
+            plot_run(result, out.path("run.png"), off=off,
                      title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
     written = [out.final(n) for n in SIM_FILES if out.final(n).exists()]
-    print_summaries(summaries, title=f"{args.traffic.name}: {len(traffic)} requests")
+    n_sim = int(result.summary.get("requests", len(traffic)))
+    shown = f"{n_sim} requests" if n_sim == len(traffic) else f"{n_sim} of the trace's {len(traffic)} requests"
+    print_summaries(summaries, title=f"{Path(args.traffic).name}: {shown}")
     if notice := estimated_costs_notice(profile):
         print(notice)
     if traffic.metadata.get("lengths_estimated"):

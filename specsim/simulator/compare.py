@@ -55,10 +55,10 @@ def relative(a: Any, b: Any) -> float | None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from specsim.simulator.report import ROWS, SLO_KEYS, _fmt, fmt_slo
+    from specsim.terminal import console
 
     runs: dict[str, dict[str, Any]] = {}
     for r in args.runs:
@@ -87,5 +87,5 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             d = relative(first.get(key), runs[n].get(key))
             cells.append("-" if d is None else f"{d:+.1%}")
         table.add_row(label, *cells)
-    Console().print(table)
+    console().print(table)
     return 0

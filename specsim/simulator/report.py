@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from specsim.metrics import fmt_slo  # noqa: F401 - re-exported
+from specsim.terminal import console as make_console
 
 # (key, label, scale, format): the rows a capacity planner reads first
 ROWS: tuple[tuple[str, str, float, str], ...] = (
@@ -81,7 +81,7 @@ def caveats(summaries: Mapping[str, Mapping[str, Any]]) -> list[str]:
 
 
 def print_summaries(summaries: Mapping[str, Mapping[str, Any]], title: str = "simulation") -> None:
-    console = Console()
+    console = make_console()
     console.print(summary_table(summaries, title))
     for line in caveats(summaries):
         print(line, flush=True)  # one line each, never wrapped or read as markup

@@ -26,11 +26,13 @@ import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats._common import iter_text_lines
-from specsim.formats.traffic import Traffic
+from specsim.formats.traffic import MAX_REQUEST_TOKENS, Traffic
 
 COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 _TS_RE = re.compile(r"^(\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?)(Z|[+-]\d{2}:?\d{2})?$")
 _INT_RE = re.compile(r"^[+-]?\d+$")
+YEARS = (1678, 2261)
+"""Years a timestamp may have: numpy's nanosecond clock wraps silently outside 1677-09-21..2262-04-11."""
 CHUNK_ROWS = 1 << 18
 """Rows parsed per vectorised chunk."""
 
@@ -64,6 +66,8 @@ def _bad_row(fields: list[str], ncols: int, cols: tuple[int, int, int]) -> str |
     m = _TS_RE.match(ts)
     if not m:
         return f"bad TIMESTAMP {ts!r} (expected 'YYYY-MM-DD HH:MM:SS.fffffff', optionally with a UTC offset)"
+    if not YEARS[0] <= int(ts[:4]) <= YEARS[1]:
+        return f"TIMESTAMP {ts!r} lies outside the years {YEARS[0]}-{YEARS[1]} specsim reads"
     try:
         np.datetime64(m.group(1).replace(" ", "T"), "ns")
         _offset_minutes(m.group(2))
@@ -71,10 +75,12 @@ def _bad_row(fields: list[str], ncols: int, cols: tuple[int, int, int]) -> str |
         return f"bad TIMESTAMP {ts!r} (not a valid date/time)"
     for name, c in (("ContextTokens", cols[1]), ("GeneratedTokens", cols[2])):
         v = fields[c].strip()
-        if not _INT_RE.match(v) or len(v) > 18:
+        if not _INT_RE.match(v):
             return f"{name} must be an integer, got {v!r}"
         if int(v) < 0:
             return f"{name} must be >= 0, got {v}"
+        if int(v) > MAX_REQUEST_TOKENS:
+            return f"{name} {v} is above the {MAX_REQUEST_TOKENS:,} tokens specsim accepts"
     return None
 
 
@@ -110,7 +116,7 @@ def _parse_chunk(chunk: list[tuple[int, str]], ncols: int, cols: tuple[int, int,
         else:
             base, offsets = ts_str, None
         matches = [_TS_RE.match(s) for s in base]
-        if not all(matches):
+        if not all(matches) or any(not YEARS[0] <= int(s[:4]) <= YEARS[1] for s in base):
             raise ValueError
         if any(m.group(2) for m in matches):  # other offsets: per row
             offsets = np.array([_offset_minutes(m.group(2)) for m in matches], dtype=np.int64)
@@ -122,7 +128,7 @@ def _parse_chunk(chunk: list[tuple[int, str]], ncols: int, cols: tuple[int, int,
         out = np.array([r[cols[2]] for r in rows]).astype(np.int64)
     except (ValueError, OverflowError):
         raise _locate_error(chunk, ncols, cols, path) from None
-    if inp.min() < 0 or out.min() < 0:
+    if inp.min() < 0 or out.min() < 0 or max(inp.max(), out.max()) > MAX_REQUEST_TOKENS:
         raise _locate_error(chunk, ncols, cols, path)
     return ns, inp, out, ts_str
 

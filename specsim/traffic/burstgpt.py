@@ -27,7 +27,7 @@ import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats._common import iter_text_lines
-from specsim.formats.traffic import Traffic, to_seconds
+from specsim.formats.traffic import MAX_REQUEST_TOKENS, Traffic, to_seconds
 
 COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Log Type")
 LOG_CATEGORIES = {"conversation log": "conv", "api log": "api"}
@@ -111,6 +111,8 @@ def import_burstgpt(
                     raise SpecsimError(f"{where}: {label} must be an integer, got {fields[c].strip()!r}") from None
                 if v < 0:
                     raise SpecsimError(f"{where}: {label} must be >= 0, got {v}")
+                if v > MAX_REQUEST_TOKENS:
+                    raise SpecsimError(f"{where}: {label} {v} is above the {MAX_REQUEST_TOKENS:,} tokens specsim accepts")
                 counts.append(v)
             if counts[1] == 0:  # a failed request: nothing was generated
                 dropped += 1

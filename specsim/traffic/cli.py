@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from specsim.formats._common import DEFAULT_MAX_BYTES
 from specsim.formats.traffic import TIME_UNITS, add_time_unit_arg
 from specsim.io import add_force_arg, output_path
 
@@ -139,7 +140,7 @@ def _cmd_import(args: argparse.Namespace) -> int:
         refuse_input_as_output(args.run_out / "requests.csv", (args.source, args.out))
         refuse_input_as_output(args.run_out / "summary.json", (args.source, args.out))
     path = Path(args.source)
-    if path.is_file() and path.stat().st_size > _SLOW_BYTES:
+    if path.is_file() and _SLOW_BYTES < path.stat().st_size <= DEFAULT_MAX_BYTES:
         _note(f"reading {path} ({path.stat().st_size / 2**20:.0f} MiB) ...")
     t0 = time.perf_counter()
     category = None if args.category.lower() == "none" else args.category
@@ -271,7 +272,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
     else:
-        from rich.console import Console
+        from specsim.terminal import console
 
-        Console().print(stats_table(stats, title=str(args.trace)))
+        console().print(stats_table(stats, title=str(args.trace)))
     return 0

@@ -27,7 +27,7 @@ import numpy as np
 
 from specsim.errors import SpecsimError
 from specsim.formats._common import iter_text_lines, parse_json
-from specsim.formats.traffic import Traffic, to_seconds
+from specsim.formats.traffic import MAX_REQUEST_TOKENS, Traffic, to_seconds
 
 DEFAULT_HASH_BLOCK_SIZE = 512
 """Tokens per hash block in Mooncake's traces."""
@@ -39,8 +39,8 @@ def _count(obj: dict[str, Any], key: str, where: str) -> int:
     v = obj[key]
     if isinstance(v, float) and v.is_integer():
         v = int(v)
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 2**63:
-        raise SpecsimError(f"{where}: '{key}' must be an integer >= 0, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v > MAX_REQUEST_TOKENS:
+        raise SpecsimError(f"{where}: '{key}' must be an integer in 0..{MAX_REQUEST_TOKENS}, got {v!r}")
     return v
 
 

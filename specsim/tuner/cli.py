@@ -270,13 +270,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _print_table(summaries: dict[str, dict[str, Any]], title: str) -> None:
     """The simulator's summary table plus the tuner's goodput (offered rate x fraction in SLO)."""
-    from rich.console import Console
-
     from specsim.simulator.report import fmt_slo, summary_table
+    from specsim.terminal import console
 
     table = summary_table(summaries, title)
     table.add_row("goodput at offered load (tuner objective)", *(fmt_slo(s.get("goodput")) for s in summaries.values()))
-    Console().print(table)
+    console().print(table)
 
 
 # ---- tune-worker ----------------------------------------------------------------------------------
@@ -368,7 +367,7 @@ def _register_sweep(sub: argparse._SubParsersAction) -> None:
         "the SLO and the replicas needed for --target-qps. Writes PNG plots and a Markdown report.",
     )
     p.add_argument("--profile", required=True, type=Path)
-    p.add_argument("--policy", required=True, type=Path)
+    p.add_argument("--policy", required=True, help="policy JSON, or off / static:K / static:K@DRAFTER")
     p.add_argument("--traffic-shape", required=True, type=Path, help="trace whose arrivals and lengths are replayed")
     p.add_argument("--rates", default="0.5:32", help="LO:HI[:N] log-spaced, or a comma list (req/s per replica)")
     p.add_argument("--target-qps", type=float, default=None, help="total QPS to size replicas for")
@@ -405,7 +404,7 @@ def parse_rates(text: str) -> list[float]:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from specsim.formats.notice import estimated_costs_notice
-    from specsim.formats.policy import check_drafter_matches, load_policy
+    from specsim.formats.policy import check_drafter_matches, read_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_folder
@@ -420,7 +419,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     rates = parse_rates(args.rates)
     check_output_folder(args.out, args.force)
     profile = load_profile(args.profile)
-    policy = load_policy(args.policy)
+    policy = read_policy(args.policy, profile)
     check_drafter_matches(policy, profile)
     shape = load_traffic(args.traffic_shape, args.time_unit)
     check_category_map(profile, cfg.category_map)
@@ -491,12 +490,12 @@ def _register_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.io import check_output_folder, output_set
+    from specsim.terminal import console
     from specsim.tuner.compare_engines import HEADER, compare_engines, markdown, plot, table_rows
     from specsim.tuner.objectives import Objective
     from specsim.tuner.space import measured_batch_cap
@@ -526,7 +525,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         table.add_column(h)
     for row in table_rows(results):
         table.add_row(*row)
-    Console().print(table)
+    console().print(table)
     with output_set(args.out, COMPARE_FILES, force=args.force, inputs=(args.profile, args.traffic)) as files:
         doc = {"schema": "specsim.compare-engines", "version": 1, "objective": objective.describe(),
                "profile": str(args.profile), "traffic": str(args.traffic), "trials": args.trials,

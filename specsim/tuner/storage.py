@@ -8,8 +8,10 @@ worker on another machine are marked failed.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
 import time
 import warnings
 from datetime import datetime
@@ -91,12 +93,61 @@ def _open_journal(raw: str, create: bool) -> JournalStorage:
         # The open-lock (O_EXCL lock file) is held only while appending a few lines; a process killed
         # while holding it leaves the file behind, which the next writer removes after the grace period.
         lock = JournalFileOpenLock(str(path), grace_period=LOCK_GRACE_S)
+        if path.exists():
+            check_journal(path, lock if create else None)
         return JournalStorage(JournalFileBackend(str(path), lock_obj=lock))
     except OSError as exc:
         raise SpecsimError(f"cannot open journal storage {path}: {exc.strerror or exc}") from None
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:  # not lines of Optuna JSON logs
         why = "not UTF-8 JSON lines" if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
         raise SpecsimError(f"journal storage {path} is not an Optuna journal file ({why})") from None
+
+
+def check_journal(path: Path, lock: JournalFileOpenLock | None) -> None:
+    """Refuse a journal damaged in the middle (one line); with `lock` (the caller will write; held while
+    checking, so that no writer is mid-append), set a last record cut short by a crash aside, so that
+    nothing is ever appended onto it.
+
+    NOTE: Optuna's JournalFileBackend.read_logs skips a last line without its newline but appends the
+    next record right after it, which joins the two into one line that no reader accepts again
+    (optuna/storages/journal/_file.py): every finished trial would become unreadable."""
+    if lock is None:
+        _check_journal(path, repair=False)
+        return
+    lock.acquire()
+    try:
+        _check_journal(path, repair=True)
+    finally:
+        lock.release()
+
+
+def _check_journal(path: Path, repair: bool) -> None:
+    from specsim.formats._common import open_input
+    from specsim.io import set_aside_torn_tail
+
+    records = 0
+    torn = b""
+    with open_input(path, "journal storage") as f:  # a regular file within the size limit
+        for n, line in enumerate(f, start=1):
+            if not line.endswith(b"\n"):
+                torn = line[:1]  # a last line cut short (read-only: Optuna skips it)
+                break
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                where = f"damaged at line {n}" if records else f"not an Optuna journal file (line {n})"
+                raise SpecsimError(f"journal storage {path} is {where}: not a JSON record; restore it from a copy, "
+                                   "or start another --storage") from None
+            if not isinstance(rec, dict) or "op_code" not in rec:
+                raise SpecsimError(f"journal storage {path} line {n} is not an Optuna journal record") from None
+            records += 1
+    if torn and not (records and torn == b"{"):
+        raise SpecsimError(f"journal storage {path} is not an Optuna journal file (its last line is no record)")
+    if torn and repair:
+        moved, side = set_aside_torn_tail(path)
+        if moved:
+            print(f"specsim: note: journal storage {path} ended in a record cut short by a crash ({moved} bytes, "
+                  f"moved to {side}); every record before it is kept", file=sys.stderr)
 
 
 def worker_id() -> str:

@@ -28,7 +28,7 @@ def register(subparsers: Any) -> None:
         "bootstrap confidence intervals beside the simulator's prediction. Verdict: ship only when the policy is "
         "significantly better than the best baseline. Loopback only; bounded in requests and time; resumable.",
     )
-    p.add_argument("policy", type=Path, help="policy JSON (from `specsim tune`)")
+    p.add_argument("policy", help="policy JSON (from `specsim tune`), or static:K[@DRAFTER]")
     p.add_argument("--traffic", required=True, type=Path, help="traffic JSONL to replay")
     p.add_argument("--profile", required=True, type=Path, help="the profile the policy was tuned on")
     p.add_argument("--out", type=output_path, default=Path("verify-out"),
@@ -92,7 +92,7 @@ def check_verify_folder(out: Path, force: bool, inputs: tuple[Any, ...]) -> None
 
 
 def _cmd(args: argparse.Namespace) -> int:
-    from specsim.formats.policy import Policy, load_policy, save_policy
+    from specsim.formats.policy import Policy, read_policy, save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
     from specsim.prompts import load_prompts
@@ -101,8 +101,8 @@ def _cmd(args: argparse.Namespace) -> int:
 
     _check(args)
     check_verify_folder(args.out, args.force, (args.policy, args.traffic, args.profile, args.prompts))
-    policy = load_policy(args.policy)
     profile = load_profile(args.profile)
+    policy = read_policy(args.policy, profile)
     traffic = load_traffic(args.traffic, args.time_unit)
     prompts = load_prompts(args.prompts)
     vcfg = VerifyConfig(repeats=args.repeats, max_requests=args.max_requests, time_limit_s=args.time_limit,
@@ -114,7 +114,7 @@ def _cmd(args: argparse.Namespace) -> int:
     write_json(res, args.out / "verify.json")
     from specsim.io import atomic_write_text
 
-    atomic_write_text(args.out / "report.md", markdown(res, f"verify {args.policy.name} on {args.traffic.name}"))
+    atomic_write_text(args.out / "report.md", markdown(res, f"verify {Path(args.policy).name} on {args.traffic.name}"))
     if res.candidates:
         plot(res, args.out / "verify.png")
     checked = policy.model_copy(deep=True)

@@ -13,9 +13,13 @@ class FakeServer:
     """Streams `max_tokens` tokens, `per_chunk` at a time, `itl` seconds apart, after `ttft` seconds."""
 
     def __init__(self, ttft: float = 0.05, itl: float = 0.01, per_chunk: int = 1, chunked: bool = True,
-                 tokenize: bool = False) -> None:
+                 tokenize: bool = False, models_body: bytes | None = None, event_raw: str | None = None,
+                 metrics_body: bytes | None = None) -> None:
+        """`models_body`, `event_raw` (the data of every completion event) and `metrics_body` replace what a
+        well-behaved server answers, for tests of malformed answers."""
         self.ttft, self.itl, self.per_chunk, self.chunked = ttft, itl, per_chunk, chunked
         self.tokenize = tokenize
+        self.models_body, self.event_raw, self.metrics_body = models_body, event_raw, metrics_body
         self.received: list[tuple[float, dict[str, Any]]] = []
         self.port = 0
         self._loop = asyncio.new_event_loop()
@@ -62,14 +66,15 @@ class FakeServer:
                 headers[k.strip().lower()] = v.strip()
             body = await reader.readexactly(int(headers.get("content-length", 0)))
             if path == "/v1/models":
-                await self._send(writer, 200, json.dumps({"data": [{"id": "fake"}]}).encode())
+                await self._send(writer, 200, self.models_body or json.dumps({"data": [{"id": "fake"}]}).encode())
             elif path == "/tokenize" and self.tokenize:
                 req = json.loads(body)
                 text = req["prompt"] if "prompt" in req else "<" + req["messages"][0]["content"] + ">"
                 ids = [ord(c) for c in text]
                 await self._send(writer, 200, json.dumps({"tokens": ids}).encode())
             elif path == "/metrics":
-                await self._send(writer, 200, b"# HELP x\nvllm:spec_decode_num_drafts_total{a=\"b\"} 3.0\n")
+                await self._send(writer, 200, self.metrics_body or
+                                 b"# HELP x\nvllm:spec_decode_num_drafts_total{a=\"b\"} 3.0\n")
             elif path == "/v1/completions" and method == "POST":
                 req = json.loads(body)
                 self.received.append((time.perf_counter(), req))
@@ -97,6 +102,13 @@ class FakeServer:
 
         n, done = int(req["max_tokens"]), 0
         await asyncio.sleep(self.ttft)
+        if self.event_raw is not None:
+            await emit(self.event_raw)
+            await emit("[DONE]")
+            if self.chunked:
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+            return
         while done < n:
             take = 1 if done == 0 else min(self.per_chunk, n - done)
             done += take

@@ -198,3 +198,33 @@ def test_named_prompt_sends_that_prompts_text() -> None:
         got = sorted(tuple(r["prompt"]) for _, r in srv.received)
     # q2 is sent as its own text; the unknown id falls back to the category's first prompt
     assert got == sorted([tuple(ord(c) for c in "def"), tuple(ord(c) for c in "ab")])
+
+
+DEEP = "[" * 200_000 + "]" * 200_000
+MALFORMED = {
+    "completion_tokens Infinity": {
+        "event_raw": '{"choices": [{"text": "x"}], "usage": {"completion_tokens": Infinity}}'},
+    "completion_tokens 1e300": {"event_raw": '{"choices": [{"text": "x"}], "usage": {"completion_tokens": 1e300}}'},
+    "completion_tokens NaN": {"event_raw": '{"choices": [{"text": "x"}], "usage": {"completion_tokens": NaN}}'},
+    "SSE data nested 200k deep": {"event_raw": DEEP},
+    "SSE choices not a list": {"event_raw": '{"choices": 5, "usage": {"completion_tokens": 1}}'},
+    "/v1/models nested 200k deep": {"models_body": DEEP.encode()},
+    "/v1/models id not a string": {"models_body": b'{"data": [{"id": {"a": 1}}]}'},
+    "/metrics counter nan": {
+        "metrics_body": b"vllm:spec_decode_num_drafts_total 1\nvllm:spec_decode_num_drafts_total nan\n"},
+    "/metrics counter -inf": {"metrics_body": b"vllm:spec_decode_num_accepted_tokens_total -Inf\n"},
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED), ids=list(MALFORMED))
+def test_every_malformed_answer_is_one_line_and_exit_2(case: str, tmp_path, capsys) -> None:  # noqa: ANN001
+    from specsim.cli import main
+    from specsim.formats.traffic import save_traffic
+
+    save_traffic(Traffic.from_arrays([0.0, 0.01], [8, 8], [3, 3]), tmp_path / "t.jsonl")
+    with FakeServer(ttft=0.0, itl=0.0, **MALFORMED[case]) as srv:
+        rc = main(["loadgen", "--url", srv.url, "--traffic", str(tmp_path / "t.jsonl"), "--out", str(tmp_path / "o"),
+                   "--timeout", "20"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("specsim: error:") and err.count("\n") == 1, (rc, err[-500:])
+    assert "internal error" not in err and not (tmp_path / "o").exists()

@@ -173,3 +173,46 @@ def test_processes_creating_one_new_sqlite_database_at_once_all_succeed(tmp_path
         for i in range(4):
             url = f"sqlite:///{tmp_path / f'race-{i}.db'}"
             assert pool.map(_open, [url] * 4) == ["ok"] * 4
+
+
+def test_a_journal_cut_mid_record_resumes_with_every_finished_trial(tmp_path: Path) -> None:
+    """A crash during a write leaves the journal's last record without its end: --resume keeps every record
+    before it, sets the cut bytes aside, says so in one line, and the study stays readable afterwards."""
+    prof, traf = write_inputs(tmp_path, n=60)
+    log = tmp_path / "study.log"
+    url = f"journal:{log}"
+    args = ("tune", "--profile", str(prof), "--traffic", str(traf), "--storage", url, "--study", "cut",
+            "--out", str(tmp_path / "policy.json"), "--no-baselines", *TUNE)
+    first = specsim(*args, "--trials", "8")
+    assert first.returncode == 0, first.stderr
+    before = {t.number: t.values for t in _trials(url, "cut") if t.state == TrialState.COMPLETE}
+    whole = log.read_bytes()
+    log.write_bytes(whole + b'{"op_code": 5, "worker_id": "x", "trial_id": 3, "sta')  # the crash
+    again = specsim(*args, "--trials", "12", "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "cut short by a crash" in again.stderr and again.stderr.count("\n") == 1, again.stderr
+    assert (tmp_path / "study.log.torn-1").read_bytes().startswith(b'{"op_code": 5')
+    after = {t.number: t for t in _trials(url, "cut")}
+    assert all(after[n].values == v for n, v in before.items())
+    assert sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in after.values()) == 12
+    report = specsim("report", "cut", "--storage", url, "--out", str(tmp_path / "rep"))
+    assert report.returncode == 0, report.stderr
+
+
+def test_a_journal_damaged_mid_file_is_one_line(tmp_path: Path) -> None:
+    prof, traf = write_inputs(tmp_path, n=60)
+    log = tmp_path / "study.log"
+    first = specsim("tune", "--profile", str(prof), "--traffic", str(traf), "--storage", f"journal:{log}",
+                    "--study", "s", "--trials", "4", "--out", str(tmp_path / "p.json"), "--no-baselines", *TUNE)
+    assert first.returncode == 0, first.stderr
+    lines = log.read_bytes().split(b"\n")
+    lines[2] = lines[2][: len(lines[2]) // 2]
+    log.write_bytes(b"\n".join(lines))
+    size = log.stat().st_size
+    for cmd in (("tune", "--profile", str(prof), "--traffic", str(traf), "--storage", f"journal:{log}", "--study",
+                 "s", "--trials", "6", "--out", str(tmp_path / "p.json"), "--resume", *TUNE),
+                ("report", "s", "--storage", f"journal:{log}", "--out", str(tmp_path / "r")),
+                ("tune-worker", "--storage", f"journal:{log}", "--study", "s", "--wait", "1")):
+        res = specsim(*cmd)
+        assert res.returncode == 2 and "damaged at line 3" in res.stderr and res.stderr.count("\n") == 1, res.stderr
+    assert log.stat().st_size == size  # nothing was appended or cut
