@@ -23,9 +23,17 @@ def _startup_interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     """Console-script entry point (`specsim`, `python -m specsim`)."""
     signal.signal(signal.SIGINT, _startup_interrupt)
-    from specsim.cli import main as cli_main
+    try:
+        from specsim.cli import main as cli_main
 
-    return cli_main(sys.argv[1:], startup_handler=_startup_interrupt)
+        return cli_main(sys.argv[1:], startup_handler=_startup_interrupt)
+    except KeyboardInterrupt:  # between the command's own handling and its return
+        os.write(2, b"specsim: interrupted\n")
+        return 130
+    finally:
+        # NOTE: the command is over; a Ctrl-C while the interpreter shuts down would otherwise end the
+        # process by the signal itself (exit -2) after the command already finished its work
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 if __name__ == "__main__":

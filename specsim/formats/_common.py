@@ -177,7 +177,7 @@ def check_version(data: Any, what: str, where: str, schema: str, supported: tupl
     version = data.get("version")
     if version is None:
         raise SpecsimError(f"invalid {what} {where}: missing 'version' (supported: {list(supported)})")
-    if isinstance(version, bool) or version not in supported:
+    if type(version) is not int or version not in supported:  # noqa: E721 - 1.0 and true are not versions
         raise SpecsimError(
             f"unsupported {what} schema version {version!r} in {where} (this specsim reads {list(supported)})"
         )

@@ -310,6 +310,11 @@ class Policy(_Strict):
 
     @model_validator(mode="after")
     def _drafter_needed(self) -> Policy:
+        if self.version < 2:  # NOTE: version 1 reads as a vLLM schedule; its files cannot name a later rule
+            late = [n for n in ("sglang", "trtllm", "queue") if getattr(self, n) is not None]
+            late += ["context_schedule"] * bool(self.context_schedule) + ["family"] * (self.family != "vllm")
+            if late:
+                raise ValueError(f"{late[0]} is a version 2 field, in a version 1 policy (set version 2)")
         if self.drafter is None and any(k > 0 for _, _, k in self.k_schedule):
             raise ValueError("k_schedule has K > 0 but the policy names no drafter")
         if self.family == "sglang":

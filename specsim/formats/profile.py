@@ -403,6 +403,19 @@ class Profile(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Profile:
+        # NOTE: a field a later version added, in an older file, means the file is not what it says it is
+        late = []
+        if self.version < 2:
+            tc = self.target
+            late += [f"target.{n}" for n in ("composition", "kv", "mode", "start_spread") if getattr(tc, n) is not None]
+            late += [f"drafters.{n}.composition" for n, d in self.drafters.items() if d.composition is not None]
+        if self.version < 3:
+            late += [f"drafters.{n}.family" for n, d in self.drafters.items() if d.family is not None]
+            late += ["acceptance[].tree_size"] * any(tr.tree_size is not None for tr in self.acceptance)
+        if late:
+            need = 3 if any("family" in x or "tree_size" in x for x in late) else 2
+            raise ValueError(f"{late[0]} is a version {need} field, in a version {self.version} profile "
+                             f"(set version {need}, or remove it)")
         if self.target.decode.ks[-1] < self.k_max:
             raise ValueError(f"target.decode covers K up to {self.target.decode.ks[-1]} < k_max {self.k_max}")
         modes: dict[str, str] = {}

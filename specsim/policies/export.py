@@ -138,16 +138,24 @@ def to_vllm(policy: Policy, max_num_seqs: int | None = None, lossy: bool = False
         raise SpecsimError(f"drafter method {d.method!r} has no vLLM mapping (known: {', '.join(DIRECT_METHODS)})")
     params = drafter_params(policy)
     if needs_custom_proposer(policy):
+        why = None
         if d.method != "ngram":
-            raise SpecsimError(
-                f"hysteresis / acceptance_floor / the context-length axis need specsim's custom proposer, which "
-                f"wraps only the ngram drafter; vLLM cannot enforce them for {d.method!r}"
-            )
-        if policy.queue is not None:
+            why = (f"hysteresis / acceptance_floor / the context-length axis need specsim's custom proposer, which "
+                   f"wraps only the ngram drafter; vLLM cannot enforce them for {d.method!r}")
+        elif policy.queue is not None:
             # NOTE: vLLM hands the scheduler's num_spec_tokens_to_schedule to its own drafters only,
             # not to a custom_class proposer, so the two mechanisms cannot be combined
-            raise SpecsimError("the queue rule cannot be combined with hysteresis / acceptance_floor / the "
-                               "context-length axis on vLLM (the custom proposer does not see the waiting queue)")
+            why = ("the queue rule cannot be combined with hysteresis / acceptance_floor / the context-length axis "
+                   "on vLLM (the custom proposer does not see the waiting queue)")
+        if why is not None:
+            if not lossy:
+                raise SpecsimError(f"{why} (pass --lossy to export without them)")
+            dropped = [n for n, on in (("hysteresis", policy.hysteresis > 0),
+                                       ("acceptance_floor", policy.acceptance_floor is not None),
+                                       ("context_schedule", bool(policy.context_schedule))) if on]
+            exp.unsupported += [f"{n} (dropped: {why.split(' (')[0]})" for n in dropped]
+            policy = policy.model_copy(update={"hysteresis": 0, "acceptance_floor": None, "context_schedule": []})
+    if needs_custom_proposer(policy):
         cfg: dict[str, Any] = {"method": "custom_class", "model": PROPOSER_CLASS,
                                "num_speculative_tokens": policy.max_k}
         exp.env[POLICY_ENV] = policy_env_value(policy)

@@ -35,12 +35,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     register_compare(sub)
 
 
+LARGE_FLEET = 64
+"""Replicas from which `simulate` says up front that the run will take a while."""
 SIM_FILES = ("summary.json", "requests.csv", "run.png", "summary-off.json", "requests-off.csv")
 """Every file `simulate --out` writes: one run's set (docs/formats.md, "Output sets"); the `-off` pair is the
 same traffic without speculation (--compare-off)."""
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from specsim.formats.notice import estimated_costs_notice
     from specsim.formats.policy import Policy, check_drafter_matches, read_policy
     from specsim.formats.profile import load_profile
@@ -55,6 +59,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     traffic = load_traffic(args.traffic, args.time_unit)
     policy = read_policy(args.policy, profile) if args.policy else Policy()
     check_drafter_matches(policy, profile)
+    n_req = min(len(traffic), cfg.max_requests or len(traffic))
+    if cfg.replicas > n_req:
+        print(f"note: {cfg.replicas} replicas for {n_req} requests: at least {cfg.replicas - n_req} of them will "
+              "serve nothing")
+    if cfg.replicas >= LARGE_FLEET:
+        print(f"simulating {cfg.replicas} replicas over {n_req} requests: a large fleet takes up to a minute and "
+              "about 2 GB per thousand replicas of a long trace", flush=True)
     with output_set(args.out, SIM_FILES, force=args.force, inputs=(args.profile, args.traffic, args.policy)) as out:
         if args.check_vllm:
             from specsim.simulator.parity import check_against_vllm
@@ -85,6 +96,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             plot_run(result, out.path("run.png"), off=off,
                      title=f"{args.traffic.name} under {args.policy or 'no speculation'}")
     written = [out.final(n) for n in SIM_FILES if out.final(n).exists()]
+    if cfg.replicas > 1:
+        served = len(np.unique(result.requests["replica"]))
+        if served < cfg.replicas:
+            print(f"note: {cfg.replicas - served} of {cfg.replicas} replicas served no request: this traffic needs at "
+                  f"most {served} (sweep --target-qps sizes a fleet)")
     n_sim = int(result.summary.get("requests", len(traffic)))
     shown = f"{n_sim} requests" if n_sim == len(traffic) else f"{n_sim} of the trace's {len(traffic)} requests"
     print_summaries(summaries, title=f"{Path(args.traffic).name}: {shown}")

@@ -112,7 +112,8 @@ def import_burstgpt(
                 if v < 0:
                     raise SpecsimError(f"{where}: {label} must be >= 0, got {v}")
                 if v > MAX_REQUEST_TOKENS:
-                    raise SpecsimError(f"{where}: {label} {v} is above the {MAX_REQUEST_TOKENS:,} tokens specsim accepts")
+                    raise SpecsimError(f"{where}: {label} {v} is above the {MAX_REQUEST_TOKENS:,} tokens specsim "
+                                       "accepts")
                 counts.append(v)
             if counts[1] == 0:  # a failed request: nothing was generated
                 dropped += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -220,7 +221,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         traffic = time_window(traffic, *window)
     loads = parse_rates(args.loads) if args.loads else None
     if loads is not None:
+        if cfg.max_requests is not None:
+            # NOTE: --max-requests sizes each load; cut after the loads are joined, it kept only the first load
+            traffic = traffic.head(cfg.max_requests)
+            cfg = dataclasses.replace(cfg, max_requests=None)
         traffic = multi_load(traffic, loads)
+        print(f"tuning across {len(loads)} loads ({', '.join(f'{r:g}' for r in loads)} req/s): "
+              f"{len(traffic) // len(loads)} requests at each, {len(traffic)} in all")
     objective = Objective.parse(args.objective, args.slo, args.pareto)
     check_category_map(profile, cfg.category_map)
     if line := traffic_warning(profile, traffic, cfg.category_map):
@@ -233,7 +240,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,
         progress=not args.no_progress, min_workers=args.min_workers,
     )
-    print(f"tuning {objective.describe()} on {len(traffic)} requests; space: {space.size_hint}")
+    n_tuned = min(len(traffic), cfg.max_requests or len(traffic))
+    on = f"{n_tuned} requests" if n_tuned == len(traffic) else f"the first {n_tuned} of {len(traffic)} requests"
+    print(f"tuning {objective.describe()} on {on}; space: {space.size_hint}")
     t0 = time.perf_counter()
     result = tune(
         profile, traffic, objective, space, cfg, settings,
@@ -258,7 +267,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             raise SpecsimError("tune --verify needs specsim's verify stage, which is not installed")
         result = step(args, result, profile, traffic)
     save_policy(result.policy, args.out)
-    _print_table(summaries_for_report(result), f"tuned vs baselines ({len(traffic)} requests)")
+    _print_table(summaries_for_report(result), f"tuned vs baselines ({on})")
     for line in describe_result(result):
         print(line)
     print(f"{len(result.study.trials)} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "

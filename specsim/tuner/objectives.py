@@ -68,6 +68,17 @@ class Objective:
             out.append(v)
         return out
 
+    def check_defined(self, output_lengths: Any) -> None:
+        """Refuse an objective no request of the traffic can measure: TPOT and ITL need two output tokens
+        (a study on NaN everywhere would pick an arbitrary policy)."""
+        import numpy as np
+
+        lens = np.asarray(output_lengths)
+        for m in self.metrics:
+            if m.key.split("_", 1)[0] in ("tpot", "itl") and len(lens) and int(lens.max()) < 2:
+                raise SpecsimError(f"objective {m.name} is undefined on this traffic: every request has one output "
+                                   "token, and TPOT/ITL need two (choose e.g. p99-ttft or goodput)")
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "metrics": [m.name for m in self.metrics], "slo": self.slo}
 

@@ -101,6 +101,7 @@ def tune(
     """Tune a policy for `traffic` on `profile`; see the module docstring."""
     check_inputs(profile, traffic)
     cfg = cfg or SimConfig()
+    objective.check_defined(traffic.output_lengths[: cfg.max_requests] if cfg.max_requests else traffic.output_lengths)
     settings = settings or StudySettings()
     space.validate()
     check_slo_feasible(profile, objective.slo, space.drafters)

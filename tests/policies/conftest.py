@@ -17,7 +17,7 @@ NGRAM = {"name": "ngram", "method": "ngram", "params": {"prompt_lookup_min": 2, 
 
 def policy(**kw: Any) -> Policy:
     """An ngram policy with the given fields."""
-    data: dict[str, Any] = {"schema": "specsim.policy", "version": 1, "drafter": NGRAM}
+    data: dict[str, Any] = {"schema": "specsim.policy", "version": 2, "drafter": NGRAM}
     data.update(kw)
     return Policy.model_validate(data)
 

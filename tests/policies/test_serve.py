@@ -61,6 +61,7 @@ def test_a_recorded_margin_keeps_the_policies_tuned_on_the_profile(profile_doc: 
     doc = {**profile_doc, "metadata": {**profile_doc["metadata"],
                                        "fit": {"start_spread": {"starts": 3, "relative": 0.02}}}}
     doc["target"] = {**doc["target"], "start_spread": 0.02}
+    doc["version"] = 2  # start_spread came with version 2
     measured = Profile.model_validate(doc)
     tuned = policy(k_schedule=[[1, 4, 2]], provenance={"profile_sha256": measured.digest()})
     noted = copy.deepcopy(doc)
