@@ -23,3 +23,10 @@ def estimated_costs_notice(profile: Profile) -> str | None:
         return f"costs are estimated ({model}; no validation error recorded)"
     where = fit.get("table")
     return f"costs are estimated ({model}; {err}{': ' + str(where) if where else ''})"
+
+
+def acceptance_notice(profile: Profile, names: list[str]) -> list[str]:
+    """'acceptance of NAME: ...' for each drafter a printed figure depends on: where it came from."""
+    from specsim.formats.acceptance_rates import acceptance_source_text
+
+    return [f"acceptance of {n!r}: {acceptance_source_text(profile, n)}" for n in names if n in profile.drafters]

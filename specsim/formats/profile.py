@@ -311,6 +311,13 @@ class DrafterSpec(_Strict):
     """Version 2: the drafter's share of a step's period, used with target.composition."""
     family: DrafterFamily | None = None
     """Version 3: the drafter's family and its parameters (None: a chain)."""
+    acceptance_source: Literal["traces", "rates", "live", "synthetic"] | None = None
+    """Version 3: where the drafter's acceptance comes from. traces: measured per prompt through the engine;
+    rates: per-position rates a user gave (`acceptance_rates`); live: a server's counters; synthetic: an
+    assumed alpha (analytic). None: an older profile (traces, or synthetic in an analytic profile)."""
+    acceptance_rates: dict[str, list[float]] | None = None
+    """Version 3, with source rates (or live): the per-position rates as given, by K ("k2", "k4") or for
+    every K ("all"); the traces replay them (specsim.formats.acceptance_rates)."""
 
     @model_validator(mode="after")
     def _family_fits(self) -> DrafterSpec:
@@ -360,6 +367,10 @@ class AcceptanceTrace(_Strict):
     (draft model argmax), 'vllm-metrics' (engine per-request counts), 'synthetic' (analytic)."""
     tree_size: int | None = Field(default=None, ge=1)
     """A tree drafter's traces: the tree size they were made for (None: the drafter's tree_size)."""
+    at_k: int | None = Field(default=None, ge=1, le=64)
+    """Version 3, chain drafters with acceptance per K: the K this trace's acceptance was measured or given
+    at. A step drafting K tokens reads the traces of the largest at_k no bigger than K (the smallest at_k
+    below every one); all sets cover the same prompts and positions."""
 
     @model_validator(mode="after")
     def _payload(self) -> AcceptanceTrace:
@@ -410,20 +421,28 @@ class Profile(_Strict):
             late += [f"target.{n}" for n in ("composition", "kv", "mode", "start_spread") if getattr(tc, n) is not None]
             late += [f"drafters.{n}.composition" for n, d in self.drafters.items() if d.composition is not None]
         if self.version < 3:
-            late += [f"drafters.{n}.family" for n, d in self.drafters.items() if d.family is not None]
+            late += [f"drafters.{n}.{f}" for n, d in self.drafters.items()
+                     for f in ("family", "acceptance_source", "acceptance_rates") if getattr(d, f) is not None]
             late += ["acceptance[].tree_size"] * any(tr.tree_size is not None for tr in self.acceptance)
+            late += ["acceptance[].at_k"] * any(tr.at_k is not None for tr in self.acceptance)
         if late:
-            need = 3 if any("family" in x or "tree_size" in x for x in late) else 2
+            need = 3 if any(x.rsplit(".", 1)[-1] in ("family", "tree_size", "at_k", "acceptance_source",
+                                                     "acceptance_rates") for x in late) else 2
             raise ValueError(f"{late[0]} is a version {need} field, in a version {self.version} profile "
                              f"(set version {need}, or remove it)")
         if self.target.decode.ks[-1] < self.k_max:
             raise ValueError(f"target.decode covers K up to {self.target.decode.ks[-1]} < k_max {self.k_max}")
         modes: dict[str, str] = {}
+        per_k: dict[str, bool] = {}
         for t in self.acceptance:
             if t.drafter not in self.drafters:
                 raise ValueError(f"acceptance trace {t.prompt_id!r} names unknown drafter {t.drafter!r}")
             if modes.setdefault(t.drafter, t.mode) != t.mode:
                 raise ValueError(f"drafter {t.drafter!r} mixes greedy and sampled acceptance traces")
+            if per_k.setdefault(t.drafter, t.at_k is not None) != (t.at_k is not None):
+                raise ValueError(f"drafter {t.drafter!r} mixes traces per K (at_k) with traces for every K")
+            if t.at_k is not None and (t.mode != "greedy" or t.tree_size is not None):
+                raise ValueError(f"drafter {t.drafter!r}: traces per K (at_k) are greedy chain traces")
         return self
 
     def traces_for(self, drafter: str) -> list[AcceptanceTrace]:

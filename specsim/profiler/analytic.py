@@ -298,6 +298,8 @@ def analytic_profile(
             **({"acceptance_from": copied} if copied else {}),
         },
     )
+    drafters = {n: d if d.acceptance_source is not None else d.model_copy(update={"acceptance_source": "synthetic"})
+                for n, d in drafters.items()}
     return Profile(
         metadata=meta,
         k_max=k_max,
@@ -343,7 +345,8 @@ def _measured_acceptance(
         out = [t for t in out if t.drafter != kind]
         out += [t.model_copy(update={"drafter": kind}) for t in src]
         k_cap = min(t.k_max for t in src)
-        drafters[kind] = drafters[kind].model_copy(update={"k_max": min(drafters[kind].k_max, k_cap)})
+        drafters[kind] = drafters[kind].model_copy(update={"k_max": min(drafters[kind].k_max, k_cap),
+                                                           "acceptance_source": spec.acceptance_source or "traces"})
         copied[kind] = {"measured_drafter": n, "method": spec.method, "traces": len(src), "k_max": k_cap,
                         "target_model": measured.metadata.target_model, "hardware": measured.metadata.hardware}
     return out, copied

@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="take acceptance traces from a measured profile instead of i.i.d. alpha")
     p.add_argument("--acceptance-drafter", default=None, metavar="NAME",
                    help="with --acceptance-from: the measured drafter to copy (default: each of its drafters)")
+    p.add_argument("--acceptance-rates", action="append", default=None, metavar="RATES",
+                   help="per-position acceptance rates as vLLM's counters report them (accepted at position j / "
+                        "drafts), for every model-based drafter: 0.8,0.6,0.4,0.3, or per K: k2=0.77,0.55 "
+                        "(repeatable); replaces the assumed alpha")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=output_path, required=True, help="profile JSON to write")
     p.set_defaults(func=_cmd)
@@ -68,6 +72,13 @@ def _cmd(args: argparse.Namespace) -> int:
 
     check_output_file(args.out, "profile")
     refuse_input_as_output(args.out, (args.acceptance_from,), "profile")
+    rates = None
+    if args.acceptance_rates:
+        from specsim.formats.acceptance_rates import parse_rates
+
+        rates = parse_rates(args.acceptance_rates)
+        if args.acceptance_from is not None:
+            raise SpecsimError("give --acceptance-rates or --acceptance-from, not both")
     if args.acceptance_drafter and args.acceptance_from is None:
         raise SpecsimError("--acceptance-drafter needs --acceptance-from")
     measured = load_profile(args.acceptance_from) if args.acceptance_from is not None else None
@@ -84,6 +95,10 @@ def _cmd(args: argparse.Namespace) -> int:
         eagle=args.eagle, acceptance_from=measured, acceptance_drafter=args.acceptance_drafter,
         families=tuple(args.family), heads=args.heads, trees=trees, hit_rate=args.hit_rate,
     )
+    if rates is not None:
+        from specsim.formats.acceptance_rates import apply_rates
+
+        prof, _ = apply_rates(prof, rates, seed=args.seed)
     save_profile(prof, args.out)
     dec = prof.target.decode
     print(
@@ -94,5 +109,9 @@ def _cmd(args: argparse.Namespace) -> int:
     for kind, info in prof.metadata.analytic.get("acceptance_from", {}).items():
         print(f"acceptance of {kind!r}: {info['traces']} measured traces of {info['measured_drafter']!r} "
               f"({info['target_model']} on {info['hardware']}), K up to {info['k_max']}")
+    from specsim.formats.acceptance_rates import acceptance_source_text
+
+    for name in prof.drafters:
+        print(f"acceptance of {name!r}: {acceptance_source_text(prof, name)}")
     print(estimated_costs_notice(prof))
     return 0

@@ -90,25 +90,28 @@ class AcceptanceReplay:
     """Assigns a trace to each request; `arrays` holds the traces for the compiled engine."""
 
     def __init__(self, traces: list[AcceptanceTrace], seed: int = 0, tree_sizes: list[int] | None = None) -> None:
+        """`tree_sizes`: the K levels the traces come in, ascending (a tree's sizes, or the K values of traces
+        given per K, `AcceptanceTrace.at_k`); a K-token draft reads the largest level no bigger than K."""
         if not traces:
             raise SpecsimError("the profile has no acceptance traces for the policy's drafter")
         extra: dict[int, list[AcceptanceTrace]] = {}
         if tree_sizes and len(tree_sizes) > 1:
-            # NOTE: one drafter, one trace per prompt and size; requests are assigned among the largest
-            # tree's traces and every size reads the same prompt's positions (rows of `r`)
+            # NOTE: one drafter, one trace per prompt and level; requests are assigned among the largest
+            # level's traces and every level reads the same prompt's positions (rows of `r`)
             top = tree_sizes[-1]
             by_size: dict[int, list[AcceptanceTrace]] = defaultdict(list)
             for t in traces:
-                by_size[t.tree_size or top].append(t)
+                by_size[t.tree_size or t.at_k or top].append(t)
             traces = by_size.pop(top, [])
+            what = "K" if any(t.at_k for t in traces) else "tree size"
             if set(by_size) - set(tree_sizes) or not traces:
-                raise SpecsimError(f"tree traces are for sizes {sorted({*by_size, top})}, "
-                                   f"the drafter lists {tree_sizes}")
+                raise SpecsimError(f"the traces are for {what} {sorted({*by_size, top})}, the drafter lists "
+                                   f"{tree_sizes}")
             for size in tree_sizes[:-1]:
                 other = by_size.get(size, [])
                 if [(t.prompt_id, len(t.r or ())) for t in other] != [(t.prompt_id, len(t.r or ())) for t in traces]:
-                    raise SpecsimError(f"the traces of the {size}-token tree must cover the same prompts and positions "
-                                       f"as those of the {top}-token tree")
+                    raise SpecsimError(f"the traces for {what} {size} must cover the same prompts and positions "
+                                       f"as those for {what} {top}")
                 extra[size] = other
         modes = {t.mode for t in traces}
         if len(modes) > 1:

@@ -45,7 +45,7 @@ same traffic without speculation (--compare-off)."""
 def _cmd_simulate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from specsim.formats.notice import estimated_costs_notice
+    from specsim.formats.notice import acceptance_notice, estimated_costs_notice
     from specsim.formats.policy import Policy, check_drafter_matches, read_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -106,6 +106,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     print_summaries(summaries, title=f"{Path(args.traffic).name}: {shown}")
     if notice := estimated_costs_notice(profile):
         print(notice)
+    for line in acceptance_notice(profile, [policy.drafter.name] if policy.drafter and policy.max_k else []):
+        print(line)
     if traffic.metadata.get("lengths_estimated"):
         print(f"note: the trace's token lengths are estimates ({traffic.metadata.get('token_counts', 'estimated')}); "
               "import it with --tokenizer for exact counts")

@@ -219,7 +219,9 @@ def simulate(
         cost = StepCostModel(profile, drafter, b_max=max(cfg.max_num_seqs, 1))
     if drafter is not None and replay is None:
         tree = spec.family.sizes if spec is not None and spec.family is not None else []
-        replay = AcceptanceReplay(profile.traces_for(drafter), seed=cfg.seed, tree_sizes=tree or None)
+        traces = profile.traces_for(drafter)
+        levels = tree or sorted({t.at_k for t in traces if t.at_k is not None})
+        replay = AcceptanceReplay(traces, seed=cfg.seed, tree_sizes=levels or None)
     if not speculating:
         replay = None
 

@@ -192,7 +192,7 @@ def _check_study_args(args: argparse.Namespace) -> None:
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
-    from specsim.formats.notice import estimated_costs_notice
+    from specsim.formats.notice import acceptance_notice, estimated_costs_notice
     from specsim.formats.policy import save_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -274,6 +274,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
           f"wrote {args.out}")
     if notice := estimated_costs_notice(profile):
         print(notice)
+    for line in acceptance_notice(profile, list(space.drafters)):
+        print(line)
     return 0
 
 
@@ -412,7 +414,7 @@ def parse_rates(text: str) -> list[float]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from specsim.formats.notice import estimated_costs_notice
+    from specsim.formats.notice import acceptance_notice, estimated_costs_notice
     from specsim.formats.policy import check_drafter_matches, read_policy
     from specsim.formats.profile import load_profile
     from specsim.formats.traffic import load_traffic
@@ -442,6 +444,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print("wrote " + ", ".join(str(p) for p in paths))
     if notice := estimated_costs_notice(profile):
         print(notice)
+    for line in acceptance_notice(profile, [policy.drafter.name] if policy.drafter and policy.max_k else []):
+        print(line)
     return 0
 
 
