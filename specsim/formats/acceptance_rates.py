@@ -144,7 +144,8 @@ def apply_rates(profile: Any, rates: dict[int | None, list[float]], names: list[
     kept = [t for t in profile.acceptance if t.drafter not in chosen]
     drafters = dict(profile.drafters)
     for n in chosen:
-        k_cap = min(top, profile.k_max, drafters[n].k_max) if None in rates else min(max(rates), profile.k_max)
+        per_k = [k for k in rates if k is not None]
+        k_cap = min(top, profile.k_max, drafters[n].k_max) if not per_k else min(max(per_k), profile.k_max)
         usable = {k: v for k, v in rates.items() if k is None or k <= profile.k_max}
         if not usable:
             raise SpecsimError(f"--acceptance-rates: every K given is above the profile's k_max {profile.k_max}")

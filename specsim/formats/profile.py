@@ -473,8 +473,25 @@ class Profile(_Strict):
 
         NOTE: hashed over `as_measured()`: recording a fidelity study's validated margin in a profile must
         not orphan the policies tuned on it (the study's own tuned policy among them)."""
-        blob = json.dumps(self.as_measured().model_dump(mode="json", by_alias=True), sort_keys=True).encode()
+        doc = self.as_measured().model_dump(mode="json", by_alias=True)
+        # NOTE: fields added later hash only when set, so that a profile written before them keeps its digest
+        # (and the policies tuned on it stay valid)
+        for d in doc.get("drafters", {}).values():
+            for key in LATE_DRAFTER_FIELDS:
+                if d.get(key) is None:
+                    d.pop(key, None)
+        for t in doc.get("acceptance", []):
+            for key in LATE_TRACE_FIELDS:
+                if t.get(key) is None:
+                    t.pop(key, None)
+        blob = json.dumps(doc, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()
+
+
+LATE_DRAFTER_FIELDS = ("acceptance_source", "acceptance_rates")
+"""DrafterSpec fields added after profiles were first hashed (left out of the digest while unset)."""
+LATE_TRACE_FIELDS = ("at_k",)
+"""AcceptanceTrace fields likewise."""
 
 
 def load_profile(path: str | Path) -> Profile:

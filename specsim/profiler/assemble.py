@@ -271,7 +271,8 @@ def assemble(records: Mapping[str, dict[str, Any]], cfg: Any, prompts: Sequence[
                           model.drafters.get(keys.KPROBE_DRAFTER))
         specs[d.name] = DrafterSpec(method=d.method, model=d.model, params=dict(d.params), k_max=cfg.k_max,
                                     composition=DrafterComposition(**{k: round(v, 5) for k, v in fitted.items()})
-                                    if fitted else None)
+                                    if fitted else None,
+                                    acceptance_source="traces" if any(t.drafter == d.name for t in tr) else None)
     load = sorted(r["load1"] for k, r in records.items() if k.startswith(keys.LOAD))
     cores = int(context.get("cores", 2))
     notes = ""
@@ -291,7 +292,21 @@ def assemble(records: Mapping[str, dict[str, Any]], cfg: Any, prompts: Sequence[
         created_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         notes=notes, fit=report, acceptance_check=checks,
     )
-    return Profile(version=2, metadata=meta, k_max=cfg.k_max, target=target, drafters=specs, acceptance=tr)
+    if cfg.costs_only:
+        meta.notes = (meta.notes + "; " if meta.notes else "") + (
+            "costs only: every engine built from config.json with load_format='dummy' (a step's cost does not "
+            "depend on weights); no acceptance was measured")
+    profile = Profile(version=3, metadata=meta, k_max=cfg.k_max, target=target, drafters=specs, acceptance=tr)
+    rates = getattr(cfg, "acceptance_rates", None)
+    if rates:
+        from specsim.formats.acceptance_rates import RATE_METHODS, apply_rates, parse_rates
+
+        lacking = [d.name for d in drafters if d.method in RATE_METHODS and not profile.traces_for(d.name)]
+        if not lacking:
+            raise SpecsimError("--acceptance-rates: every model-based drafter of this run has measured traces "
+                               "(the rates stand in for a drafter whose acceptance is not measured)")
+        profile, _ = apply_rates(profile, parse_rates(list(rates)), names=lacking, seed=cfg.seed)
+    return profile
 
 
 def assemble_checkpoint(path: str) -> Profile:

@@ -63,6 +63,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--kv-space", type=int, default=_D.kv_space_gib,
                    help="CPU: GiB of KV cache (VLLM_CPU_KVCACHE_SPACE); the profile records the blocks it gives")
     p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--costs-only", action="store_true",
+                   help="build every engine from config.json alone (load_format=dummy): the cost grid of any "
+                        "target and drafter shapes without weights (drafter folders may hold only config.json, "
+                        "see `specsim models drafter-shape`); no acceptance is measured")
+    p.add_argument("--acceptance-rates", action="append", default=None, metavar="RATES",
+                   help="per-position acceptance rates for the model-based drafters whose acceptance is not "
+                        "measured (with --costs-only): 0.8,0.6,0.4 or per K k2=0.77,0.55 (repeatable)")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint and start over")
     p.add_argument("--keep-checkpoint", action="store_true",
                    help="keep OUT.partial.jsonl after success (re-assemble it later without vLLM)")
@@ -106,6 +113,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
         raise SpecsimError("--max-num-seqs must be >= 1 and --max-num-batched-tokens >= --max-num-seqs")
     if args.kv_space < 1:
         raise SpecsimError("--kv-space must be >= 1 GiB")
+    if args.acceptance_rates:
+        from specsim.formats.acceptance_rates import parse_rates
+
+        parse_rates(args.acceptance_rates)  # refused before any engine starts
     plan = MeasurePlan.quick() if args.plan == "quick" else MeasurePlan()
     if args.ks:
         try:
@@ -139,7 +150,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         max_tokens=args.max_tokens, max_prompt_tokens=args.max_prompt_tokens, k_max=args.k_max, plan=plan,
         dtype=args.dtype, compiled=not args.eager, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, kv_space_gib=args.kv_space, seed=args.seed,
-        temperature=args.temperature, logprobs_k=args.logprobs,
+        temperature=args.temperature, logprobs_k=args.logprobs, costs_only=args.costs_only,
+        acceptance_rates=list(args.acceptance_rates or []),
     )
 
 

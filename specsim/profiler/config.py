@@ -35,6 +35,13 @@ class ProfileConfig:
     seed: int = 0
     skip_costs: bool = False
     skip_acceptance: bool = False
+    costs_only: bool = False
+    """Build every engine from config.json files alone (`load_format="dummy"`): the step costs of any shapes
+    without weights (a step's cost does not depend on them), no acceptance measured; acceptance then comes
+    from `acceptance_rates`, or the drafter is tuned only once it has some."""
+    acceptance_rates: list[str] = field(default_factory=list)
+    """`--acceptance-rates` as given (specsim.formats.acceptance_rates.parse_rates): per-position rates for
+    the model-based drafters whose acceptance this run does not measure."""
     temperature: float = 0.0
     """0: greedy traces (r). > 0: sampled traces from teacher-forced top-k log-probs."""
     logprobs_k: int = 20
@@ -46,6 +53,7 @@ class ProfileConfig:
         # NOTE: repeats of the cost grid are keyed apart (plain@1, kprobe@1), so a finished profile's
         # checkpoint resumes with a larger --cost-starts and only runs the new starts
         d["plan"].pop("cost_starts", None)
+        d.pop("acceptance_rates", None)  # applied when the profile is assembled: no measurement depends on it
         return json.loads(json.dumps(d))  # as the checkpoint stores it (tuples become lists)
 
 

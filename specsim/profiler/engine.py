@@ -70,9 +70,10 @@ def parse_drafter(text: str) -> DrafterConfig:
     return DrafterConfig(f"{method}:{Path(rest).name}", method, rest, {})
 
 
-def check_drafter_supported(drafter: DrafterConfig, device: str, target: Path) -> None:
-    """Refuse drafters this device or install cannot run, with a one-line reason (the server's check)."""
-    path = check_drafter_runnable(drafter.method, drafter.model, device, target)
+def check_drafter_supported(drafter: DrafterConfig, device: str, target: Path, weights: bool = True) -> None:
+    """Refuse drafters this device or install cannot run, with a one-line reason (the server's check);
+    `weights=False` (--costs-only) accepts a drafter folder holding only its config.json."""
+    path = check_drafter_runnable(drafter.method, drafter.model, device, target, weights=weights)
     if path is not None:
         drafter.model = str(path)
 

@@ -60,6 +60,13 @@ from specsim.vllmkit.recorder import ASYNC_SCHEDULER, SCHEDULER
 from specsim.vllmkit.recorder import ENV as STEP_LOG_ENV
 
 FILLER = "The quick brown fox jumps over the lazy dog while the cat sleeps on the warm red chair. "
+MODEL_DRAFTERS = ("draft_model", "eagle", "eagle3", "mtp")
+"""Drafters that run a model of their own: their costs are measured in engines of their own at each K."""
+
+
+def drafter_ks(plan: MeasurePlan, k_max: int) -> list[int]:
+    """The K values a model-based drafter's engines run at: 1, k_max and every K the plan's decode cycles."""
+    return sorted({1, k_max, *(k for k in plan.ks if 0 < k <= k_max)})
 
 
 Advance = Callable[[str, str], None]
@@ -116,6 +123,10 @@ class Profiler:
     def __init__(self, cfg: ProfileConfig, out: Path, resume: bool = True, advance: Advance | None = None) -> None:
         from specsim.models.prepare import resolve_model
 
+        if cfg.costs_only:
+            from dataclasses import replace
+
+            cfg = replace(cfg, skip_acceptance=True)
         self.cfg = cfg
         self.out = out
         self.device = detect_device()
@@ -129,7 +140,7 @@ class Profiler:
         if len({d.name for d in self.drafters}) != len(self.drafters):
             raise SpecsimError("the same drafter was given twice")
         for d in self.drafters:
-            check_drafter_supported(d, self.device, self.target)
+            check_drafter_supported(d, self.device, self.target, weights=not cfg.costs_only)
         self.prompts: list[Prompt] = load_prompts(cfg.prompts, cfg.num_prompts)
         longest = cfg.plan.max_context() + cfg.plan.steps_per_k * len(cfg.plan.ks) * (cfg.k_max + 1) + 64
         max_len = max(2048, cfg.max_prompt_tokens + cfg.max_tokens + 2 * cfg.k_max + 16, longest)
@@ -138,6 +149,9 @@ class Profiler:
             model=str(self.target), device=self.device, dtype=cfg.dtype, max_model_len=max_len,
             max_num_seqs=seqs, max_num_batched_tokens=max(cfg.max_num_batched_tokens, seqs), seed=cfg.seed,
             enforce_eager=not cfg.compiled,
+            # NOTE: the draft inherits the target's load config (vllm/model_executor/model_loader/utils.py,
+            # get_draft_load_config), so both are built from their config.json alone
+            extra={"load_format": "dummy"} if cfg.costs_only else {},
         )
         self.ckpt = Checkpoint(checkpoint_path(out), cfg.fingerprint() | {"target": str(self.target)},
                                resume=resume)
@@ -164,8 +178,8 @@ class Profiler:
             for d in self.drafters:
                 if d.method in ("suffix", "ngram"):
                     u["drafters"] += n_served
-                elif d.method == "draft_model":
-                    u["drafters"] += 2 * (len(p.decode[:4]) + 1)
+                elif d.method in MODEL_DRAFTERS:
+                    u["drafters"] += len(drafter_ks(p, cfg.k_max)) * (len(p.decode[:4]) + 1)
         if not cfg.skip_acceptance:
             u["drafters"] += len([d for d in self.drafters if d.method != "ngram"])
             if any(d.method == "ngram" for d in self.drafters) and cfg.temperature == 0:
@@ -187,7 +201,7 @@ class Profiler:
         log.unlink(missing_ok=True)
         os.environ[STEP_LOG_ENV] = str(log)
         settings = EngineSettings(**{**asdict(self.settings), "model": model or self.settings.model,
-                                     "extra": dict(extra or {}),
+                                     "extra": {**self.settings.extra, **(extra or {})},
                                      "enforce_eager": True if eager else self.settings.enforce_eager})
         settings.extra["scheduler_cls"] = SCHEDULER
         t0 = time.monotonic()
@@ -378,8 +392,10 @@ class Profiler:
                 self._suffix(d)
             elif d.method == "draft_model":
                 self._draft_model(d)
-            elif d.method in ("eagle", "eagle3", "mtp") and not cfg.skip_acceptance:
-                self._metrics_traces(d)
+            elif d.method in MODEL_DRAFTERS:
+                if not cfg.skip_acceptance:
+                    self._metrics_traces(d)
+                self._model_drafter_costs(d)
 
     def _suffix(self, d: DrafterConfig) -> None:
         served = [keys.workload(f"drafter-{d.name}", "served", f"r{r:g}")
@@ -450,9 +466,16 @@ class Profiler:
                 shutdown(llm)
             self.ckpt.put(keys.drafter(d.name), {"argmax" if cfg.temperature == 0 else "topk": rs})
             self.advance("drafters", f"{d.name}: teacher-forced")
+        self._model_drafter_costs(d)
+
+    def _model_drafter_costs(self, d: DrafterConfig) -> None:
+        """The drafter's own engines at each K of `drafter_ks`: decode workloads (its K passes per step and
+        the verification of K + 1 tokens) and one served-traffic workload (its prefill and KV beside the
+        target's). The same code for a draft model and an EAGLE head: only their shapes differ."""
+        cfg = self.cfg
         if cfg.skip_costs:
             return
-        for k in sorted({1, cfg.k_max}):
+        for k in drafter_ks(cfg.plan, cfg.k_max):
             engine = f"drafter-{d.name}-k{k}"
             todo = [(b, c) for b, c in cfg.plan.decode[:4]
                     if not self.ckpt.done(keys.workload(engine, "decode", f"b{b}-c{c}"))]

@@ -235,6 +235,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     top = measured_batch_cap(profile, cfg.max_num_seqs)
     # NOTE: by default breakpoints stay inside the batch sizes the profile measured
     space = _space_from_args(args, profile, args.max_batch or top)
+    if not args.drafters:
+        from specsim.tuner.space import tunable_drafters
+
+        for name, why in tunable_drafters(profile)[1].items():
+            print(f"not searched: drafter {name!r}: {why}")
     settings = StudySettings(
         n_trials=args.trials, jobs=args.jobs, storage=args.storage, study_name=args.study, resume=args.resume,
         seed=args.seed, prune_percentile=args.prune_percentile, startup_trials=args.startup_trials,

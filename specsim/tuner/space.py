@@ -62,6 +62,22 @@ def log_grid(lo: int, hi: int, ratio: float = 2.0) -> list[int]:
     return out
 
 
+NO_ACCEPTANCE = ("the profile has costs but no acceptance for it (profiled --costs-only?): give per-position rates "
+                 "with `specsim profile ... --acceptance-rates` or `profile-analytic --acceptance-rates`")
+
+
+def tunable_drafters(profile: Profile) -> tuple[list[str], dict[str, str]]:
+    """The profile's drafters a study can search (in profile order), and why each other one is left out."""
+    ok: list[str] = []
+    refused: dict[str, str] = {}
+    for n in profile.drafters:
+        if not profile.traces_for(n):
+            refused[n] = NO_ACCEPTANCE
+        else:
+            ok.append(n)
+    return ok, refused
+
+
 @dataclass
 class SearchSpace:
     """What the tuner may choose; `suggest` samples one point, `policy` turns params into a Policy."""
@@ -109,12 +125,18 @@ class SearchSpace:
             raise SpecsimError(
                 "the profile has no drafters: nothing to tune (profile one with `specsim profile --drafter ...`)"
             )
-        names = list(profile.drafters) if drafters is None else list(drafters)
+        if drafters is None:
+            names, refused = tunable_drafters(profile)
+            if not names:
+                why = "; ".join(f"{n}: {r}" for n, r in refused.items())
+                raise SpecsimError(f"no drafter of the profile can be tuned ({why})")
+        else:
+            names = list(drafters)
         for n in names:
             if n not in profile.drafters:
                 raise SpecsimError(f"drafter {n!r} is not in the profile (it measured: {', '.join(profile.drafters)})")
             if not profile.traces_for(n):
-                raise SpecsimError(f"the profile has no acceptance traces for drafter {n!r}")
+                raise SpecsimError(f"drafter {n!r}: {NO_ACCEPTANCE}")
         if not names:
             raise SpecsimError("no drafters to search")
         # NOTE: a tree's K is its size whatever K a trial draws (SearchSpace.policy), so trees do not cap K

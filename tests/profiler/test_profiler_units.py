@@ -282,15 +282,24 @@ def test_unsupported_drafters_are_refused(tmp_path: Path, monkeypatch: pytest.Mo
     from specsim.profiler.engine import check_drafter_supported
 
     target = tmp_path / "t"
-    with pytest.raises(SpecsimError, match="needs a GPU build of vLLM.*not on this CPU") as profiler_says:
-        check_drafter_supported(parse_drafter("eagle:/some/head"), "cpu", target)
+    target.mkdir()
+    (target / "config.json").write_text('{"hidden_size": 8, "num_hidden_layers": 2, "vocab_size": 10}')
+    with pytest.raises(SpecsimError, match="'mtp' drafts with the target's own MTP layers") as profiler_says:
+        check_drafter_supported(parse_drafter("mtp:/some/head"), "cpu", target)
     # the server refuses with the very same check (specsim.vllmkit.env.check_drafter_runnable)
     from specsim.formats.policy import DrafterRef, Policy
     from specsim.policies.serve import check_drafter
 
     with pytest.raises(SpecsimError) as serve_says:
-        check_drafter(Policy.static(DrafterRef(name="e", method="eagle", model="/some/head"), 2), target, "cpu")
+        check_drafter(Policy.static(DrafterRef(name="m", method="mtp", model="/some/head"), 2), target, "cpu")
     assert str(serve_says.value) == str(profiler_says.value)
+    # an EAGLE head runs on this CPU; a folder of its shapes alone is for --costs-only
+    shape = tmp_path / "shape"
+    shape.mkdir()
+    (shape / "config.json").write_text("{}")
+    with pytest.raises(SpecsimError, match="no weights.*--costs-only"):
+        check_drafter_supported(parse_drafter(f"eagle3:{shape}"), "cpu", target)
+    check_drafter_supported(parse_drafter(f"eagle3:{shape}"), "cpu", target, weights=False)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "arctic_inference" else real(n, *a))
     with pytest.raises(SpecsimError, match="arctic-inference"):
