@@ -275,7 +275,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     _print_table(summaries_for_report(result), f"tuned vs baselines ({on})")
     for line in describe_result(result):
         print(line)
-    print(f"{len(result.study.trials)} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "
+    from specsim.tuner.study import FINISHED
+
+    n_done = len(result.study.get_trials(deepcopy=False, states=FINISHED))
+    print(f"{n_done} trials ({result.evaluations} simulated) in {time.perf_counter() - t0:.1f} s; "
           f"wrote {args.out}")
     if notice := estimated_costs_notice(profile):
         print(notice)
