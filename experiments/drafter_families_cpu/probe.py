@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -58,17 +59,22 @@ def shapes(target: Path, root: Path) -> dict[str, dict]:
                 (d / f).write_bytes((target / f).read_bytes())
         return str(d)
 
+    layers = int(t["num_hidden_layers"])
+    aux = [2, layers // 2, layers - 3]  # the target layers EAGLE-3 reads (vLLM's default aux layers)
     common = {k: t[k] for k in ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads",
                                 "rms_norm_eps", "vocab_size", "max_position_embeddings", "hidden_act") if k in t}
     eagle1 = folder("eagle1", {**common, "architectures": ["EagleLlamaForCausalLM"], "model_type": "llama",
                                "num_hidden_layers": 1})
-    peagle = folder("peagle", {**json.loads((eagle3 / "config.json").read_text()),
-                               "architectures": ["PeagleLlamaForCausalLM"]})
+    # NOTE: vLLM names an EAGLE-3 draft's class Eagle3{architecture} unless the name already carries Eagle3
+    # (vllm/transformers_utils/configs/eagle.py): P-EAGLE is an EAGLE-3 head run with parallel_drafting
+    # and a mask token for the positions it drafts in parallel (vllm/config/speculative.py)
+    peagle = folder("peagle", {**json.loads((eagle3 / "config.json").read_text()), "mask_token_id": 0})
     medusa = folder("medusa", {"architectures": ["MedusaModel"], "model_type": "medusa",
                                "hidden_size": t["hidden_size"], "vocab_size": t["vocab_size"], "num_heads": 4,
                                "num_hidden_layers": 1})
     dflash = folder("dflash", {**common, "architectures": ["DFlashDraftModel"], "model_type": "qwen3",
-                               "num_hidden_layers": 1, "head_dim": t["hidden_size"] // t["num_attention_heads"]})
+                               "num_hidden_layers": 1, "head_dim": t["hidden_size"] // t["num_attention_heads"],
+                               "dflash_config": {"target_layer_ids": aux, "mask_token_id": 0}})
     return {
         "draft_model (4-layer cut)": {"method": "draft_model", "model": str(draft), "num_speculative_tokens": 3},
         "eagle (EAGLE-1 head)": {"method": "eagle", "model": eagle1, "num_speculative_tokens": 3},
@@ -95,15 +101,31 @@ def probe(target: Path, spec: dict, timeout: float) -> dict:
     line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
     if rc == 0 and line:
         return {"ran": True, **json.loads(line[7:]), "seconds": round(time.monotonic() - t0, 1)}
-    errs = [ln.strip() for ln in out.splitlines() if ("Error" in ln or "error" in ln) and len(ln) < 400]
-    return {"ran": False, "error": errs[-1] if errs else out.strip().splitlines()[-1][:300],
-            "seconds": round(time.monotonic() - t0, 1)}
+    return {"ran": False, "error": root_cause(out), "seconds": round(time.monotonic() - t0, 1)}
+
+
+NOISE = ("Engine core initialization failed", "For further information", "See root cause above")
+
+
+def root_cause(log: str) -> str:
+    """The first line that says what failed: pydantic's 'Value error, ...', else the first exception line
+    of the engine core's traceback that is not a wrapper's."""
+    lines = [ln.strip() for ln in log.splitlines()]
+    for ln in lines:
+        if "Value error," in ln:
+            return ln.split("Value error,", 1)[1].split("[type=", 1)[0].strip()[:300]
+    for ln in lines:
+        m = re.search(r"\b(\w*(?:Error|Exception)): (.*)", ln)
+        if m and not any(n in ln for n in NOISE):
+            return f"{m.group(1)}: {m.group(2)}"[:300]
+    return (lines[-1] if lines else "no output")[:300]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=HERE)
     ap.add_argument("--timeout", type=float, default=300.0)
+    ap.add_argument("--only", default=None, help="probe the families whose name starts with this, print only")
     args = ap.parse_args()
     from specsim.models.prepare import prepare_default
     from specsim.vllmkit.env import engine_version, hardware_name
@@ -112,10 +134,14 @@ def main() -> int:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as root:
         for family, spec in shapes(target, Path(root)).items():
+            if args.only and not family.startswith(args.only):
+                continue
             print(f"{family} ...", flush=True)
             results[family] = {"speculative_config": {k: (Path(v).name if k == "model" else v)
                                                       for k, v in spec.items()}, **probe(target, spec, args.timeout)}
             print(f"  {results[family]}", flush=True)
+    if args.only:
+        return 0
     doc = {"engine": engine_version(), "hardware": hardware_name("cpu"), "load_average": os.getloadavg()[0],
            "date": time.strftime("%Y-%m-%d"), "results": results}
     (args.out / "results.json").write_text(json.dumps(doc, indent=1) + "\n")
