@@ -100,6 +100,7 @@ def test_ngram_is_costed_by_its_own_engine(run) -> None:
     probe = prof.ckpt.get(keys.workload("kprobe", "served", "r6"))
     assert probe["drafter"] == keys.KPROBE_DRAFTER
     assert profile.drafters["ngram"].composition is not None
+    assert profile.drafters["ngram"].acceptance_source == "traces"
 
 
 def test_partly_cached_prefill_computes_only_the_new_tokens(run) -> None:
@@ -136,7 +137,7 @@ def test_profile_is_complete_and_loadable(run, tmp_path: Path) -> None:
     _, profile, _ = run
     md = profile.metadata
     assert md.source == "measured" and md.device == "cpu" and md.engine_version.startswith("vllm")
-    assert md.dtype == "bfloat16" and md.threads and profile.version == 2
+    assert md.dtype == "bfloat16" and md.threads and profile.version == 3
     engines = md.engine_args["engines"]
     plain = next(v for k, v in engines.items() if k.endswith("plain"))
     kprobe = next(v for k, v in engines.items() if k.endswith("kprobe"))
@@ -148,6 +149,7 @@ def test_profile_is_complete_and_loadable(run, tmp_path: Path) -> None:
     assert len(ngram) == 6 and all(t.source == "replay" for t in ngram)
     assert any(max(t.r) > 0 for t in ngram)
     assert profile.drafters["ngram"].composition is not None
+    assert profile.drafters["ngram"].acceptance_source == "traces"
     save_profile(profile, tmp_path / "p.json")
     assert load_profile(tmp_path / "p.json") == profile
 
