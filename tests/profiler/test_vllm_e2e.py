@@ -186,16 +186,31 @@ def test_ngram_replay_matches_vllm_numba_proposer() -> None:
         assert propose(toks, lo, hi, k, 4096) == ref
 
 
+def _k_steps(prof, engine: str, workload: str, k: int) -> list[float]:
+    """Step periods (ms) of one recorded decode workload whose steps drafted K = k."""
+    from specsim.profiler import keys, stepfit
+
+    rec = prof.ckpt.get(keys.workload(engine, "decode", workload))
+    return [row[0] for row in rec["steps"] if int(row[1 + stepfit.KMAX]) == k]
+
+
 def test_self_draft_model_accepts_everything(run) -> None:
-    _, profile, _ = run
+    import statistics
+
+    prof, profile, _ = run
     traces = profile.traces_for("draft_model:default")
     assert len(traces) == 6 and all(t.source == "teacher-forced" for t in traces)
     spec = profile.drafters["draft_model:default"]
     assert spec.method == "draft_model" and spec.composition is not None
-    # a 30-layer draft proposing K tokens costs real time: far more per step than the n-gram lookup
-    d, n = spec.composition, profile.drafters["ngram"].composition
+    d = spec.composition
     per_draft = d.per_step_ms + d.per_row_ms + K * (d.per_token_ms + d.per_forward_ms + d.per_forward_row_ms)
-    assert per_draft > 5 * (n.per_step_ms + n.per_row_ms + K * n.per_token_ms) and per_draft > 5.0
+    assert per_draft > 5.0
+    # a 30-layer draft proposing K tokens costs real time: its steps take far longer than the same verification
+    # drafted by the n-gram K-probe, measured side by side in this run (a ratio: it holds on a loaded machine,
+    # where the fitted n-gram terms absorb noise: one loaded run fitted 7 ms per n-gram draft token)
+    drafted = statistics.median(_k_steps(prof, f"drafter-draft_model:default-k{K}", "b1-c32", K))
+    probed = statistics.median(_k_steps(prof, "kprobe", "b1-c32", K))
+    assert drafted > 1.3 * probed, (drafted, probed)
     # a model drafting for itself agrees with its own greedy choice (ties aside)
     hits = sum(r for t in traces for r in t.r[1:])
     best = sum(min(K, t.output_length + K + 1 - pos - 1) for t in traces for pos in range(1, t.output_length))
